@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, configures, builds and runs every test.
+# Idempotent and quick when everything is already in place.
+#   BUILD_DIR  build folder (default: build)
+#   CI=true    turns warnings into errors
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/build.sh
+cd "${BUILD_DIR:-build}"
+ctest --output-on-failure -j2 --timeout 600 "$@"
