@@ -1,0 +1,219 @@
+#include "common/aggregation.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/numeric/bits.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace demod {
+namespace {
+
+struct Entry {
+  uint32_t index;
+  float value;
+};
+
+bool IndexLess(const Entry& a, const Entry& b) { return a.index < b.index; }
+
+// Checks the shapes the per-chunk loops rely on. Indices are range-checked as they are used;
+// order and finiteness are the decoder's checks, done before a payload gets here.
+absl::Status CheckContributions(const std::vector<Contribution>& sorted, const LayoutTable& table) {
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    const Contribution& contribution = sorted[i];
+    if (contribution.payload == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("contribution of worker ", contribution.worker_id, " has no payload"));
+    }
+    if (i > 0 && contribution.worker_id == sorted[i - 1].worker_id) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("two contributions from worker ", contribution.worker_id));
+    }
+    const StepPayload& payload = *contribution.payload;
+    if (payload.step != sorted[0].payload->step) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("worker ", contribution.worker_id, " sent step ", payload.step, ", worker ",
+                       sorted[0].worker_id, " sent step ", sorted[0].payload->step));
+    }
+    if (payload.tensors.size() != table.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("worker ", contribution.worker_id,
+                                                     "'s payload has ", payload.tensors.size(),
+                                                     " tensors, table has ", table.size()));
+    }
+    for (size_t t = 0; t < table.size(); ++t) {
+      const SparseTensor& tensor = payload.tensors[t];
+      const auto expected = static_cast<size_t>(table[t].layout.num_selected());
+      if (tensor.indices.size() != expected || tensor.values.size() != expected) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("worker ", contribution.worker_id, ": tensor '", table[t].name,
+                         "': ", tensor.indices.size(), " indices and ", tensor.values.size(),
+                         " values, expected ", expected));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Chunks up to this many coefficients are summed in dense per-coefficient slots (at most 512 KiB,
+// reused across chunks); larger ones, rare (a dimension with no divisor near the target), by
+// merging the contributors' sorted lists.
+constexpr int64_t kDenseChunkLimit = int64_t{1} << 16;
+
+struct Scratch {
+  // Dense path. Between chunks every count and every touched bit is zero.
+  std::vector<float> sums;
+  std::vector<uint32_t> counts;
+  std::vector<uint64_t> touched;  // bit i: coefficient i has a value in the current chunk
+  // Merge path.
+  std::vector<Entry> merged;
+  std::vector<Entry> spare;
+};
+
+absl::Status IndexOutOfRange(const Contribution& contribution, const NamedLayout& named,
+                             size_t chunk, uint32_t index) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("worker ", contribution.worker_id, ": tensor '", named.name, "' chunk ", chunk,
+                   ": index ", index, " out of range for chunk of ", named.layout.chunk_size()));
+}
+
+absl::Status AppendMean(const NamedLayout& named, size_t chunk, uint32_t index, float sum,
+                        uint32_t count, AggregateTensor* out) {
+  const float mean = sum / static_cast<float>(count);
+  if (!std::isfinite(mean)) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", named.name, "' chunk ", chunk,
+                                                   ": mean of ", count, " values at index ", index,
+                                                   " is not finite"));
+  }
+  out->indices.push_back(index);
+  out->values.push_back(mean);
+  return absl::OkStatus();
+}
+
+// Visiting contributors in ascending worker id makes each slot's sum accumulate in that order;
+// scanning the touched bitmap then yields the union in index order without sorting.
+absl::Status AggregateChunkDense(const std::vector<Contribution>& sorted, size_t t, size_t c,
+                                 const NamedLayout& named, Scratch* scratch, AggregateTensor* out) {
+  const auto k = static_cast<size_t>(named.layout.topk);
+  const auto chunk_size = static_cast<uint32_t>(named.layout.chunk_size());
+  float* sums = scratch->sums.data();
+  uint32_t* counts = scratch->counts.data();
+  uint64_t* touched = scratch->touched.data();
+  for (const Contribution& contribution : sorted) {
+    const SparseTensor& tensor = contribution.payload->tensors[t];
+    const uint32_t* indices = tensor.indices.data() + c * k;
+    const float* values = tensor.values.data() + c * k;
+    for (size_t i = 0; i < k; ++i) {
+      const uint32_t index = indices[i];
+      if (index >= chunk_size) return IndexOutOfRange(contribution, named, c, index);
+      // The first value is taken as is rather than added to 0, which would turn -0 into +0.
+      sums[index] = counts[index] == 0 ? values[i] : sums[index] + values[i];
+      ++counts[index];
+      touched[index / 64] |= uint64_t{1} << (index % 64);
+    }
+  }
+  const size_t words = (chunk_size + 63) / 64;
+  for (size_t word = 0; word < words; ++word) {
+    for (uint64_t bits = touched[word]; bits != 0; bits &= bits - 1) {
+      const auto index = static_cast<uint32_t>(word * 64 + absl::countr_zero(bits));
+      DEMOD_RETURN_IF_ERROR(AppendMean(named, c, index, sums[index], counts[index], out));
+      counts[index] = 0;
+    }
+    touched[word] = 0;
+  }
+  return absl::OkStatus();
+}
+
+// Merges the contributors' index-sorted runs of k entries, laid out in ascending worker id, into
+// one index-sorted list. std::merge is stable and the left run always holds the lower worker
+// ids, so equal indices end up in ascending worker id and each sum accumulates in that order.
+absl::Status AggregateChunkMerge(const std::vector<Contribution>& sorted, size_t t, size_t c,
+                                 const NamedLayout& named, Scratch* scratch, AggregateTensor* out) {
+  const auto k = static_cast<size_t>(named.layout.topk);
+  const size_t n = sorted.size() * k;
+  scratch->merged.resize(n);
+  scratch->spare.resize(n);
+  Entry* a = scratch->merged.data();
+  Entry* b = scratch->spare.data();
+  for (size_t w = 0; w < sorted.size(); ++w) {
+    const SparseTensor& tensor = sorted[w].payload->tensors[t];
+    for (size_t i = 0; i < k; ++i) {
+      const uint32_t index = tensor.indices[c * k + i];
+      if (index >= named.layout.chunk_size()) return IndexOutOfRange(sorted[w], named, c, index);
+      a[w * k + i] = Entry{index, tensor.values[c * k + i]};
+    }
+  }
+  for (size_t width = k; width < n; width *= 2) {
+    for (size_t lo = 0; lo < n; lo += 2 * width) {
+      const size_t mid = std::min(lo + width, n);
+      const size_t hi = std::min(lo + 2 * width, n);
+      std::merge(a + lo, a + mid, a + mid, a + hi, b + lo, IndexLess);
+    }
+    std::swap(a, b);
+  }
+  for (size_t i = 0; i < n;) {
+    const uint32_t index = a[i].index;
+    float sum = a[i].value;
+    size_t j = i + 1;
+    for (; j < n && a[j].index == index; ++j) sum += a[j].value;
+    DEMOD_RETURN_IF_ERROR(AppendMean(named, c, index, sum, static_cast<uint32_t>(j - i), out));
+    i = j;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AggregateTensorEntries(const std::vector<Contribution>& sorted, size_t t,
+                                    const NamedLayout& named, Scratch* scratch,
+                                    AggregateTensor* out) {
+  const ChunkLayout& layout = named.layout;
+  const auto num_chunks = static_cast<size_t>(layout.num_chunks());
+  const bool dense = layout.chunk_size() <= kDenseChunkLimit;
+  if (dense) {
+    const auto chunk_size = static_cast<size_t>(layout.chunk_size());
+    if (scratch->counts.size() < chunk_size) {
+      scratch->sums.resize(chunk_size);
+      scratch->counts.resize(chunk_size, 0);
+      scratch->touched.resize((chunk_size + 63) / 64, 0);
+    }
+  }
+  out->chunk_offsets.resize(num_chunks + 1);
+  out->chunk_offsets[0] = 0;
+  const size_t union_lower_bound = num_chunks * static_cast<size_t>(layout.topk);
+  out->indices.reserve(union_lower_bound);
+  out->values.reserve(union_lower_bound);
+  for (size_t c = 0; c < num_chunks; ++c) {
+    DEMOD_RETURN_IF_ERROR(dense ? AggregateChunkDense(sorted, t, c, named, scratch, out)
+                                : AggregateChunkMerge(sorted, t, c, named, scratch, out));
+    out->chunk_offsets[c + 1] = out->indices.size();
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& contributions,
+                                            const LayoutTable& table) {
+  if (contributions.empty()) return absl::InvalidArgumentError("no contributions to aggregate");
+  std::vector<Contribution> sorted = contributions;
+  std::sort(sorted.begin(), sorted.end(),
+            [](const Contribution& a, const Contribution& b) { return a.worker_id < b.worker_id; });
+  DEMOD_RETURN_IF_ERROR(CheckContributions(sorted, table));
+
+  StepAggregate aggregate;
+  aggregate.step = sorted[0].payload->step;
+  aggregate.contributors.reserve(sorted.size());
+  for (const Contribution& contribution : sorted) {
+    aggregate.contributors.push_back(contribution.worker_id);
+  }
+  aggregate.tensors.resize(table.size());
+  Scratch scratch;  // reused across chunks and tensors
+  for (size_t t = 0; t < table.size(); ++t) {
+    DEMOD_RETURN_IF_ERROR(
+        AggregateTensorEntries(sorted, t, table[t], &scratch, &aggregate.tensors[t]));
+  }
+  return aggregate;
+}
+
+}  // namespace demod

@@ -1,0 +1,36 @@
+// Aggregation of several workers' payloads for one step, with the reference DeMo semantics:
+// for each coefficient, the mean of the values sent for it by the workers that selected it
+// (a coefficient chosen by one worker keeps that worker's value); unselected ones are absent.
+//
+// Determinism: contributions are combined in ascending worker id, whatever order they arrive
+// in, and the output is sorted by (chunk, index). Every caller that aggregates the same set of
+// payloads gets bit-identical values.
+//
+// Pure function; thread-safe.
+#ifndef DEMOD_COMMON_AGGREGATION_H_
+#define DEMOD_COMMON_AGGREGATION_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/sparse_payload.h"
+
+namespace demod {
+
+struct Contribution {
+  uint32_t worker_id = 0;
+  const StepPayload* payload = nullptr;  // validated against the table; not owned
+};
+
+// Fails with INVALID_ARGUMENT when contributions is empty, a payload is null, two share a worker
+// id, their steps differ, a payload's tensor count or a tensor's entry count does not match the
+// table, an index is out of its chunk's range, or a mean overflows float32. Payloads that break
+// the table's other rules (order within a chunk, finite values) give a deterministic but
+// meaningless aggregate: validate them first (DecodeStepPayload does).
+absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& contributions,
+                                            const LayoutTable& table);
+
+}  // namespace demod
+
+#endif  // DEMOD_COMMON_AGGREGATION_H_

@@ -1,0 +1,575 @@
+// The layouts written and read here are specified, byte by byte, in docs/wire-format.md. A change
+// to either must change both, and bump kFormatVersion.
+#include "common/payload_codec.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "absl/status/status.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/byte_coding.h"
+#include "common/crc32c.h"
+#include "common/status_macros.h"
+
+namespace demod {
+namespace {
+
+constexpr uint16_t kFormatVersion = 1;
+constexpr char kPayloadMagic[] = "DMP1";
+constexpr char kAggregateMagic[] = "DMA1";
+constexpr size_t kMagicBytes = 4;
+// magic, version, total length: the part of the header every message kind shares.
+constexpr size_t kFrameHeaderBytes = kMagicBytes + 2 + 8;
+constexpr size_t kCrcBytes = 4;
+// Frame header + encoding u8 + step u64 + tensor count u32.
+constexpr size_t kPayloadHeaderBytes = kFrameHeaderBytes + 1 + 8 + 4;
+// Frame header + step u64 + contributor count u32 (then the ids, then the tensor count u32).
+constexpr size_t kAggregateHeaderBytes = kFrameHeaderBytes + 8 + 4;
+constexpr size_t kTensorCountBytes = 4;
+constexpr size_t kPayloadTensorHeaderBytes = 4 + 4;  // num_chunks, topk
+constexpr size_t kAggregateTensorHeaderBytes = 4;    // num_chunks
+constexpr int64_t kMaxWireCount = std::numeric_limits<uint32_t>::max();
+
+// Everything the frame checks need to know about one message kind.
+struct MessageKind {
+  const char* name;        // "payload", "aggregate": as error messages say it
+  const char* magic;       // 4 bytes
+  const char* other_name;  // the other kind, to name a mix-up
+  const char* other_magic;
+  size_t min_bytes;  // header + CRC of an empty message
+};
+
+constexpr MessageKind kPayloadKind = {"payload", kPayloadMagic, "aggregate", kAggregateMagic,
+                                      kPayloadHeaderBytes + kCrcBytes};
+constexpr MessageKind kAggregateKind = {"aggregate", kAggregateMagic, "payload", kPayloadMagic,
+                                        kAggregateHeaderBytes + kTensorCountBytes + kCrcBytes};
+
+absl::Status Truncated(const MessageKind& kind, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("truncated ", kind.name, ": ", what));
+}
+
+// The message without its frame (magic, version, length) and CRC, once those check out. Lengths
+// and the checksum are verified before any field the CRC protects is interpreted.
+absl::StatusOr<absl::string_view> CheckFrame(absl::string_view bytes, const MessageKind& kind) {
+  if (bytes.size() < kind.min_bytes) {
+    return Truncated(kind, absl::StrCat(bytes.size(), " bytes, the smallest ", kind.name, " is ",
+                                        kind.min_bytes));
+  }
+  const absl::string_view magic = bytes.substr(0, kMagicBytes);
+  if (magic != absl::string_view(kind.magic, kMagicBytes)) {
+    if (magic == absl::string_view(kind.other_magic, kMagicBytes)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expected a step ", kind.name, ", got a step ", kind.other_name));
+    }
+    return absl::InvalidArgumentError(absl::StrCat("not a step ", kind.name, ": bad magic '",
+                                                   absl::CHexEscape(magic), "', expected '",
+                                                   kind.magic, "'"));
+  }
+  const uint16_t version = DecodeU16(bytes.data() + kMagicBytes);
+  if (version != kFormatVersion) {
+    return absl::InvalidArgumentError(absl::StrCat("unsupported ", kind.name, " format version ",
+                                                   version, "; this build reads version ",
+                                                   kFormatVersion));
+  }
+  const uint64_t declared = DecodeU64(bytes.data() + kMagicBytes + 2);
+  if (declared > bytes.size()) {
+    return Truncated(kind, absl::StrCat(bytes.size(), " bytes, header declares ", declared));
+  }
+  if (declared < bytes.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("trailing bytes after ", kind.name, ": ",
+                                                   bytes.size(), " bytes, header declares ",
+                                                   declared));
+  }
+  const size_t body_end = bytes.size() - kCrcBytes;
+  const uint32_t stored = DecodeU32(bytes.data() + body_end);
+  const uint32_t computed = Crc32c(bytes.substr(0, body_end));
+  if (stored != computed) {
+    return absl::DataLossError(absl::StrFormat(
+        "%s checksum mismatch: stored 0x%08x, computed 0x%08x", kind.name, stored, computed));
+  }
+  return bytes.substr(kFrameHeaderBytes, body_end - kFrameHeaderBytes);
+}
+
+void PutFrameHeader(const MessageKind& kind, uint64_t total_bytes, std::string* out) {
+  out->append(kind.magic, kMagicBytes);
+  PutU16(out, kFormatVersion);
+  PutU64(out, total_bytes);
+}
+
+void PutCrc(std::string* out) { PutU32(out, Crc32c(*out)); }
+
+// Rejects tables this format cannot describe, before any size is computed from them.
+absl::Status CheckLayoutFitsWire(const NamedLayout& tensor) {
+  const ChunkLayout& layout = tensor.layout;
+  const int64_t chunk_size = layout.chunk_size();
+  if (chunk_size < 1 || chunk_size > kMaxWireCount) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor.name, "': chunk of ",
+                                                   chunk_size, " coefficients outside the wire ",
+                                                   "format's range [1, ", kMaxWireCount, "]"));
+  }
+  if (layout.num_chunks() < 1 || layout.num_chunks() > kMaxWireCount) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", tensor.name, "': ", layout.num_chunks(),
+                     " chunks outside the wire ", "format's range [1, ", kMaxWireCount, "]"));
+  }
+  if (layout.topk < 1 || layout.topk > chunk_size) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor.name, "': topk ", layout.topk,
+                                                   " outside [1, chunk size ", chunk_size, "]"));
+  }
+  return absl::OkStatus();
+}
+
+// The checks every chunk of a payload or an aggregate must pass.
+absl::Status CheckChunkEntries(const std::string& name, int64_t chunk, const uint32_t* indices,
+                               const float* values, size_t n, int64_t chunk_size) {
+  for (size_t i = 0; i < n; ++i) {
+    if (indices[i] >= chunk_size) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' chunk ", chunk,
+                                                     ": index ", indices[i],
+                                                     " out of range for chunk of ", chunk_size));
+    }
+    if (i > 0 && indices[i] <= indices[i - 1]) {
+      if (indices[i] == indices[i - 1]) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", name, "': duplicate index ", indices[i], " in chunk ", chunk));
+      }
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "': indices not increasing in chunk ", chunk, " (",
+                       indices[i], " after ", indices[i - 1], ")"));
+    }
+    if (!std::isfinite(values[i])) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' chunk ", chunk,
+                                                     ": non-finite value ", values[i], " at index ",
+                                                     indices[i]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckTensorCount(const MessageKind& kind, size_t count, const LayoutTable& table) {
+  if (count != table.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kind.name, " has ", count, " tensors, table has ", table.size()));
+  }
+  return absl::OkStatus();
+}
+
+void AppendIndices(const std::vector<uint32_t>& indices, int width, std::string* out) {
+  const size_t start = out->size();
+  out->resize(start + indices.size() * width);
+  char* p = &(*out)[start];
+  switch (width) {
+    case 1:
+      for (uint32_t index : indices) *p++ = static_cast<char>(index);
+      break;
+    case 2:
+      for (uint32_t index : indices) {
+        EncodeU16(p, static_cast<uint16_t>(index));
+        p += 2;
+      }
+      break;
+    default:
+      for (uint32_t index : indices) {
+        EncodeU32(p, index);
+        p += 4;
+      }
+      break;
+  }
+}
+
+void ReadIndices(absl::string_view bytes, int width, std::vector<uint32_t>* indices) {
+  const char* p = bytes.data();
+  switch (width) {
+    case 1:
+      for (uint32_t& index : *indices) index = static_cast<unsigned char>(*p++);
+      break;
+    case 2:
+      for (uint32_t& index : *indices) {
+        index = DecodeU16(p);
+        p += 2;
+      }
+      break;
+    default:
+      for (uint32_t& index : *indices) {
+        index = DecodeU32(p);
+        p += 4;
+      }
+      break;
+  }
+}
+
+void AppendValues(const std::vector<float>& values, ValueEncoding encoding, std::string* out) {
+  const size_t start = out->size();
+  out->resize(start + EncodedValueBytes(encoding, static_cast<int64_t>(values.size())));
+  char* p = &(*out)[start];
+  switch (encoding) {
+    case ValueEncoding::kFloat32:
+      for (float value : values) {
+        EncodeF32(p, value);
+        p += 4;
+      }
+      break;
+    case ValueEncoding::kBFloat16:
+      for (float value : values) {
+        EncodeU16(p, FloatToBFloat16Saturating(value));
+        p += 2;
+      }
+      break;
+    case ValueEncoding::kFloat16:
+      for (float value : values) {
+        EncodeU16(p, FloatToHalfSaturating(value));
+        p += 2;
+      }
+      break;
+    case ValueEncoding::kSign:
+      // resize() zero-filled the bytes, so padding bits after the last value stay zero.
+      for (size_t i = 0; i < values.size(); ++i) {
+        if (SignBit(values[i])) p[i / 8] = static_cast<char>(p[i / 8] | (1 << (i % 8)));
+      }
+      break;
+  }
+}
+
+// Fails only for a kSign tail byte with nonzero padding bits, so that every message has exactly
+// one encoding.
+absl::Status ReadValues(absl::string_view bytes, ValueEncoding encoding, const std::string& name,
+                        std::vector<float>* values) {
+  const char* p = bytes.data();
+  switch (encoding) {
+    case ValueEncoding::kFloat32:
+      for (float& value : *values) {
+        value = DecodeF32(p);
+        p += 4;
+      }
+      break;
+    case ValueEncoding::kBFloat16:
+      for (float& value : *values) {
+        value = BFloat16ToFloat(DecodeU16(p));
+        p += 2;
+      }
+      break;
+    case ValueEncoding::kFloat16:
+      for (float& value : *values) {
+        value = HalfToFloat(DecodeU16(p));
+        p += 2;
+      }
+      break;
+    case ValueEncoding::kSign: {
+      const size_t n = values->size();
+      for (size_t i = 0; i < n; ++i) {
+        (*values)[i] = ((static_cast<unsigned char>(p[i / 8]) >> (i % 8)) & 1) ? -1.0f : 1.0f;
+      }
+      if (n % 8 != 0 && (static_cast<unsigned char>(p[n / 8]) >> (n % 8)) != 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", name, "': nonzero padding bits after the last sign"));
+      }
+      break;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int IndexWidth(int64_t chunk_size) {
+  if (chunk_size <= 256) return 1;
+  if (chunk_size <= 65536) return 2;
+  return 4;
+}
+
+int CountWidth(int64_t chunk_size) { return IndexWidth(chunk_size + 1); }
+
+absl::Status ValidateStepPayload(const StepPayload& payload, const LayoutTable& table) {
+  if (!IsValidValueEncoding(static_cast<uint8_t>(payload.encoding))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid value encoding ", static_cast<int>(payload.encoding)));
+  }
+  DEMOD_RETURN_IF_ERROR(CheckTensorCount(kPayloadKind, payload.tensors.size(), table));
+  for (size_t t = 0; t < table.size(); ++t) {
+    const NamedLayout& named = table[t];
+    DEMOD_RETURN_IF_ERROR(CheckLayoutFitsWire(named));
+    const ChunkLayout& layout = named.layout;
+    const SparseTensor& tensor = payload.tensors[t];
+    const auto expected = static_cast<size_t>(layout.num_selected());
+    if (tensor.indices.size() != expected || tensor.values.size() != expected) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", named.name, "': ", tensor.indices.size(), " indices and ",
+                       tensor.values.size(), " values, expected ", expected, " (",
+                       layout.num_chunks(), " chunks x k=", layout.topk, ")"));
+    }
+    const auto k = static_cast<size_t>(layout.topk);
+    for (int64_t c = 0; c < layout.num_chunks(); ++c) {
+      const size_t begin = static_cast<size_t>(c) * k;
+      DEMOD_RETURN_IF_ERROR(CheckChunkEntries(named.name, c, tensor.indices.data() + begin,
+                                              tensor.values.data() + begin, k,
+                                              layout.chunk_size()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> EncodeStepPayload(const StepPayload& payload,
+                                              const LayoutTable& table) {
+  DEMOD_RETURN_IF_ERROR(ValidateStepPayload(payload, table));
+  uint64_t total = kPayloadHeaderBytes + kCrcBytes;
+  for (size_t t = 0; t < table.size(); ++t) {
+    const int64_t n = table[t].layout.num_selected();
+    total += kPayloadTensorHeaderBytes + n * IndexWidth(table[t].layout.chunk_size()) +
+             EncodedValueBytes(payload.encoding, n);
+  }
+  std::string out;
+  out.reserve(total);
+  PutFrameHeader(kPayloadKind, total, &out);
+  PutU8(&out, static_cast<uint8_t>(payload.encoding));
+  PutU64(&out, static_cast<uint64_t>(payload.step));
+  PutU32(&out, static_cast<uint32_t>(table.size()));
+  for (size_t t = 0; t < table.size(); ++t) {
+    const ChunkLayout& layout = table[t].layout;
+    PutU32(&out, static_cast<uint32_t>(layout.num_chunks()));
+    PutU32(&out, static_cast<uint32_t>(layout.topk));
+    AppendIndices(payload.tensors[t].indices, IndexWidth(layout.chunk_size()), &out);
+    AppendValues(payload.tensors[t].values, payload.encoding, &out);
+  }
+  PutCrc(&out);
+  return out;
+}
+
+absl::StatusOr<StepPayload> DecodeStepPayload(absl::string_view bytes, const LayoutTable& table) {
+  DEMOD_ASSIGN_OR_RETURN(const absl::string_view body, CheckFrame(bytes, kPayloadKind));
+  ByteReader reader(body);
+  uint8_t raw_encoding;
+  uint64_t step;
+  uint32_t tensor_count;
+  if (!reader.ReadU8(&raw_encoding) || !reader.ReadU64(&step) || !reader.ReadU32(&tensor_count)) {
+    return Truncated(kPayloadKind, "header");
+  }
+  if (!IsValidValueEncoding(raw_encoding)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown value encoding ", static_cast<int>(raw_encoding),
+                     " in payload; valid: 0 (f32), 1 (bf16), 2 (f16), 3 (sign)"));
+  }
+  DEMOD_RETURN_IF_ERROR(CheckTensorCount(kPayloadKind, tensor_count, table));
+
+  StepPayload payload;
+  payload.step = static_cast<int64_t>(step);
+  payload.encoding = static_cast<ValueEncoding>(raw_encoding);
+  payload.tensors.resize(table.size());
+  for (size_t t = 0; t < table.size(); ++t) {
+    const NamedLayout& named = table[t];
+    DEMOD_RETURN_IF_ERROR(CheckLayoutFitsWire(named));
+    const ChunkLayout& layout = named.layout;
+    uint32_t num_chunks, topk;
+    if (!reader.ReadU32(&num_chunks) || !reader.ReadU32(&topk)) {
+      return Truncated(kPayloadKind, absl::StrCat("tensor '", named.name, "' header"));
+    }
+    if (num_chunks != layout.num_chunks() || topk != layout.topk) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", named.name, "': payload has ", num_chunks, " chunks of k=", topk,
+                       ", table expects ", layout.num_chunks(), " chunks of k=", layout.topk));
+    }
+    // From here on sizes come from the table, which bounds them to 2^64 before any product.
+    const uint64_t n = static_cast<uint64_t>(num_chunks) * topk;
+    const int width = IndexWidth(layout.chunk_size());
+    absl::string_view index_bytes, value_bytes;
+    if (n > reader.remaining() / width || !reader.ReadBytes(n * width, &index_bytes) ||
+        !reader.ReadBytes(EncodedValueBytes(payload.encoding, static_cast<int64_t>(n)),
+                          &value_bytes)) {
+      return Truncated(kPayloadKind, absl::StrCat("tensor '", named.name, "' needs ", n,
+                                                  " entries, ", reader.remaining(), " bytes left"));
+    }
+    SparseTensor& tensor = payload.tensors[t];
+    tensor.indices.resize(n);
+    tensor.values.resize(n);
+    ReadIndices(index_bytes, width, &tensor.indices);
+    DEMOD_RETURN_IF_ERROR(ReadValues(value_bytes, payload.encoding, named.name, &tensor.values));
+  }
+  if (!reader.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "trailing bytes after payload: ", reader.remaining(), " bytes after the last tensor"));
+  }
+  DEMOD_RETURN_IF_ERROR(ValidateStepPayload(payload, table));
+  return payload;
+}
+
+absl::Status ValidateStepAggregate(const StepAggregate& aggregate, const LayoutTable& table) {
+  for (size_t i = 1; i < aggregate.contributors.size(); ++i) {
+    const uint32_t previous = aggregate.contributors[i - 1];
+    const uint32_t current = aggregate.contributors[i];
+    if (current == previous) {
+      return absl::InvalidArgumentError(absl::StrCat("duplicate contributor ", current));
+    }
+    if (current < previous) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("contributors not increasing: ", current, " after ", previous));
+    }
+  }
+  DEMOD_RETURN_IF_ERROR(CheckTensorCount(kAggregateKind, aggregate.tensors.size(), table));
+  for (size_t t = 0; t < table.size(); ++t) {
+    const NamedLayout& named = table[t];
+    DEMOD_RETURN_IF_ERROR(CheckLayoutFitsWire(named));
+    const ChunkLayout& layout = named.layout;
+    const AggregateTensor& tensor = aggregate.tensors[t];
+    const std::vector<uint64_t>& offsets = tensor.chunk_offsets;
+    const auto num_chunks = static_cast<size_t>(layout.num_chunks());
+    const auto prefix = [&named] { return absl::StrCat("tensor '", named.name, "': "); };
+    if (offsets.size() != num_chunks + 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          prefix(), offsets.size(), " chunk offsets, expected ", num_chunks + 1, " (chunks + 1)"));
+    }
+    if (offsets.front() != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(prefix(), "chunk offsets start at ", offsets.front(), ", not 0"));
+    }
+    if (tensor.values.size() != tensor.indices.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          prefix(), tensor.indices.size(), " indices but ", tensor.values.size(), " values"));
+    }
+    if (offsets.back() != tensor.indices.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(prefix(), "chunk offsets end at ",
+                                                     offsets.back(), ", not at the ",
+                                                     tensor.indices.size(), " entries"));
+    }
+    // Every offset is checked before any chunk's entries are touched: with the end pinned to
+    // indices.size(), non-decreasing offsets keep every chunk's range in bounds.
+    for (size_t c = 0; c < num_chunks; ++c) {
+      if (offsets[c + 1] < offsets[c]) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(prefix(), "chunk offsets decrease at chunk ", c));
+      }
+    }
+    for (size_t c = 0; c < num_chunks; ++c) {
+      if (offsets[c + 1] - offsets[c] > static_cast<uint64_t>(layout.chunk_size())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", named.name, "' chunk ", c, ": ", offsets[c + 1] - offsets[c],
+                         " entries, more than the chunk's ", layout.chunk_size(), " coefficients"));
+      }
+      DEMOD_RETURN_IF_ERROR(CheckChunkEntries(
+          named.name, static_cast<int64_t>(c), tensor.indices.data() + offsets[c],
+          tensor.values.data() + offsets[c], offsets[c + 1] - offsets[c], layout.chunk_size()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> EncodeStepAggregate(const StepAggregate& aggregate,
+                                                const LayoutTable& table) {
+  DEMOD_RETURN_IF_ERROR(ValidateStepAggregate(aggregate, table));
+  if (aggregate.contributors.size() > static_cast<uint64_t>(kMaxWireCount)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        aggregate.contributors.size(), " contributors, more than the format's ", kMaxWireCount));
+  }
+  uint64_t total =
+      kAggregateHeaderBytes + 4 * aggregate.contributors.size() + kTensorCountBytes + kCrcBytes;
+  for (size_t t = 0; t < table.size(); ++t) {
+    const ChunkLayout& layout = table[t].layout;
+    total += kAggregateTensorHeaderBytes + layout.num_chunks() * CountWidth(layout.chunk_size()) +
+             aggregate.tensors[t].indices.size() * (IndexWidth(layout.chunk_size()) + 4);
+  }
+  std::string out;
+  out.reserve(total);
+  PutFrameHeader(kAggregateKind, total, &out);
+  PutU64(&out, static_cast<uint64_t>(aggregate.step));
+  PutU32(&out, static_cast<uint32_t>(aggregate.contributors.size()));
+  for (uint32_t id : aggregate.contributors) PutU32(&out, id);
+  PutU32(&out, static_cast<uint32_t>(table.size()));
+  for (size_t t = 0; t < table.size(); ++t) {
+    const ChunkLayout& layout = table[t].layout;
+    const AggregateTensor& tensor = aggregate.tensors[t];
+    PutU32(&out, static_cast<uint32_t>(layout.num_chunks()));
+    std::vector<uint32_t> counts(tensor.chunk_offsets.size() - 1);
+    for (size_t c = 0; c < counts.size(); ++c) {
+      counts[c] = static_cast<uint32_t>(tensor.chunk_offsets[c + 1] - tensor.chunk_offsets[c]);
+    }
+    AppendIndices(counts, CountWidth(layout.chunk_size()), &out);
+    AppendIndices(tensor.indices, IndexWidth(layout.chunk_size()), &out);
+    AppendValues(tensor.values, ValueEncoding::kFloat32, &out);
+  }
+  PutCrc(&out);
+  return out;
+}
+
+absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,
+                                                  const LayoutTable& table) {
+  DEMOD_ASSIGN_OR_RETURN(const absl::string_view body, CheckFrame(bytes, kAggregateKind));
+  ByteReader reader(body);
+  StepAggregate aggregate;
+  uint64_t step;
+  uint32_t contributor_count;
+  if (!reader.ReadU64(&step) || !reader.ReadU32(&contributor_count)) {
+    return Truncated(kAggregateKind, "header");
+  }
+  aggregate.step = static_cast<int64_t>(step);
+  absl::string_view id_bytes;
+  if (contributor_count > reader.remaining() / 4 ||
+      !reader.ReadBytes(contributor_count * size_t{4}, &id_bytes)) {
+    return Truncated(kAggregateKind, absl::StrCat(contributor_count, " contributors, ",
+                                                  reader.remaining(), " bytes left"));
+  }
+  aggregate.contributors.resize(contributor_count);
+  ReadIndices(id_bytes, 4, &aggregate.contributors);
+  uint32_t tensor_count;
+  if (!reader.ReadU32(&tensor_count)) return Truncated(kAggregateKind, "tensor count");
+  DEMOD_RETURN_IF_ERROR(CheckTensorCount(kAggregateKind, tensor_count, table));
+
+  aggregate.tensors.resize(table.size());
+  std::vector<uint32_t> counts;
+  for (size_t t = 0; t < table.size(); ++t) {
+    const NamedLayout& named = table[t];
+    DEMOD_RETURN_IF_ERROR(CheckLayoutFitsWire(named));
+    const ChunkLayout& layout = named.layout;
+    uint32_t num_chunks;
+    if (!reader.ReadU32(&num_chunks)) {
+      return Truncated(kAggregateKind, absl::StrCat("tensor '", named.name, "' header"));
+    }
+    if (num_chunks != layout.num_chunks()) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", named.name, "': aggregate has ",
+                                                     num_chunks, " chunks, table expects ",
+                                                     layout.num_chunks()));
+    }
+    const int count_width = CountWidth(layout.chunk_size());
+    absl::string_view count_bytes;
+    if (!reader.ReadBytes(static_cast<size_t>(num_chunks) * count_width, &count_bytes)) {
+      return Truncated(kAggregateKind, absl::StrCat("tensor '", named.name, "' chunk counts"));
+    }
+    counts.resize(num_chunks);
+    ReadIndices(count_bytes, count_width, &counts);
+    AggregateTensor& tensor = aggregate.tensors[t];
+    tensor.chunk_offsets.resize(static_cast<size_t>(num_chunks) + 1);
+    tensor.chunk_offsets[0] = 0;
+    for (size_t c = 0; c < num_chunks; ++c) {
+      // Bounding each count by the chunk size keeps the sum far from overflow.
+      if (counts[c] > layout.chunk_size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", named.name, "' chunk ", c, ": ", counts[c],
+                         " entries, more than the chunk's ", layout.chunk_size(), " coefficients"));
+      }
+      tensor.chunk_offsets[c + 1] = tensor.chunk_offsets[c] + counts[c];
+    }
+    const uint64_t n = tensor.chunk_offsets.back();
+    const size_t entry_bytes = IndexWidth(layout.chunk_size()) + 4;
+    absl::string_view index_bytes, value_bytes;
+    if (n > reader.remaining() / entry_bytes ||
+        !reader.ReadBytes(n * IndexWidth(layout.chunk_size()), &index_bytes) ||
+        !reader.ReadBytes(n * 4, &value_bytes)) {
+      return Truncated(kAggregateKind,
+                       absl::StrCat("tensor '", named.name, "' needs ", n, " entries, ",
+                                    reader.remaining(), " bytes left"));
+    }
+    tensor.indices.resize(n);
+    tensor.values.resize(n);
+    ReadIndices(index_bytes, IndexWidth(layout.chunk_size()), &tensor.indices);
+    DEMOD_RETURN_IF_ERROR(
+        ReadValues(value_bytes, ValueEncoding::kFloat32, named.name, &tensor.values));
+  }
+  if (!reader.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "trailing bytes after aggregate: ", reader.remaining(), " bytes after the last tensor"));
+  }
+  DEMOD_RETURN_IF_ERROR(ValidateStepAggregate(aggregate, table));
+  return aggregate;
+}
+
+}  // namespace demod

@@ -1,0 +1,57 @@
+// The byte forms of StepPayload (worker -> coordinator) and StepAggregate (coordinator ->
+// workers). The format, little-endian and versioned, is specified in docs/wire-format.md;
+// this file and payload_codec.cc are its only home.
+//
+// Decoders trust nothing: they check magic, version, lengths and the CRC-32C before reading
+// a value, then check every tensor against the run's LayoutTable (chunk count, k, index width,
+// indices in range and strictly increasing within a chunk, finite values). Any violation is
+// an INVALID_ARGUMENT (DATA_LOSS for a checksum mismatch) whose message names the tensor and
+// the reason, e.g. "tensor 'h.0.fc.weight' chunk 7: index 4101 out of range for chunk of
+// 4096". Nothing is decoded past a bad byte. A table whose tensors exceed the format's limits
+// (more than 2^32 - 1 chunks, or chunks of more than 2^32 - 1 coefficients) is rejected the
+// same way.
+//
+// Pure functions; thread-safe.
+#ifndef DEMOD_COMMON_PAYLOAD_CODEC_H_
+#define DEMOD_COMMON_PAYLOAD_CODEC_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/sparse_payload.h"
+
+namespace demod {
+
+// Bytes of the smallest unsigned type that holds every index of a chunk of `chunk_size`
+// coefficients (indices < chunk_size): 1, 2 or 4.
+int IndexWidth(int64_t chunk_size);
+
+// Bytes of the smallest unsigned type that holds an aggregate's per-chunk entry count, which
+// may equal chunk_size (a chunk every coefficient of which was selected): 1, 2 or 4.
+int CountWidth(int64_t chunk_size);
+
+// Encodes `payload` (values quantized with payload.encoding). Fails with INVALID_ARGUMENT if the
+// payload does not match `table` (same checks as the decoder), so a bad payload is caught
+// where it is made.
+absl::StatusOr<std::string> EncodeStepPayload(const StepPayload& payload, const LayoutTable& table);
+absl::StatusOr<StepPayload> DecodeStepPayload(absl::string_view bytes, const LayoutTable& table);
+
+// Aggregate values travel as float32.
+absl::StatusOr<std::string> EncodeStepAggregate(const StepAggregate& aggregate,
+                                                const LayoutTable& table);
+absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,
+                                                  const LayoutTable& table);
+
+// Checks an in-memory payload against the table (what the decoder checks after parsing).
+absl::Status ValidateStepPayload(const StepPayload& payload, const LayoutTable& table);
+
+// The same for an aggregate: contributors strictly increasing; per tensor, num_chunks + 1 chunk
+// offsets from 0, non-decreasing, ending at indices.size() == values.size(), at most
+// chunk_size entries per chunk, indices in range and strictly increasing, finite values.
+absl::Status ValidateStepAggregate(const StepAggregate& aggregate, const LayoutTable& table);
+
+}  // namespace demod
+
+#endif  // DEMOD_COMMON_PAYLOAD_CODEC_H_

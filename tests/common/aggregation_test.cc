@@ -1,0 +1,358 @@
+#include "common/aggregation.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/payload_codec.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace demod {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+LayoutTable SmallTable() {
+  // "a": 1-D of 8 in two chunks of 4, k = 2. "b": 4 x 4 in one chunk of 16, k = 3.
+  LayoutTable table;
+  table.push_back({"a", *MakeChunkLayout({8}, 4, 2)});
+  table.push_back({"b", *MakeChunkLayout({4, 4}, 4, 3)});
+  return table;
+}
+
+StepPayload MakePayload(int64_t step, std::vector<SparseTensor> tensors) {
+  StepPayload payload;
+  payload.step = step;
+  payload.tensors = std::move(tensors);
+  return payload;
+}
+
+uint32_t FloatBits(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return bits;
+}
+
+std::vector<uint32_t> Bits(const std::vector<float>& values) {
+  std::vector<uint32_t> bits;
+  for (float v : values) bits.push_back(FloatBits(v));
+  return bits;
+}
+
+void ExpectBitIdentical(const StepAggregate& a, const StepAggregate& b) {
+  EXPECT_EQ(a.step, b.step);
+  EXPECT_EQ(a.contributors, b.contributors);
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (size_t t = 0; t < a.tensors.size(); ++t) {
+    EXPECT_EQ(a.tensors[t].chunk_offsets, b.tensors[t].chunk_offsets) << t;
+    EXPECT_EQ(a.tensors[t].indices, b.tensors[t].indices) << t;
+    EXPECT_EQ(Bits(a.tensors[t].values), Bits(b.tensors[t].values)) << t;
+  }
+}
+
+TEST(AggregateStepTest, MeanOverTheWorkersThatSelectedACoefficient) {
+  const LayoutTable table = SmallTable();
+  const StepPayload w0 =
+      MakePayload(3, {{{0, 2, 1, 3}, {1.0f, 2.0f, 5.0f, 6.0f}}, {{0, 5, 15}, {1.0f, 1.0f, 1.0f}}});
+  const StepPayload w1 = MakePayload(
+      3, {{{2, 3, 0, 1}, {4.0f, 8.0f, -1.0f, 7.0f}}, {{5, 6, 15}, {3.0f, -2.0f, 2.0f}}});
+  absl::StatusOr<StepAggregate> aggregate = AggregateStep({{0, &w0}, {1, &w1}}, table);
+  ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+  EXPECT_EQ(aggregate->step, 3);
+  EXPECT_THAT(aggregate->contributors, ElementsAre(0, 1));
+
+  const AggregateTensor& a = aggregate->tensors[0];
+  EXPECT_THAT(a.chunk_offsets, ElementsAre(0, 3, 6));
+  // Chunk 0: 0 only from w0 (kept, not halved), 2 from both (mean), 3 only from w1.
+  // Chunk 1: 1 from both, 3 only from w0, 0 only from w1.
+  EXPECT_THAT(a.indices, ElementsAre(0, 2, 3, 0, 1, 3));
+  EXPECT_THAT(a.values, ElementsAre(1.0f, 3.0f, 8.0f, -1.0f, 6.0f, 6.0f));
+
+  const AggregateTensor& b = aggregate->tensors[1];
+  EXPECT_THAT(b.chunk_offsets, ElementsAre(0, 4));
+  EXPECT_THAT(b.indices, ElementsAre(0, 5, 6, 15));
+  EXPECT_THAT(b.values, ElementsAre(1.0f, 2.0f, -2.0f, 1.5f));
+
+  EXPECT_TRUE(ValidateStepAggregate(*aggregate, table).ok());
+}
+
+TEST(AggregateStepTest, NegativeZeroSurvivesASingleSelector) {
+  LayoutTable table;
+  table.push_back({"x", *MakeChunkLayout({2}, 2, 1)});
+  const StepPayload p = MakePayload(0, {{{1}, {-0.0f}}});
+  absl::StatusOr<StepAggregate> aggregate = AggregateStep({{0, &p}}, table);
+  ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+  EXPECT_EQ(FloatBits(aggregate->tensors[0].values[0]), FloatBits(-0.0f));
+}
+
+TEST(AggregateStepTest, SingleContributorKeepsItsValuesExactly) {
+  const LayoutTable table = SmallTable();
+  const StepPayload w = MakePayload(1, {{{0, 3, 1, 2}, {0.1f, -1e-7f, 3.3e-3f, 9.9f}},
+                                        {{1, 7, 8}, {1.0f / 3.0f, -2.0f / 7.0f, 1e30f}}});
+  absl::StatusOr<StepAggregate> aggregate = AggregateStep({{42, &w}}, table);
+  ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+  EXPECT_THAT(aggregate->contributors, ElementsAre(42));
+  for (size_t t = 0; t < table.size(); ++t) {
+    EXPECT_EQ(aggregate->tensors[t].indices, w.tensors[t].indices);
+    EXPECT_EQ(Bits(aggregate->tensors[t].values), Bits(w.tensors[t].values));
+  }
+}
+
+TEST(AggregateStepTest, SumsInAscendingWorkerIdWhateverTheInputOrder) {
+  // In float, (1e8 + 1) - 1e8 == 0 but (1e8 - 1e8) + 1 == 1: the summation order shows.
+  LayoutTable table;
+  table.push_back({"x", *MakeChunkLayout({1}, 1, 1)});
+  const StepPayload big = MakePayload(0, {{{0}, {1e8f}}});
+  const StepPayload one = MakePayload(0, {{{0}, {1.0f}}});
+  const StepPayload minus_big = MakePayload(0, {{{0}, {-1e8f}}});
+  std::vector<Contribution> contributions = {{30, &minus_big}, {10, &big}, {20, &one}};
+  std::sort(contributions.begin(), contributions.end(),
+            [](const Contribution& a, const Contribution& b) { return a.worker_id < b.worker_id; });
+  do {
+    absl::StatusOr<StepAggregate> aggregate = AggregateStep(contributions, table);
+    ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+    EXPECT_THAT(aggregate->contributors, ElementsAre(10, 20, 30));
+    EXPECT_EQ(FloatBits(aggregate->tensors[0].values[0]), FloatBits(0.0f));  // ((1e8+1)-1e8)/3
+  } while (std::next_permutation(
+      contributions.begin(), contributions.end(),
+      [](const Contribution& a, const Contribution& b) { return a.worker_id < b.worker_id; }));
+}
+
+// What AggregateStep must compute, the slow and obvious way.
+StepAggregate ReferenceAggregate(std::vector<std::pair<uint32_t, const StepPayload*>> inputs,
+                                 const LayoutTable& table) {
+  std::sort(inputs.begin(), inputs.end());
+  StepAggregate out;
+  out.step = inputs[0].second->step;
+  for (const auto& input : inputs) out.contributors.push_back(input.first);
+  for (size_t t = 0; t < table.size(); ++t) {
+    const ChunkLayout& layout = table[t].layout;
+    AggregateTensor tensor;
+    tensor.chunk_offsets.push_back(0);
+    for (int64_t c = 0; c < layout.num_chunks(); ++c) {
+      std::map<uint32_t, std::vector<float>> by_index;  // values in ascending worker id
+      for (const auto& input : inputs) {
+        const SparseTensor& sparse = input.second->tensors[t];
+        for (int64_t i = c * layout.topk; i < (c + 1) * layout.topk; ++i) {
+          by_index[sparse.indices[i]].push_back(sparse.values[i]);
+        }
+      }
+      for (const auto& [index, values] : by_index) {
+        float sum = 0.0f;
+        for (float v : values) sum += v;
+        tensor.indices.push_back(index);
+        tensor.values.push_back(sum / static_cast<float>(values.size()));
+      }
+      tensor.chunk_offsets.push_back(tensor.indices.size());
+    }
+    out.tensors.push_back(std::move(tensor));
+  }
+  return out;
+}
+
+StepPayload RandomPayload(const LayoutTable& table, int64_t step, std::mt19937* rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  StepPayload payload;
+  payload.step = step;
+  for (const NamedLayout& named : table) {
+    const ChunkLayout& layout = named.layout;
+    SparseTensor tensor;
+    std::vector<uint32_t> all(layout.chunk_size());
+    for (int64_t c = 0; c < layout.num_chunks(); ++c) {
+      // Draw from the first 2k positions so that workers often pick the same coefficients.
+      for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint32_t>(i);
+      const size_t pool = std::min(all.size(), static_cast<size_t>(2 * layout.topk));
+      std::shuffle(all.begin(), all.begin() + pool, *rng);
+      std::vector<uint32_t> chosen(all.begin(), all.begin() + layout.topk);
+      std::sort(chosen.begin(), chosen.end());
+      for (uint32_t index : chosen) {
+        tensor.indices.push_back(index);
+        tensor.values.push_back(normal(*rng));
+      }
+    }
+    payload.tensors.push_back(std::move(tensor));
+  }
+  return payload;
+}
+
+TEST(AggregateStepTest, MatchesTheReferenceAndIgnoresInputOrder) {
+  LayoutTable table;
+  table.push_back({"h.0.fc.weight", *MakeChunkLayout({128, 192}, 64, 32)});
+  table.push_back({"h.0.bias", *MakeChunkLayout({96}, 64, 32)});
+  table.push_back({"scalar", *MakeChunkLayout({}, 64, 32)});
+  // Chunks above 65536 coefficients take the merge path instead of dense slots.
+  table.push_back({"prime", *MakeChunkLayout({65537}, 70000, 32)});
+  ASSERT_EQ(table.back().layout.chunk_size(), 65537);
+  std::mt19937 rng(1234);
+  const std::vector<uint32_t> ids = {7, 2, 11, 5, 0};
+  std::vector<StepPayload> payloads;
+  for (size_t w = 0; w < ids.size(); ++w) payloads.push_back(RandomPayload(table, 8, &rng));
+  std::vector<std::pair<uint32_t, const StepPayload*>> inputs;
+  std::vector<Contribution> contributions;
+  for (size_t w = 0; w < ids.size(); ++w) {
+    inputs.push_back({ids[w], &payloads[w]});
+    contributions.push_back({ids[w], &payloads[w]});
+  }
+  const StepAggregate reference = ReferenceAggregate(inputs, table);
+  EXPECT_THAT(reference.contributors, ElementsAre(0, 2, 5, 7, 11));
+
+  std::sort(contributions.begin(), contributions.end(),
+            [](const Contribution& a, const Contribution& b) { return a.worker_id < b.worker_id; });
+  int permutations = 0;
+  do {
+    absl::StatusOr<StepAggregate> aggregate = AggregateStep(contributions, table);
+    ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+    ExpectBitIdentical(*aggregate, reference);
+    ASSERT_FALSE(HasFailure()) << "permutation " << permutations;
+    ++permutations;
+  } while (std::next_permutation(
+      contributions.begin(), contributions.end(),
+      [](const Contribution& a, const Contribution& b) { return a.worker_id < b.worker_id; }));
+  EXPECT_EQ(permutations, 120);
+}
+
+TEST(AggregateStepTest, ResultEncodesAndDecodes) {
+  LayoutTable table;
+  table.push_back({"w", *MakeChunkLayout({64, 64}, 16, 4)});
+  std::mt19937 rng(5);
+  const StepPayload p0 = RandomPayload(table, 2, &rng);
+  const StepPayload p1 = RandomPayload(table, 2, &rng);
+  const StepPayload p2 = RandomPayload(table, 2, &rng);
+  absl::StatusOr<StepAggregate> aggregate = AggregateStep({{4, &p0}, {1, &p1}, {9, &p2}}, table);
+  ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+  absl::StatusOr<std::string> bytes = EncodeStepAggregate(*aggregate, table);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  absl::StatusOr<StepAggregate> decoded = DecodeStepAggregate(*bytes, table);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ExpectBitIdentical(*decoded, *aggregate);
+}
+
+TEST(AggregateStepTest, EveryCoefficientSelectedFillsTheChunk) {
+  LayoutTable table;
+  table.push_back({"full", *MakeChunkLayout({4}, 4, 4)});
+  const StepPayload p = MakePayload(0, {{{0, 1, 2, 3}, {1, 2, 3, 4}}});
+  const StepPayload q = MakePayload(0, {{{0, 1, 2, 3}, {3, 2, 1, 0}}});
+  absl::StatusOr<StepAggregate> aggregate = AggregateStep({{0, &p}, {1, &q}}, table);
+  ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+  EXPECT_THAT(aggregate->tensors[0].chunk_offsets, ElementsAre(0, 4));
+  EXPECT_THAT(aggregate->tensors[0].values, ElementsAre(2, 2, 2, 2));
+}
+
+// The coordinator's per-step load for a mid-sized model; a loose bound that only catches an
+// accidental quadratic or per-coefficient allocation.
+TEST(AggregateStepTest, CoordinatorSizedStepIsFast) {
+  LayoutTable table;
+  for (int i = 0; i < 12; ++i) {
+    table.push_back({"block" + std::to_string(i), *MakeChunkLayout({640, 640}, 64, 32)});
+  }
+  std::mt19937 rng(77);
+  std::vector<StepPayload> payloads;
+  for (int w = 0; w < 8; ++w) payloads.push_back(RandomPayload(table, 1, &rng));
+  std::vector<Contribution> contributions;
+  for (int w = 0; w < 8; ++w) contributions.push_back({static_cast<uint32_t>(w), &payloads[w]});
+
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<StepAggregate> aggregate = AggregateStep(contributions, table);
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+  EXPECT_EQ(table.size() * table[0].layout.num_chunks(), 1200u);
+  EXPECT_TRUE(ValidateStepAggregate(*aggregate, table).ok());
+  EXPECT_LT(std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count(), 2000);
+}
+
+TEST(AggregateStepErrorsTest, Empty) {
+  const absl::Status status = AggregateStep({}, SmallTable()).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("no contributions"));
+}
+
+TEST(AggregateStepErrorsTest, DuplicateWorkerId) {
+  const LayoutTable table = SmallTable();
+  std::mt19937 rng(1);
+  const StepPayload p = RandomPayload(table, 0, &rng);
+  const StepPayload q = RandomPayload(table, 0, &rng);
+  const absl::Status status = AggregateStep({{3, &p}, {1, &p}, {3, &q}}, table).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("two contributions from worker 3"));
+}
+
+TEST(AggregateStepErrorsTest, MismatchedSteps) {
+  const LayoutTable table = SmallTable();
+  std::mt19937 rng(1);
+  const StepPayload p = RandomPayload(table, 4, &rng);
+  const StepPayload q = RandomPayload(table, 5, &rng);
+  const absl::Status status = AggregateStep({{2, &q}, {1, &p}}, table).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("worker 2 sent step 5, worker 1 sent step 4"));
+}
+
+TEST(AggregateStepErrorsTest, TensorCountMismatch) {
+  const LayoutTable table = SmallTable();
+  std::mt19937 rng(1);
+  StepPayload p = RandomPayload(table, 0, &rng);
+  p.tensors.pop_back();
+  const absl::Status status = AggregateStep({{6, &p}}, table).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("worker 6's payload has 1 tensors, table has 2"));
+}
+
+TEST(AggregateStepErrorsTest, EntryCountMismatch) {
+  const LayoutTable table = SmallTable();
+  std::mt19937 rng(1);
+  StepPayload p = RandomPayload(table, 0, &rng);
+  p.tensors[1].values.pop_back();
+  const absl::Status status = AggregateStep({{6, &p}}, table).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("worker 6: tensor 'b': 3 indices and 2 values"));
+}
+
+TEST(AggregateStepErrorsTest, NullPayload) {
+  const absl::Status status = AggregateStep({{8, nullptr}}, SmallTable()).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("worker 8 has no payload"));
+}
+
+TEST(AggregateStepErrorsTest, IndexOutOfRange) {
+  LayoutTable table;
+  table.push_back({"dense", *MakeChunkLayout({8}, 4, 2)});
+  table.push_back({"merged", *MakeChunkLayout({65537}, 70000, 2)});
+  const StepPayload good = MakePayload(0, {{{0, 1, 2, 3}, {1, 1, 1, 1}}, {{5, 65536}, {1, 1}}});
+  StepPayload bad = good;
+  bad.tensors[0].indices[3] = 4;
+  absl::Status status = AggregateStep({{0, &good}, {3, &bad}}, table).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(),
+              HasSubstr("worker 3: tensor 'dense' chunk 1: index 4 out of range for chunk of 4"));
+  bad = good;
+  bad.tensors[1].indices[1] = 65537;
+  status = AggregateStep({{0, &good}, {3, &bad}}, table).status();
+  EXPECT_THAT(status.message(), HasSubstr("worker 3: tensor 'merged' chunk 0: index 65537 out of "
+                                          "range for chunk of 65537"));
+}
+
+TEST(AggregateStepErrorsTest, MeanOverflow) {
+  LayoutTable table;
+  table.push_back({"x", *MakeChunkLayout({1}, 1, 1)});
+  table.push_back({"big", *MakeChunkLayout({65537}, 70000, 1)});
+  const StepPayload p = MakePayload(0, {{{0}, {3e38f}}, {{7}, {1.0f}}});
+  const StepPayload q = MakePayload(0, {{{0}, {3e38f}}, {{7}, {1.0f}}});
+  absl::Status status = AggregateStep({{0, &p}, {1, &q}}, table).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("tensor 'x' chunk 0: mean of 2 values at index 0"));
+
+  StepPayload r = p, u = q;
+  r.tensors[0].values[0] = u.tensors[0].values[0] = 1.0f;
+  r.tensors[1].values[0] = u.tensors[1].values[0] = -3e38f;
+  status = AggregateStep({{0, &r}, {1, &u}}, table).status();
+  EXPECT_THAT(status.message(), HasSubstr("tensor 'big' chunk 0: mean of 2 values at index 7"));
+}
+
+}  // namespace
+}  // namespace demod
