@@ -91,17 +91,28 @@ void StepAll(Cluster& c, const std::vector<std::vector<at::Tensor>>& grads) {
 std::vector<std::vector<at::Tensor>> RandomGrads(int workers, const std::vector<at::Tensor>& init) {
   std::vector<std::vector<at::Tensor>> g(workers);
   for (int w = 0; w < workers; ++w) {
-    for (const at::Tensor& p : init) g[w].push_back(at::randn(p.sizes(), at::kDouble));
+    for (const at::Tensor& p : init) {
+      // Rounded to the parameters' dtype, so the reference sees the optimizer's input.
+      g[w].push_back(at::randn(p.sizes(), at::kDouble).to(p.scalar_type()).to(at::kDouble));
+    }
   }
   return g;
 }
 
-TEST(DemoOptimizerTest, MatchesTheReferenceAlgorithmOnEveryRank) {
+// Runs the optimizer and the reference side by side for `steps` steps on tensors of every
+// rank; returns the largest momentum error and the fraction of parameter elements that differ.
+struct Agreement {
+  double max_momentum_error = 0;
+  double mismatched_params = 0;
+  double max_param_error = 0;
+};
+
+Agreement CompareWithReference(at::ScalarType dtype, int steps) {
   at::manual_seed(1);
   // 2-D, 1-D, rank 0, a conv kernel (rank 4) and a rank-3 tensor.
-  std::vector<at::Tensor> init = {at::randn({64, 96}, at::kDouble), at::randn({40}, at::kDouble),
-                                  at::randn({}, at::kDouble), at::randn({8, 3, 3, 3}, at::kDouble),
-                                  at::randn({6, 4, 10}, at::kDouble)};
+  std::vector<at::Tensor> init = {at::randn({64, 96}, dtype), at::randn({40}, dtype),
+                                  at::randn({}, dtype), at::randn({8, 3, 3, 3}, dtype),
+                                  at::randn({6, 4, 10}, dtype)};
   DemoOptions options = DemoOptions(0.01)
                             .compression_topk(5)
                             .compression_chunk(16)
@@ -111,23 +122,46 @@ TEST(DemoOptimizerTest, MatchesTheReferenceAlgorithmOnEveryRank) {
   InProcessHub hub(workers);
   Cluster cluster = MakeCluster(&hub, init, options);
   std::vector<at::Tensor> ref_params;
-  for (const at::Tensor& p : init) ref_params.push_back(p.clone());
+  for (const at::Tensor& p : init) ref_params.push_back(p.to(at::kDouble));
   std::vector<ReferenceWorker> ref(workers);
   for (auto& r : ref) {
-    for (const at::Tensor& p : init) r.delta.push_back(at::zeros_like(p));
+    for (const at::Tensor& p : init) r.delta.push_back(at::zeros_like(p, at::kDouble));
   }
-  for (int step = 0; step < 6; ++step) {
+  for (int step = 0; step < steps; ++step) {
     auto grads = RandomGrads(workers, init);
     StepAll(cluster, grads);
     ReferenceStep(ref_params, ref, grads, options);
   }
+  Agreement a;
+  int64_t elements = 0, mismatched = 0;
   for (int w = 0; w < workers; ++w) {
     for (size_t i = 0; i < init.size(); ++i) {
-      EXPECT_TRUE(at::allclose(cluster.params[w][i], ref_params[i], 0, 1e-9)) << w << " " << i;
-      EXPECT_TRUE(at::allclose(cluster.optimizers[w]->Momentum(i), ref[w].delta[i], 0, 1e-9))
-          << w << " " << i;
+      at::Tensor dm = (cluster.optimizers[w]->Momentum(i).to(at::kDouble) - ref[w].delta[i]).abs();
+      a.max_momentum_error = std::max(a.max_momentum_error, dm.max().item<double>());
+      at::Tensor dp = (cluster.params[w][i].to(at::kDouble) - ref_params[i]).abs();
+      a.max_param_error = std::max(a.max_param_error, dp.max().item<double>());
+      mismatched += (dp > 1e-5).sum().item<int64_t>();
+      elements += dp.numel();
     }
   }
+  a.mismatched_params = static_cast<double>(mismatched) / elements;
+  return a;
+}
+
+TEST(DemoOptimizerTest, MatchesTheReferenceAlgorithmOnEveryRankInDouble) {
+  const Agreement a = CompareWithReference(at::kDouble, 6);
+  EXPECT_LT(a.max_momentum_error, 1e-9);
+  EXPECT_LT(a.max_param_error, 1e-9);
+}
+
+TEST(DemoOptimizerTest, MatchesTheReferenceAlgorithmOnEveryRankInFloat) {
+  // float32 takes the CPU kernels (fused encode/select, sparse decode with the update).
+  // Rounding may flip the sign of a decoded value that is numerically zero: a few elements
+  // may then differ by 2 lr.
+  const Agreement a = CompareWithReference(at::kFloat, 6);
+  EXPECT_LT(a.max_momentum_error, 1e-5);
+  EXPECT_LT(a.mismatched_params, 0.01);
+  EXPECT_LE(a.max_param_error, 6 * 0.01 * 2 + 1e-4);
 }
 
 TEST(DemoOptimizerTest, ParametersStayIdenticalWhileMomentaDiverge) {
