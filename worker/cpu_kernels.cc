@@ -90,6 +90,14 @@ int64_t ChunkGrain(const ChunkLayout& layout) {
       1, 16384 / (layout.chunk_size() * std::max<int64_t>(layout.chunk_rows, layout.chunk_cols)));
 }
 
+// The top-left corner of a chunk in its tensor's row-major matrix.
+int64_t ChunkOrigin(const ChunkLayout& layout, int64_t chunk) {
+  if (!layout.is_2d()) return chunk * layout.chunk_cols;
+  const int64_t col_chunks = layout.chunk_grid[1];
+  return (chunk / col_chunks) * layout.chunk_rows * layout.matrix_shape[1] +
+         (chunk % col_chunks) * layout.chunk_cols;
+}
+
 }  // namespace
 
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void Gemm(
@@ -111,15 +119,11 @@ void EncodeChunk(const T* x, const ChunkLayout& layout, int64_t chunk, const T* 
   const int64_t a = layout.chunk_rows;
   const int64_t b = layout.chunk_cols;
   if (!layout.is_2d()) {
-    Gemm(1, b, b, x + chunk * b, b, f_cols, b, out, b);
+    Gemm(1, b, b, x + ChunkOrigin(layout, chunk), b, f_cols, b, out, b);
     return;
   }
-  const int64_t cols = layout.matrix_shape[1];
-  const int64_t col_chunks = layout.chunk_grid[1];
-  const int64_t r = chunk / col_chunks;
-  const int64_t q = chunk % col_chunks;
   // Y = X F_cols, read straight from the parameter layout; Z = F_rows^T Y.
-  Gemm(a, b, b, x + r * a * cols + q * b, cols, f_cols, b, y, b);
+  Gemm(a, b, b, x + ChunkOrigin(layout, chunk), layout.matrix_shape[1], f_cols, b, y, b);
   Gemm(a, b, a, f_rows_t, a, y, b, out, b);
 }
 
@@ -156,15 +160,12 @@ void DecodeChunks(const T* coefficients, const ChunkLayout& layout, const T* f_r
     return;
   }
   const int64_t cols = layout.matrix_shape[1];
-  const int64_t col_chunks = layout.chunk_grid[1];
   at::parallel_for(0, layout.num_chunks(), ChunkGrain(layout), [&](int64_t begin, int64_t end) {
     std::vector<T> y(size);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
-      const int64_t r = chunk / col_chunks;
-      const int64_t q = chunk % col_chunks;
       // Y = F_rows Z; X = Y F_cols^T, written straight into the parameter layout.
       Gemm(a, b, a, f_rows, a, coefficients + chunk * size, b, y.data(), b);
-      Gemm(a, b, b, y.data(), b, f_cols_t, b, x + r * a * cols + q * b, cols);
+      Gemm(a, b, b, y.data(), b, f_cols_t, b, x + ChunkOrigin(layout, chunk), cols);
     }
   });
 }
@@ -248,14 +249,6 @@ __attribute__((optimize("fp-contract=off"))) void SignedStepRow(float* p, const 
     const float sign = static_cast<float>((x[j] > 0.0f) - (x[j] < 0.0f));
     p[j] = kept + step * sign;
   }
-}
-
-// The top-left corner of a chunk in its tensor's row-major matrix.
-int64_t ChunkOrigin(const ChunkLayout& layout, int64_t chunk) {
-  if (!layout.is_2d()) return chunk * layout.chunk_cols;
-  const int64_t col_chunks = layout.chunk_grid[1];
-  return (chunk / col_chunks) * layout.chunk_rows * layout.matrix_shape[1] +
-         (chunk % col_chunks) * layout.chunk_cols;
 }
 
 }  // namespace
