@@ -1,0 +1,76 @@
+// The configuration of one training run, owned by the coordinator and sent to every worker
+// when it joins. Read from an optional YAML or JSON file, then overridden by flags; every
+// field is validated with a message that names it.
+//
+// Plain value; thread-compatible.
+#ifndef DEMOD_COMMON_RUN_CONFIG_H_
+#define DEMOD_COMMON_RUN_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "common/value_encoding.h"
+
+namespace demod {
+
+// Learning rate at a step: linear warm-up from 0 over warmup_steps, then cosine decay from
+// base_lr to base_lr * final_factor at total_steps (the paper's schedule).
+struct LrSchedule {
+  double base_lr = 4e-4;
+  int64_t warmup_steps = 250;
+  double final_factor = 0.1;
+};
+double LearningRateAt(const LrSchedule& schedule, int64_t step, int64_t total_steps);
+
+struct OptimizerConfig {
+  LrSchedule lr;
+  double compression_decay = 0.999;
+  int64_t compression_topk = 32;
+  int64_t compression_chunk = 64;
+  double weight_decay = 0.0;
+  ValueEncoding value_encoding = ValueEncoding::kBFloat16;
+};
+
+// When a step closes if not every member has sent its payload.
+struct DeadlinePolicy {
+  enum class Kind { kFixed, kAdaptive };
+  Kind kind = Kind::kAdaptive;
+  absl::Duration fixed = absl::Seconds(30);  // kFixed
+  // kAdaptive: median + k * MAD of the last `window` step durations, within [floor, ceiling].
+  double mad_multiplier = 5.0;
+  int window = 20;
+  absl::Duration floor = absl::Seconds(2);
+  absl::Duration ceiling = absl::Seconds(120);
+};
+
+struct RunConfig {
+  std::string run_id;  // [A-Za-z0-9._-]{1,64}
+  OptimizerConfig optimizer;
+  int min_workers = 1;
+  int max_workers = 64;
+  int64_t total_steps = 1000;
+  int64_t fingerprint_interval = 10;  // steps between parameter fingerprints; 0: never
+  DeadlinePolicy deadline;
+  int max_missed_steps = 3;  // consecutive missed steps before eviction
+  absl::Duration heartbeat_timeout = absl::Seconds(15);
+  int64_t max_frame_bytes = 1 << 20;
+
+  // INVALID_ARGUMENT naming the first field out of range, e.g.
+  // "optimizer.compression_topk must be >= 1, got 0".
+  absl::Status Validate() const;
+};
+
+// Parses YAML or JSON (JSON is YAML) with the field names above, nested as in the structs
+// ("optimizer: {lr: {base_lr: 4e-4}}"; durations as seconds, e.g. "deadline: {fixed_s: 30}";
+// kinds and encodings as strings "fixed"/"adaptive", "f32"/"bf16"/"f16"/"sign"). Unknown
+// fields are errors. Fields not given keep the defaults of `base`. The result is validated.
+absl::StatusOr<RunConfig> ParseRunConfig(absl::string_view text, const RunConfig& base = {});
+absl::StatusOr<RunConfig> ReadRunConfigFile(const std::string& path, const RunConfig& base = {});
+
+}  // namespace demod
+
+#endif  // DEMOD_COMMON_RUN_CONFIG_H_
