@@ -1,0 +1,144 @@
+// The coordinator's membership and step sequencing as a pure state machine: events in
+// (join, state transferred, payload arrived, heartbeat, leave, tick), actions out (welcome,
+// request a state transfer, open a step, close a step, reject a late payload, evict, pause,
+// finish). No threads, no clock reads, no I/O: time is an argument, so every rule is tested
+// directly (tests/server/step_machine_test.cc). The gRPC server is a thin shell that feeds it
+// events and carries out its actions, in order.
+//
+// Rules:
+// - The first worker of a run (or the first after every member left) is its seed: its
+//   parameters are the run's and it becomes active at once. Every later worker first receives
+//   the parameters from an active donor (donors taken in turn, so joiners do not all pull from
+//   one), then becomes active at the next step boundary. A donor that leaves mid-transfer is
+//   replaced.
+// - A step opens when no step is open and at least min_workers are active; it expects a
+//   payload from every active member.
+// - A step closes when every expected member still present has sent, or at its deadline:
+//   fixed, or adaptive (median + k * MAD of recent complete steps' durations, within
+//   [floor, ceiling]; the ceiling until 3 durations are known).
+// - A payload for a step that already closed is rejected (the sender keeps it in momentum).
+// - A member that misses max_missed_steps steps in a row, or is silent for heartbeat_timeout,
+//   is evicted; one that leaves is removed at once.
+// - With fewer than min_workers active the run pauses at the next boundary and resumes when
+//   workers return. After total_steps the run finishes.
+//
+// Thread-compatible: the server calls it from one thread (or under one lock).
+#ifndef DEMOD_SERVER_STEP_MACHINE_H_
+#define DEMOD_SERVER_STEP_MACHINE_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/run_config.h"
+
+namespace demod {
+
+using WorkerId = uint32_t;
+
+struct Action {
+  enum class Kind {
+    kWelcome,       // worker: admitted as active; step: the first step it contributes to
+    kRequestState,  // worker: joiner; donor: who streams it the parameters
+    kOpenStep,      // step; workers: who is expected to contribute
+    kCloseStep,     // step; workers: contributors (ascending); aggregate and fan out
+    kRejectLate,    // worker; step: its payload for a closed step is not included
+    kEvict,         // worker
+    kPause,         // fewer than min_workers active
+    kFinish,        // total_steps done
+  };
+  Kind kind;
+  WorkerId worker = 0;
+  WorkerId donor = 0;
+  int64_t step = 0;
+  std::vector<WorkerId> workers;
+  std::string reason;  // why, for logs and status
+
+  friend bool operator==(const Action& a, const Action& b);
+};
+std::string ActionToString(const Action& action);
+
+struct MemberView {
+  WorkerId id;
+  std::string name;
+  bool active;  // false while it receives the parameters or waits for a boundary
+  absl::Time last_seen;
+  int missed_in_a_row;
+  int64_t contributions_missed;
+};
+
+class StepMachine {
+ public:
+  // `completed_steps`: steps already done (a coordinator resuming from its state directory).
+  StepMachine(const RunConfig& config, int64_t completed_steps = 0);
+
+  struct Joined {
+    WorkerId id;
+    std::vector<Action> actions;
+  };
+  // RESOURCE_EXHAUSTED at max_workers, ALREADY_EXISTS for a name in use, FAILED_PRECONDITION
+  // once the run has finished.
+  absl::StatusOr<Joined> Join(const std::string& name, absl::Time now);
+  // The joiner has the run's parameters. NOT_FOUND for an unknown worker,
+  // FAILED_PRECONDITION when it was not waiting for them.
+  absl::StatusOr<std::vector<Action>> StateTransferred(WorkerId worker, absl::Time now);
+  // INVALID_ARGUMENT for a step that has not opened, ALREADY_EXISTS for a second payload,
+  // FAILED_PRECONDITION when the worker is not active or was not expected.
+  absl::StatusOr<std::vector<Action>> Payload(WorkerId worker, int64_t step, absl::Time now);
+  absl::StatusOr<std::vector<Action>> Heartbeat(WorkerId worker, absl::Time now);
+  std::vector<Action> Leave(WorkerId worker, absl::Time now, const std::string& reason);
+  std::vector<Action> Tick(absl::Time now);
+
+  int64_t completed_steps() const { return completed_steps_; }
+  std::optional<int64_t> open_step() const;
+  // When Tick must be called next (the open step's deadline), if anything is pending.
+  std::optional<absl::Time> deadline() const;
+  bool paused() const { return paused_; }
+  bool finished() const { return finished_; }
+  std::vector<MemberView> members() const;
+  // The deadline a step opened now would get.
+  absl::Duration StepBudget() const;
+
+ private:
+  struct Member {
+    std::string name;
+    enum class State { kSyncing, kReady, kActive } state;
+    WorkerId donor = 0;
+    absl::Time last_seen;
+    int missed_in_a_row = 0;
+    int64_t contributions_missed = 0;
+  };
+  struct OpenStep {
+    int64_t step;
+    absl::Time opened;
+    absl::Time deadline;
+    std::vector<WorkerId> expected;
+    std::vector<WorkerId> received;
+  };
+
+  int ActiveCount() const;
+  std::optional<WorkerId> NextDonor();
+  void AssignDonor(WorkerId joiner, std::vector<Action>& out);
+  void Remove(WorkerId worker, std::vector<Action>& out);
+  void MaybeCloseComplete(absl::Time now, std::vector<Action>& out);
+  void CloseStep(absl::Time now, const std::string& reason, std::vector<Action>& out);
+  void AtBoundary(absl::Time now, std::vector<Action>& out);
+
+  RunConfig config_;
+  int64_t completed_steps_;
+  WorkerId next_id_ = 1;
+  std::map<WorkerId, Member> members_;
+  std::optional<OpenStep> open_;
+  std::vector<absl::Duration> recent_durations_;
+  size_t donor_turn_ = 0;
+  bool paused_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace demod
+
+#endif  // DEMOD_SERVER_STEP_MACHINE_H_

@@ -1,0 +1,299 @@
+#include "server/step_machine.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace demod {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using Kind = Action::Kind;
+
+const absl::Time kT0 = absl::FromUnixSeconds(1000000);
+
+absl::Time At(double seconds) { return kT0 + absl::Seconds(seconds); }
+
+RunConfig Config(int min_workers = 1) {
+  RunConfig c;
+  c.run_id = "test";
+  c.min_workers = min_workers;
+  c.max_workers = 8;
+  c.total_steps = 100;
+  c.deadline.kind = DeadlinePolicy::Kind::kFixed;
+  c.deadline.fixed = absl::Seconds(10);
+  c.max_missed_steps = 3;
+  c.heartbeat_timeout = absl::Seconds(30);
+  return c;
+}
+
+std::vector<Kind> Kinds(const std::vector<Action>& actions) {
+  std::vector<Kind> k;
+  for (const Action& a : actions) k.push_back(a.kind);
+  return k;
+}
+
+const Action* Find(const std::vector<Action>& actions, Kind kind) {
+  for (const Action& a : actions) {
+    if (a.kind == kind) return &a;
+  }
+  return nullptr;
+}
+
+// A machine with `n` active workers (ids 1..n) and step 1 open.
+StepMachine Running(int n, RunConfig config = Config()) {
+  config.min_workers = n;
+  StepMachine m(config);
+  for (int i = 1; i <= n; ++i) {
+    auto joined = m.Join("w" + std::to_string(i), kT0);
+    EXPECT_TRUE(joined.ok()) << joined.status();
+    if (i > 1) {
+      EXPECT_TRUE(m.StateTransferred(joined->id, kT0).ok());
+    }
+  }
+  EXPECT_EQ(m.open_step(), 1);
+  return m;
+}
+
+TEST(StepMachineTest, FirstWorkerIsTheSeedAndStartsTraining) {
+  StepMachine m(Config(1));
+  auto joined = m.Join("a", kT0);
+  ASSERT_TRUE(joined.ok());
+  EXPECT_EQ(joined->id, 1u);
+  EXPECT_THAT(Kinds(joined->actions), ElementsAre(Kind::kWelcome, Kind::kOpenStep));
+  EXPECT_EQ(joined->actions[0].step, 1);
+  EXPECT_THAT(joined->actions[1].workers, ElementsAre(1u));
+  EXPECT_EQ(m.deadline(), At(10));
+}
+
+TEST(StepMachineTest, WaitsForMinWorkersAndGivesLaterOnesTheSeedsParameters) {
+  StepMachine m(Config(2));
+  auto a = m.Join("a", kT0);
+  EXPECT_THAT(Kinds(a->actions), ElementsAre(Kind::kWelcome, Kind::kPause));
+  EXPECT_THAT(a->actions[1].reason, HasSubstr("1 of 2"));
+  auto b = m.Join("b", At(1));
+  ASSERT_THAT(Kinds(b->actions), ElementsAre(Kind::kRequestState));
+  EXPECT_EQ(b->actions[0].worker, 2u);
+  EXPECT_EQ(b->actions[0].donor, 1u);
+  EXPECT_FALSE(m.open_step().has_value());
+  auto synced = m.StateTransferred(2, At(2));
+  ASSERT_TRUE(synced.ok());
+  EXPECT_THAT(Kinds(*synced), ElementsAre(Kind::kWelcome, Kind::kOpenStep));
+  EXPECT_THAT((*synced)[1].workers, ElementsAre(1u, 2u));
+  EXPECT_FALSE(m.paused());
+}
+
+TEST(StepMachineTest, StepClosesWhenEveryPayloadArrived) {
+  StepMachine m = Running(2);
+  EXPECT_TRUE(m.Payload(2, 1, At(1))->empty());
+  auto closed = m.Payload(1, 1, At(2));
+  ASSERT_THAT(Kinds(*closed), ElementsAre(Kind::kCloseStep, Kind::kOpenStep));
+  EXPECT_EQ((*closed)[0].step, 1);
+  EXPECT_THAT((*closed)[0].workers, ElementsAre(1u, 2u));  // ascending, whatever the order
+  EXPECT_EQ((*closed)[1].step, 2);
+  EXPECT_EQ(m.completed_steps(), 1);
+}
+
+TEST(StepMachineTest, FixedDeadlineClosesWithWhoeverSent) {
+  StepMachine m = Running(2);
+  ASSERT_TRUE(m.Payload(1, 1, At(1)).ok());
+  EXPECT_TRUE(m.Tick(At(9.9)).empty());
+  auto closed = m.Tick(At(10));
+  ASSERT_THAT(Kinds(closed), ElementsAre(Kind::kCloseStep, Kind::kOpenStep));
+  EXPECT_THAT(closed[0].workers, ElementsAre(1u));
+  EXPECT_THAT(closed[0].reason, HasSubstr("1 of 2"));
+  EXPECT_EQ(m.members()[1].missed_in_a_row, 1);
+}
+
+TEST(StepMachineTest, LatePayloadIsRejectedAndNamesItsStep) {
+  StepMachine m = Running(2);
+  ASSERT_TRUE(m.Payload(1, 1, At(1)).ok());
+  m.Tick(At(10));
+  auto late = m.Payload(2, 1, At(11));
+  ASSERT_TRUE(late.ok());
+  ASSERT_THAT(Kinds(*late), ElementsAre(Kind::kRejectLate));
+  EXPECT_EQ((*late)[0].worker, 2u);
+  EXPECT_EQ((*late)[0].step, 1);
+  // Its payload for the open step still counts.
+  ASSERT_TRUE(m.Payload(1, 2, At(12)).ok());
+  EXPECT_THAT(Kinds(*m.Payload(2, 2, At(12))), ElementsAre(Kind::kCloseStep, Kind::kOpenStep));
+}
+
+TEST(StepMachineTest, EvictsAfterMaxMissedStepsInARow) {
+  StepMachine m = Running(2);
+  for (int step = 1; step <= 2; ++step) {
+    ASSERT_TRUE(m.Payload(1, step, At(10 * step - 5)).ok());
+    auto a = m.Tick(At(10 * step));
+    EXPECT_EQ(Find(a, Kind::kEvict), nullptr);
+    ASSERT_TRUE(m.Heartbeat(2, At(10 * step)).ok());
+  }
+  ASSERT_TRUE(m.Payload(1, 3, At(25)).ok());
+  auto third = m.Tick(At(30));
+  const Action* evict = Find(third, Kind::kEvict);
+  ASSERT_NE(evict, nullptr);
+  EXPECT_EQ(evict->worker, 2u);
+  EXPECT_THAT(evict->reason, HasSubstr("missed 3 steps"));
+  EXPECT_EQ(m.members().size(), 1u);
+  // min_workers is 2: the run pauses instead of opening step 4.
+  EXPECT_NE(Find(third, Kind::kPause), nullptr);
+  EXPECT_EQ(Find(third, Kind::kOpenStep), nullptr);
+}
+
+TEST(StepMachineTest, AContributionResetsTheMissedCount) {
+  StepMachine m = Running(2);
+  ASSERT_TRUE(m.Payload(1, 1, At(1)).ok());
+  m.Tick(At(10));  // 2 missed step 1
+  ASSERT_TRUE(m.Payload(1, 2, At(11)).ok());
+  ASSERT_TRUE(m.Payload(2, 2, At(12)).ok());  // 2 contributed to step 2
+  EXPECT_EQ(m.members()[1].missed_in_a_row, 0);
+  EXPECT_EQ(m.members()[1].contributions_missed, 1);
+}
+
+TEST(StepMachineTest, SilentMemberIsEvictedAndTheStepCompletesWithoutIt) {
+  RunConfig c = Config();
+  c.deadline.fixed = absl::Seconds(100);
+  StepMachine m = Running(2, c);
+  ASSERT_TRUE(m.Payload(1, 1, At(20)).ok());
+  auto a = m.Tick(At(31));  // worker 2 last seen at 0, timeout 30 s
+  ASSERT_THAT(Kinds(a), ElementsAre(Kind::kEvict, Kind::kCloseStep, Kind::kPause));
+  EXPECT_EQ(a[0].worker, 2u);
+  EXPECT_THAT(a[1].workers, ElementsAre(1u));
+}
+
+TEST(StepMachineTest, LeaverIsRemovedAtOnceAndTheRunResumesWhenWorkersReturn) {
+  StepMachine m = Running(2);
+  ASSERT_TRUE(m.Payload(1, 1, At(1)).ok());
+  auto left = m.Leave(2, At(2), "disconnected");
+  ASSERT_THAT(Kinds(left), ElementsAre(Kind::kCloseStep, Kind::kPause));
+  EXPECT_THAT(left[0].workers, ElementsAre(1u));
+  EXPECT_TRUE(m.paused());
+  auto back = m.Join("w2", At(5));  // the name is free again
+  ASSERT_TRUE(back.ok());
+  EXPECT_THAT(Kinds(back->actions), ElementsAre(Kind::kRequestState));
+  auto resumed = m.StateTransferred(back->id, At(6));
+  ASSERT_THAT(Kinds(*resumed), ElementsAre(Kind::kWelcome, Kind::kOpenStep));
+  EXPECT_EQ((*resumed)[1].step, 2);
+  EXPECT_THAT((*resumed)[1].workers, ElementsAre(1u, back->id));
+}
+
+TEST(StepMachineTest, JoinersAreAdmittedAtStepBoundaries) {
+  StepMachine m = Running(1);
+  auto joined = m.Join("late", At(1));
+  EXPECT_THAT(Kinds(joined->actions), ElementsAre(Kind::kRequestState));
+  EXPECT_TRUE(m.StateTransferred(joined->id, At(2))->empty());  // step 1 still open
+  EXPECT_EQ(m.Payload(joined->id, 1, At(2)).status().code(), absl::StatusCode::kFailedPrecondition);
+  auto closed = m.Payload(1, 1, At(3));
+  ASSERT_THAT(Kinds(*closed), ElementsAre(Kind::kCloseStep, Kind::kWelcome, Kind::kOpenStep));
+  EXPECT_EQ((*closed)[1].worker, joined->id);
+  EXPECT_EQ((*closed)[1].step, 2);
+  EXPECT_THAT((*closed)[2].workers, ElementsAre(1u, joined->id));
+}
+
+TEST(StepMachineTest, DonorsAreTakenInTurn) {
+  StepMachine m = Running(3);
+  std::vector<WorkerId> donors;
+  for (int i = 0; i < 3; ++i) {
+    auto j = m.Join("new" + std::to_string(i), At(1));
+    donors.push_back(j->actions[0].donor);
+  }
+  std::sort(donors.begin(), donors.end());
+  EXPECT_THAT(donors, ElementsAre(1u, 2u, 3u));
+}
+
+TEST(StepMachineTest, ADonorLeavingMidTransferIsReplaced) {
+  StepMachine m = Running(2);
+  auto j = m.Join("joiner", At(1));
+  const WorkerId donor = j->actions[0].donor;
+  const WorkerId other = donor == 1 ? 2 : 1;
+  auto left = m.Leave(donor, At(2), "gone");
+  const Action* retry = Find(left, Kind::kRequestState);
+  ASSERT_NE(retry, nullptr);
+  EXPECT_EQ(retry->worker, j->id);
+  EXPECT_EQ(retry->donor, other);
+}
+
+TEST(StepMachineTest, JoinerBecomesTheSeedWhenNoHolderIsLeft) {
+  StepMachine m = Running(1);
+  auto j = m.Join("joiner", At(1));
+  auto left = m.Leave(1, At(2), "gone");
+  // Nobody holds the parameters: the joiner's are the run's from now on.
+  ASSERT_THAT(Kinds(left), ElementsAre(Kind::kWelcome, Kind::kOpenStep));
+  EXPECT_EQ(left[0].worker, j->id);
+  EXPECT_EQ(left[1].step, 1);  // step 1 never closed: it opens again
+}
+
+TEST(StepMachineTest, AdaptiveDeadlineIsMedianPlusKMadWithinFloorAndCeiling) {
+  RunConfig c = Config();
+  c.deadline.kind = DeadlinePolicy::Kind::kAdaptive;
+  c.deadline.mad_multiplier = 5;
+  c.deadline.floor = absl::Seconds(2);
+  c.deadline.ceiling = absl::Seconds(60);
+  StepMachine m = Running(1, c);
+  EXPECT_EQ(m.StepBudget(), absl::Seconds(60));  // nothing known yet: the ceiling
+  double t = 0;
+  for (double d : {1.0, 2.0, 3.0}) {  // step durations 1, 2, 3 s
+    const int64_t step = *m.open_step();
+    t += d;
+    ASSERT_TRUE(m.Payload(1, step, At(t)).ok());
+  }
+  // median 2 s, MAD 1 s: 2 + 5 * 1 = 7 s.
+  EXPECT_EQ(m.StepBudget(), absl::Seconds(7));
+  EXPECT_EQ(m.deadline(), At(t) + absl::Seconds(7));
+  for (int i = 0; i < 20; ++i) {  // steady 0.1 s steps: the floor
+    t += 0.1;
+    ASSERT_TRUE(m.Payload(1, *m.open_step(), At(t)).ok());
+  }
+  EXPECT_EQ(m.StepBudget(), absl::Seconds(2));
+}
+
+TEST(StepMachineTest, NoPayloadAtTheDeadlineReopensTheSameStep) {
+  StepMachine m = Running(2);
+  auto a = m.Tick(At(10));
+  ASSERT_THAT(Kinds(a), ElementsAre(Kind::kOpenStep));
+  EXPECT_EQ(a[0].step, 1);
+  EXPECT_EQ(m.completed_steps(), 0);
+}
+
+TEST(StepMachineTest, FinishesAfterTotalSteps) {
+  RunConfig c = Config();
+  c.total_steps = 2;
+  StepMachine m = Running(1, c);
+  ASSERT_TRUE(m.Payload(1, 1, At(1)).ok());
+  auto last = m.Payload(1, 2, At(2));
+  ASSERT_THAT(Kinds(*last), ElementsAre(Kind::kCloseStep, Kind::kFinish));
+  EXPECT_TRUE(m.finished());
+  EXPECT_EQ(m.Join("x", At(3)).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(StepMachineTest, ResumesAfterTheCompletedSteps) {
+  StepMachine m(Config(1), /*completed_steps=*/10);
+  auto j = m.Join("a", kT0);
+  ASSERT_THAT(Kinds(j->actions), ElementsAre(Kind::kWelcome, Kind::kOpenStep));
+  EXPECT_EQ(j->actions[1].step, 11);
+}
+
+TEST(StepMachineTest, RefusesBadEvents) {
+  StepMachine m = Running(2);
+  EXPECT_EQ(m.Payload(1, 5, At(1)).status().code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(m.Payload(1, 1, At(1)).ok());
+  EXPECT_EQ(m.Payload(1, 1, At(1)).status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(m.Payload(9, 1, At(1)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(m.Heartbeat(9, At(1)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(m.StateTransferred(1, At(1)).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(m.Join("w1", At(1)).status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(m.Leave(9, At(1), "unknown").empty());
+}
+
+TEST(StepMachineTest, RefusesJoinersBeyondMaxWorkers) {
+  RunConfig c = Config();
+  c.max_workers = 2;
+  StepMachine m(c);
+  ASSERT_TRUE(m.Join("a", kT0).ok());
+  ASSERT_TRUE(m.Join("b", kT0).ok());
+  auto third = m.Join("c", kT0);
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(third.status().message(), HasSubstr("2 workers"));
+}
+
+}  // namespace
+}  // namespace demod
