@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "nlohmann/json.hpp"
 #include "yaml-cpp/yaml.h"
 
 namespace demod {
@@ -300,6 +301,19 @@ absl::Status ReadRunConfig(const YAML::Node& node, RunConfig* c) {
       });
 }
 
+// ---------------------------------------------------------------------------------------------
+// JSON writing, the inverse of the readers above. ordered_json keeps the fields in the order of
+// the structs, so a stored config reads like the header.
+
+using OrderedJson = nlohmann::ordered_json;
+
+// As a double, which nlohmann prints in the shortest form that reads back as the same double.
+double JsonSeconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
+
+absl::string_view DeadlineKindName(DeadlinePolicy::Kind kind) {
+  return kind == DeadlinePolicy::Kind::kFixed ? "fixed" : "adaptive";
+}
+
 }  // namespace
 
 double LearningRateAt(const LrSchedule& schedule, int64_t step, int64_t total_steps) {
@@ -416,6 +430,47 @@ absl::StatusOr<RunConfig> ParseRunConfig(absl::string_view text, const RunConfig
   }
   DEMOD_RETURN_IF_ERROR(config.Validate());
   return config;
+}
+
+std::string RunConfigToJson(const RunConfig& config) {
+  const OptimizerConfig& opt = config.optimizer;
+  const DeadlinePolicy& deadline = config.deadline;
+  OrderedJson lr = {
+      {"base_lr", opt.lr.base_lr},
+      {"warmup_steps", opt.lr.warmup_steps},
+      {"final_factor", opt.lr.final_factor},
+  };
+  OrderedJson optimizer = {
+      {"lr", std::move(lr)},
+      {"compression_decay", opt.compression_decay},
+      {"compression_topk", opt.compression_topk},
+      {"compression_chunk", opt.compression_chunk},
+      {"weight_decay", opt.weight_decay},
+      {"value_encoding", std::string(ValueEncodingName(opt.value_encoding))},
+  };
+  OrderedJson deadline_json = {
+      {"kind", std::string(DeadlineKindName(deadline.kind))},
+      {"fixed_s", JsonSeconds(deadline.fixed)},
+      {"mad_multiplier", deadline.mad_multiplier},
+      {"window", deadline.window},
+      {"floor_s", JsonSeconds(deadline.floor)},
+      {"ceiling_s", JsonSeconds(deadline.ceiling)},
+  };
+  OrderedJson json = {
+      {"run_id", config.run_id},
+      {"optimizer", std::move(optimizer)},
+      {"min_workers", config.min_workers},
+      {"max_workers", config.max_workers},
+      {"total_steps", config.total_steps},
+      {"fingerprint_interval", config.fingerprint_interval},
+      {"deadline", std::move(deadline_json)},
+      {"max_missed_steps", config.max_missed_steps},
+      {"heartbeat_timeout_s", JsonSeconds(config.heartbeat_timeout)},
+      {"max_frame_bytes", config.max_frame_bytes},
+  };
+  // An invalid run id may hold bytes that are not UTF-8; dump() would throw on them.
+  return json.dump(/*indent=*/-1, /*indent_char=*/' ', /*ensure_ascii=*/false,
+                   OrderedJson::error_handler_t::replace);
 }
 
 absl::StatusOr<RunConfig> ReadRunConfigFile(const std::string& path, const RunConfig& base) {

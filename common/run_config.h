@@ -71,6 +71,14 @@ struct RunConfig {
 absl::StatusOr<RunConfig> ParseRunConfig(absl::string_view text, const RunConfig& base = {});
 absl::StatusOr<RunConfig> ReadRunConfigFile(const std::string& path, const RunConfig& base = {});
 
+// `config` as one line of JSON with every field, named and nested as ParseRunConfig reads
+// them, so that ParseRunConfig(RunConfigToJson(c)) gives back c: numbers are printed in the
+// shortest form that reads back as the same double, and durations as seconds, which come back
+// to the quarter-nanosecond tick for any duration under 2^21 s (about 24 days; beyond that a
+// double of seconds cannot hold every tick). Meant for valid configs: a non-finite number or an
+// infinite duration, which Validate() rejects, is written as null.
+std::string RunConfigToJson(const RunConfig& config);
+
 }  // namespace demod
 
 #endif  // DEMOD_COMMON_RUN_CONFIG_H_

@@ -91,18 +91,24 @@ std::vector<MemberView> StepMachine::members() const {
 }
 
 // Members holding the run's parameters, taken in turn.
-std::optional<WorkerId> StepMachine::NextDonor() {
+std::vector<WorkerId> StepMachine::Holders(const std::vector<WorkerId>& excluded) const {
   std::vector<WorkerId> holders;
   for (const auto& [id, m] : members_) {
-    if (m.state != Member::State::kSyncing) holders.push_back(id);
+    if (m.state != Member::State::kSyncing && !Contains(excluded, id)) holders.push_back(id);
   }
+  return holders;
+}
+
+std::optional<WorkerId> StepMachine::NextDonor(const std::vector<WorkerId>& excluded) {
+  const std::vector<WorkerId> holders = Holders(excluded);
   if (holders.empty()) return std::nullopt;
   return holders[donor_turn_++ % holders.size()];
 }
 
-void StepMachine::AssignDonor(WorkerId joiner, std::vector<Action>& out) {
+void StepMachine::AssignDonor(WorkerId joiner, std::vector<Action>& out,
+                              const std::vector<WorkerId>& excluded) {
   Member& m = members_.at(joiner);
-  std::optional<WorkerId> donor = NextDonor();
+  std::optional<WorkerId> donor = NextDonor(excluded);
   if (!donor.has_value()) {
     // Nobody holds the run's parameters: the joiner's own become the run's.
     m.state = Member::State::kReady;
@@ -189,6 +195,29 @@ absl::StatusOr<std::vector<Action>> StepMachine::Heartbeat(WorkerId worker, absl
   return std::vector<Action>{};
 }
 
+absl::StatusOr<std::vector<Action>> StepMachine::Resync(WorkerId worker,
+                                                        const std::vector<WorkerId>& suspects,
+                                                        absl::Time now) {
+  auto it = members_.find(worker);
+  if (it == members_.end()) return absl::NotFoundError(absl::StrCat("no worker ", worker));
+  if (it->second.state == Member::State::kSyncing) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker ", worker, " is already receiving the parameters"));
+  }
+  std::vector<WorkerId> excluded = suspects;
+  excluded.push_back(worker);
+  if (Holders(excluded).empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no member outside the suspects can give worker ", worker, " parameters"));
+  }
+  it->second.last_seen = now;
+  std::vector<Action> out;
+  // A payload already sent for the open step still counts; from the next boundary on the worker
+  // waits for the parameters like a joiner.
+  AssignDonor(worker, out, excluded);
+  return out;
+}
+
 void StepMachine::Remove(WorkerId worker, std::vector<Action>& out) {
   members_.erase(worker);
   for (auto& [id, m] : members_) {
@@ -223,6 +252,7 @@ std::vector<Action> StepMachine::Tick(absl::Time now) {
     out.push_back(Make(
         Action::Kind::kEvict, id, completed_steps_,
         absl::StrCat("no message for ", absl::FormatDuration(now - members_.at(id).last_seen))));
+    out.back().timed_out = true;
     Remove(id, out);
   }
   if (open_.has_value() && now >= open_->deadline) {

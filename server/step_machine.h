@@ -56,7 +56,8 @@ struct Action {
   WorkerId donor = 0;
   int64_t step = 0;
   std::vector<WorkerId> workers;
-  std::string reason;  // why, for logs and status
+  std::string reason;      // why, for logs and status
+  bool timed_out = false;  // kEvict: silent for heartbeat_timeout (else: missed steps)
 
   friend bool operator==(const Action& a, const Action& b);
 };
@@ -90,6 +91,12 @@ class StepMachine {
   // FAILED_PRECONDITION when the worker is not active or was not expected.
   absl::StatusOr<std::vector<Action>> Payload(WorkerId worker, int64_t step, absl::Time now);
   absl::StatusOr<std::vector<Action>> Heartbeat(WorkerId worker, absl::Time now);
+  // The worker's parameters diverged from the run's (a fingerprint mismatch): it stops
+  // contributing after the open step and receives the parameters again, from a donor outside
+  // `suspects` (the workers whose parameters are in doubt). NOT_FOUND for an unknown worker,
+  // FAILED_PRECONDITION when it is already receiving them or no other member can donate.
+  absl::StatusOr<std::vector<Action>> Resync(WorkerId worker, const std::vector<WorkerId>& suspects,
+                                             absl::Time now);
   std::vector<Action> Leave(WorkerId worker, absl::Time now, const std::string& reason);
   std::vector<Action> Tick(absl::Time now);
 
@@ -121,8 +128,11 @@ class StepMachine {
   };
 
   int ActiveCount() const;
-  std::optional<WorkerId> NextDonor();
-  void AssignDonor(WorkerId joiner, std::vector<Action>& out);
+  // Members holding the run's parameters, outside `excluded`.
+  std::vector<WorkerId> Holders(const std::vector<WorkerId>& excluded) const;
+  std::optional<WorkerId> NextDonor(const std::vector<WorkerId>& excluded = {});
+  void AssignDonor(WorkerId joiner, std::vector<Action>& out,
+                   const std::vector<WorkerId>& excluded = {});
   void Remove(WorkerId worker, std::vector<Action>& out);
   void MaybeCloseComplete(absl::Time now, std::vector<Action>& out);
   void CloseStep(absl::Time now, const std::string& reason, std::vector<Action>& out);

@@ -648,6 +648,78 @@ TEST(LearningRateAtTest, StepsBeforeTheFirst) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// RunConfigToJson
+
+// Parses `config`'s JSON against a base that differs from it in every field, so a field the
+// JSON left out would show as the base's value.
+RunConfig RoundTrip(const RunConfig& config, const RunConfig& other_base) {
+  const std::string json = RunConfigToJson(config);
+  absl::StatusOr<RunConfig> parsed = ParseRunConfig(json, other_base);
+  EXPECT_TRUE(parsed.ok()) << parsed.status() << "\n" << json;
+  return parsed.ok() ? *parsed : RunConfig{};
+}
+
+TEST(RunConfigToJsonTest, DefaultsRoundTrip) {
+  ExpectSameConfig(RoundTrip(ValidConfig(), CustomBase()), ValidConfig());
+}
+
+TEST(RunConfigToJsonTest, EveryFieldChangedRoundTrips) {
+  // Values that a short decimal does not hold exactly, and durations off whole seconds.
+  RunConfig c;
+  c.run_id = "2024";  // a number when unquoted: must come back as text
+  c.optimizer.lr = {1.0 / 3.0 * 1e-3, 7, 0.1 + 0.2 - 0.25};
+  c.optimizer.compression_decay = 0.999999999999;
+  c.optimizer.compression_topk = 3;
+  c.optimizer.compression_chunk = 128;
+  c.optimizer.weight_decay = 1e-300;
+  c.optimizer.value_encoding = ValueEncoding::kFloat16;
+  c.min_workers = 3;
+  c.max_workers = 4096;
+  c.total_steps = int64_t{1} << 40;
+  c.fingerprint_interval = 7;
+  c.deadline.kind = DeadlinePolicy::Kind::kFixed;
+  c.deadline.fixed = absl::Milliseconds(1500) + absl::Nanoseconds(1);
+  c.deadline.mad_multiplier = 2.718281828459045;
+  c.deadline.window = 9;
+  c.deadline.floor = absl::Microseconds(250);
+  // Just under 2^21 s, the longest duration whose every tick a double of seconds holds.
+  c.deadline.ceiling = absl::Hours(24 * 24) + absl::Nanoseconds(3);
+  c.max_missed_steps = 11;
+  c.heartbeat_timeout = absl::Seconds(1) / 3;  // whole quarter-nanosecond ticks, no decimal
+  c.max_frame_bytes = int64_t{64} << 20;
+  ASSERT_TRUE(c.Validate().ok()) << c.Validate();
+
+  ExpectSameConfig(RoundTrip(c, ValidConfig()), c);
+  ExpectSameConfig(RoundTrip(CustomBase(), ValidConfig()), CustomBase());
+}
+
+TEST(RunConfigToJsonTest, EveryEncodingAndKindRoundTrips) {
+  for (ValueEncoding encoding : {ValueEncoding::kFloat32, ValueEncoding::kBFloat16,
+                                 ValueEncoding::kFloat16, ValueEncoding::kSign}) {
+    for (DeadlinePolicy::Kind kind :
+         {DeadlinePolicy::Kind::kFixed, DeadlinePolicy::Kind::kAdaptive}) {
+      RunConfig c = ValidConfig();
+      c.optimizer.value_encoding = encoding;
+      c.deadline.kind = kind;
+      ExpectSameConfig(RoundTrip(c, CustomBase()), c);
+    }
+  }
+}
+
+TEST(RunConfigToJsonTest, NamesAndNesting) {
+  RunConfig c = ValidConfig();
+  c.optimizer.value_encoding = ValueEncoding::kSign;
+  c.deadline.kind = DeadlinePolicy::Kind::kFixed;
+  c.deadline.fixed = absl::Milliseconds(2500);
+  const std::string json = RunConfigToJson(c);
+  EXPECT_THAT(json, StartsWith(R"({"run_id":"test-run","optimizer":{"lr":{"base_lr":0.0004,)"));
+  EXPECT_THAT(json, HasSubstr(R"("value_encoding":"sign")"));
+  EXPECT_THAT(json, HasSubstr(R"("deadline":{"kind":"fixed","fixed_s":2.5,)"));
+  EXPECT_THAT(json, HasSubstr(R"("heartbeat_timeout_s":15.0,)"));
+  EXPECT_EQ(json.find('\n'), std::string::npos);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Files
 
 class ReadRunConfigFileTest : public ::testing::Test {

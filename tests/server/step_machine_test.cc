@@ -212,6 +212,35 @@ TEST(StepMachineTest, ADonorLeavingMidTransferIsReplaced) {
   EXPECT_EQ(retry->donor, other);
 }
 
+TEST(StepMachineTest, ResyncedWorkerFinishesTheOpenStepThenReceivesParametersAgain) {
+  StepMachine m = Running(3);
+  auto resync = m.Resync(3, {3}, At(1));
+  ASSERT_TRUE(resync.ok()) << resync.status();
+  ASSERT_THAT(Kinds(*resync), ElementsAre(Kind::kRequestState));
+  EXPECT_EQ((*resync)[0].worker, 3u);
+  EXPECT_NE((*resync)[0].donor, 3u);
+  // Its payload for the open step still counts.
+  for (WorkerId w : {1u, 2u, 3u}) ASSERT_TRUE(m.Payload(w, 1, At(2)).ok());
+  // Without it the run is below its 3 workers and pauses; it returns at the boundary after its
+  // parameters arrive, and step 2 opens with all three.
+  EXPECT_EQ(m.open_step(), std::nullopt);
+  EXPECT_TRUE(m.paused());
+  auto back = m.StateTransferred(3, At(3));
+  ASSERT_TRUE(back.ok());
+  ASSERT_THAT(Kinds(*back), ElementsAre(Kind::kWelcome, Kind::kOpenStep));
+  EXPECT_EQ((*back)[0].worker, 3u);
+  EXPECT_THAT((*back)[1].workers, ElementsAre(1u, 2u, 3u));
+  EXPECT_EQ(m.open_step(), 2);
+}
+
+TEST(StepMachineTest, ResyncNeedsADonorOutsideTheSuspects) {
+  StepMachine m = Running(2);
+  EXPECT_EQ(m.Resync(1, {1, 2}, At(1)).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(m.Resync(9, {}, At(1)).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(m.Resync(2, {2}, At(1)).ok());
+  EXPECT_EQ(m.Resync(2, {2}, At(1)).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(StepMachineTest, JoinerBecomesTheSeedWhenNoHolderIsLeft) {
   StepMachine m = Running(1);
   auto j = m.Join("joiner", At(1));

@@ -1,0 +1,204 @@
+// demod-coordinator: admits workers, sequences synchronous DeMo steps, aggregates their sparse
+// payloads and streams the aggregate back; serves Prometheus metrics and gRPC health.
+//
+// The run's configuration comes from --config (YAML or JSON, see common/run_config.h), then
+// the run flags below override single fields. With --state_dir the run survives restarts.
+//
+// Exit codes: 0 when the run finished or a signal stopped the coordinator; 1 when it could not
+// start (address in use, unreadable state); 2 for bad flags or configuration.
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/logging.h"
+#include "server/coordinator_server.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:7070", "gRPC address to serve workers on");
+ABSL_FLAG(std::string, metrics, "0.0.0.0:9090",
+          "address of the Prometheus /metrics endpoint; empty for none");
+ABSL_FLAG(std::string, state_dir, "",
+          "directory holding the run's state; a restarted coordinator resumes from it");
+ABSL_FLAG(std::string, config, "", "run configuration file (YAML or JSON)");
+ABSL_FLAG(std::string, token_file, "",
+          "file holding a bearer token every worker must present; empty for none");
+ABSL_FLAG(std::string, tls_cert, "", "server certificate chain (PEM file); enables TLS");
+ABSL_FLAG(std::string, tls_key, "", "server private key (PEM file)");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "CA (PEM file) that must have signed workers' certificates (mTLS)");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(bool, exit_when_finished, true, "exit once all steps of the run are done");
+// Run overrides (unset: the config file's value, else the default).
+ABSL_FLAG(std::string, run_id, "", "run id; default: run-<UTC time>, or the saved run's");
+ABSL_FLAG(std::optional<int>, min_workers, std::nullopt, "workers needed to train");
+ABSL_FLAG(std::optional<int>, max_workers, std::nullopt, "most workers admitted");
+ABSL_FLAG(std::optional<int64_t>, total_steps, std::nullopt, "steps of the run");
+ABSL_FLAG(std::optional<double>, lr, std::nullopt, "base learning rate");
+ABSL_FLAG(std::optional<int64_t>, warmup_steps, std::nullopt, "learning-rate warm-up steps");
+ABSL_FLAG(std::optional<int64_t>, topk, std::nullopt, "DCT coefficients sent per chunk");
+ABSL_FLAG(std::optional<int64_t>, chunk, std::nullopt, "target DCT chunk size");
+ABSL_FLAG(std::optional<double>, decay, std::nullopt, "momentum decay (compression_decay)");
+ABSL_FLAG(std::optional<double>, weight_decay, std::nullopt, "decoupled weight decay");
+ABSL_FLAG(std::string, value_encoding, "", "f32, bf16, f16 or sign");
+ABSL_FLAG(std::optional<double>, step_deadline_s, std::nullopt,
+          "a fixed step deadline in seconds (default: adaptive)");
+ABSL_FLAG(std::optional<int64_t>, fingerprint_interval, std::nullopt,
+          "steps between parameter fingerprints; 0: never");
+ABSL_FLAG(std::optional<double>, heartbeat_timeout_s, std::nullopt,
+          "evict a worker silent this long");
+
+namespace demod {
+namespace {
+
+constexpr int kExitStartFailed = 1;
+constexpr int kExitUsage = 2;
+
+[[noreturn]] void Fail(int code, absl::string_view message) {
+  std::fprintf(stderr, "demod-coordinator: %.*s\n", static_cast<int>(message.size()),
+               message.data());
+  std::exit(code);
+}
+
+std::string ReadFileOrFail(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) Fail(kExitUsage, absl::StrCat("cannot read the ", what, " file ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+RunConfig RunConfigFromFlags() {
+  RunConfig config;
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    absl::StatusOr<RunConfig> parsed = ReadRunConfigFile(absl::GetFlag(FLAGS_config));
+    if (!parsed.ok()) Fail(kExitUsage, parsed.status().message());
+    config = *parsed;
+  }
+  if (!absl::GetFlag(FLAGS_run_id).empty()) config.run_id = absl::GetFlag(FLAGS_run_id);
+  if (auto v = absl::GetFlag(FLAGS_min_workers)) config.min_workers = *v;
+  if (auto v = absl::GetFlag(FLAGS_max_workers)) config.max_workers = *v;
+  if (auto v = absl::GetFlag(FLAGS_total_steps)) config.total_steps = *v;
+  if (auto v = absl::GetFlag(FLAGS_lr)) config.optimizer.lr.base_lr = *v;
+  if (auto v = absl::GetFlag(FLAGS_warmup_steps)) config.optimizer.lr.warmup_steps = *v;
+  if (auto v = absl::GetFlag(FLAGS_topk)) config.optimizer.compression_topk = *v;
+  if (auto v = absl::GetFlag(FLAGS_chunk)) config.optimizer.compression_chunk = *v;
+  if (auto v = absl::GetFlag(FLAGS_decay)) config.optimizer.compression_decay = *v;
+  if (auto v = absl::GetFlag(FLAGS_weight_decay)) config.optimizer.weight_decay = *v;
+  if (auto v = absl::GetFlag(FLAGS_fingerprint_interval)) config.fingerprint_interval = *v;
+  if (auto v = absl::GetFlag(FLAGS_heartbeat_timeout_s)) {
+    config.heartbeat_timeout = absl::Seconds(*v);
+  }
+  if (auto v = absl::GetFlag(FLAGS_step_deadline_s)) {
+    config.deadline.kind = DeadlinePolicy::Kind::kFixed;
+    config.deadline.fixed = absl::Seconds(*v);
+  }
+  if (!absl::GetFlag(FLAGS_value_encoding).empty()) {
+    absl::StatusOr<ValueEncoding> encoding =
+        ParseValueEncoding(absl::GetFlag(FLAGS_value_encoding));
+    if (!encoding.ok()) Fail(kExitUsage, encoding.status().message());
+    config.optimizer.value_encoding = *encoding;
+  }
+  if (config.run_id.empty()) {
+    // A state directory that holds a run supplies its id; otherwise the run is new.
+    bool saved = false;
+    if (!absl::GetFlag(FLAGS_state_dir).empty()) {
+      absl::StatusOr<RunStore> store = RunStore::Open(absl::GetFlag(FLAGS_state_dir));
+      if (store.ok()) {
+        absl::StatusOr<std::optional<PersistedRun>> run = store->Load();
+        saved = run.ok() && run->has_value();
+        if (saved) config.run_id = (*run)->config.run_id;
+      }
+    }
+    if (!saved) {
+      config.run_id =
+          absl::StrCat("run-", absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(), absl::UTCTimeZone()));
+    }
+  }
+  if (absl::Status valid = config.Validate(); !valid.ok()) Fail(kExitUsage, valid.message());
+  return config;
+}
+
+int Main() {
+  absl::StatusOr<LogLevel> level = ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (!level.ok()) Fail(kExitUsage, level.status().message());
+  SetLogLevel(*level);
+
+  CoordinatorServerOptions options;
+  options.listen_address = absl::GetFlag(FLAGS_listen);
+  options.metrics_address = absl::GetFlag(FLAGS_metrics);
+  options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  options.config = RunConfigFromFlags();
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    options.token = std::string(
+        absl::StripAsciiWhitespace(ReadFileOrFail(absl::GetFlag(FLAGS_token_file), "token")));
+    if (options.token.empty()) {
+      Fail(kExitUsage,
+           absl::StrCat("the token file ", absl::GetFlag(FLAGS_token_file), " is empty"));
+    }
+  }
+  const bool has_cert = !absl::GetFlag(FLAGS_tls_cert).empty();
+  const bool has_key = !absl::GetFlag(FLAGS_tls_key).empty();
+  if (has_cert != has_key) Fail(kExitUsage, "--tls_cert and --tls_key go together");
+  if (!has_cert && !absl::GetFlag(FLAGS_tls_client_ca).empty()) {
+    Fail(kExitUsage, "--tls_client_ca needs --tls_cert and --tls_key");
+  }
+  if (has_cert) {
+    TlsFiles tls;
+    tls.cert_pem = ReadFileOrFail(absl::GetFlag(FLAGS_tls_cert), "TLS certificate");
+    tls.key_pem = ReadFileOrFail(absl::GetFlag(FLAGS_tls_key), "TLS key");
+    if (!absl::GetFlag(FLAGS_tls_client_ca).empty()) {
+      tls.client_ca_pem = ReadFileOrFail(absl::GetFlag(FLAGS_tls_client_ca), "TLS client CA");
+    }
+    options.tls = std::move(tls);
+  }
+
+  // Signals are taken by one thread with sigwait, so no handler runs inside gRPC's threads.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> server =
+      CoordinatorServer::Start(std::move(options));
+  if (!server.ok()) Fail(kExitStartFailed, server.status().ToString());
+
+  std::thread signal_waiter([&signals, s = server->get()] {
+    int signal = 0;
+    if (sigwait(&signals, &signal) == 0) {
+      Log(LogLevel::kInfo, absl::StrCat("signal ", signal, ": shutting down"));
+      s->Shutdown();
+    }
+  });
+  signal_waiter.detach();
+
+  // Without --exit_when_finished, status and metrics stay up after the run, until a signal.
+  (*server)->Wait(/*until_finished=*/absl::GetFlag(FLAGS_exit_when_finished));
+  (*server)->Shutdown();
+  return 0;
+}
+
+}  // namespace
+}  // namespace demod
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "demod-coordinator [--config run.yaml] [--listen 0.0.0.0:7070] [--metrics 0.0.0.0:9090] "
+      "[--state_dir DIR] [--token_file FILE] [--tls_cert FILE --tls_key FILE [--tls_client_ca "
+      "FILE]]");
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() > 1) {
+    demod::Fail(demod::kExitUsage, absl::StrCat("unexpected argument '", positional[1], "'"));
+  }
+  return demod::Main();
+}

@@ -1,0 +1,294 @@
+#include "server/coordinator_metrics.h"
+
+#include <cmath>
+#include <utility>
+
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace demod {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+using prometheus::Counter;
+using prometheus::Family;
+using prometheus::Gauge;
+using prometheus::Histogram;
+using prometheus::Registry;
+
+constexpr LeaveReason kLeaveReasons[] = {LeaveReason::kDisconnected, LeaveReason::kInvalidMessage,
+                                         LeaveReason::kShutdown};
+constexpr EvictionReason kEvictionReasons[] = {EvictionReason::kMissedSteps,
+                                               EvictionReason::kHeartbeat};
+
+// 1 ms doubling to 131 s: a step on loopback takes milliseconds, one waiting for a straggler
+// on a slow link can take the adaptive deadline's ceiling (minutes at most). Doubling keeps
+// the relative error of a quantile estimate under 2x with only 18 series per histogram.
+Histogram::BucketBoundaries SecondsBuckets() {
+  Histogram::BucketBoundaries buckets;
+  double bound = 0.001;
+  for (int i = 0; i < 18; ++i, bound *= 2) buckets.push_back(bound);
+  return buckets;
+}
+
+Family<Counter>& CounterFamily(Registry& registry, const std::string& name,
+                               const std::string& help) {
+  return BuildCounter().Name(name).Help(help).Register(registry);
+}
+
+Family<Gauge>& GaugeFamily(Registry& registry, const std::string& name, const std::string& help) {
+  return BuildGauge().Name(name).Help(help).Register(registry);
+}
+
+prometheus::Labels WorkerLabel(const std::string& worker) { return {{"worker", worker}}; }
+
+}  // namespace
+
+const char* LeaveReasonLabel(LeaveReason reason) {
+  switch (reason) {
+    case LeaveReason::kDisconnected:
+      return "disconnected";
+    case LeaveReason::kInvalidMessage:
+      return "invalid_message";
+    case LeaveReason::kShutdown:
+      return "shutdown";
+  }
+  return "unknown";
+}
+
+const char* EvictionReasonLabel(EvictionReason reason) {
+  switch (reason) {
+    case EvictionReason::kMissedSteps:
+      return "missed_steps";
+    case EvictionReason::kHeartbeat:
+      return "heartbeat";
+  }
+  return "unknown";
+}
+
+CoordinatorMetrics::CoordinatorMetrics(const std::string& run_id)
+    : registry_(std::make_shared<Registry>()) {
+  Registry& r = *registry_;
+  GaugeFamily(r, "demod_run_info", "Always 1; its run_id label names the run being coordinated.")
+      .Add({{"run_id", run_id}})
+      .Set(1);
+  active_workers_ =
+      &GaugeFamily(r, "demod_active_workers", "Workers currently contributing to steps.").Add({});
+  current_step_ =
+      &GaugeFamily(r, "demod_current_step", "The last completed training step.").Add({});
+  paused_ = &GaugeFamily(r, "demod_paused",
+                         "1 while the run is paused for lack of workers (fewer than min_workers), "
+                         "else 0.")
+                 .Add({});
+  joins_ = &CounterFamily(r, "demod_joins_total", "Workers admitted to the run.").Add({});
+  leaves_ = &CounterFamily(r, "demod_leaves_total", "Workers that left the run, by reason.");
+  for (LeaveReason reason : kLeaveReasons) leaves_->Add({{"reason", LeaveReasonLabel(reason)}});
+  evictions_ = &CounterFamily(r, "demod_evictions_total",
+                              "Workers the coordinator removed from the run, by reason.");
+  for (EvictionReason reason : kEvictionReasons) {
+    evictions_->Add({{"reason", EvictionReasonLabel(reason)}});
+  }
+  step_duration_ = &BuildHistogram()
+                        .Name("demod_step_duration_seconds")
+                        .Help("Time from a step opening to its closing.")
+                        .Register(r)
+                        .Add({}, SecondsBuckets());
+  barrier_wait_ = &BuildHistogram()
+                       .Name("demod_barrier_wait_seconds")
+                       .Help(
+                           "Time a step waited between its first and its last contribution "
+                           "(or its deadline): the cost of stragglers.")
+                       .Register(r)
+                       .Add({}, SecondsBuckets());
+  steps_ = &CounterFamily(r, "demod_steps_total", "Steps closed.").Add({});
+  step_contributors_ = &GaugeFamily(r, "demod_step_contributors",
+                                    "Workers whose payload the last closed step included.")
+                            .Add({});
+  step_expected_contributors_ =
+      &GaugeFamily(r, "demod_step_expected_contributors",
+                   "Workers the last closed step expected a payload from.")
+           .Add({});
+  dense_equivalent_bytes_ =
+      &CounterFamily(r, "demod_dense_equivalent_bytes_total",
+                     "Bytes an fp32 all-reduce of the gradients would have moved for the steps "
+                     "closed; compare with demod_received_bytes_total + demod_sent_bytes_total.")
+           .Add({});
+  received_bytes_ = &CounterFamily(r, "demod_received_bytes_total",
+                                   "Bytes the coordinator received from all workers.")
+                         .Add({});
+  sent_bytes_ =
+      &CounterFamily(r, "demod_sent_bytes_total", "Bytes the coordinator sent to all workers.")
+           .Add({});
+  worker_received_bytes_ = &CounterFamily(r, "demod_worker_received_bytes_total",
+                                          "Bytes the coordinator received from each worker.");
+  worker_sent_bytes_ = &CounterFamily(r, "demod_worker_sent_bytes_total",
+                                      "Bytes the coordinator sent to each worker.");
+  late_contributions_ = &CounterFamily(r, "demod_late_contributions_total",
+                                       "Payloads that arrived after their step had closed.");
+  missed_contributions_ = &CounterFamily(r, "demod_missed_contributions_total",
+                                         "Steps that closed without the worker's payload.");
+  tokens_ = &CounterFamily(r, "demod_tokens_total", "Training tokens each worker reports done.");
+  fingerprint_mismatches_ =
+      &CounterFamily(r, "demod_fingerprint_mismatches_total",
+                     "Reports whose parameter fingerprint disagreed with the run's: the worker's "
+                     "parameters diverged.");
+  training_loss_ = &GaugeFamily(r, "demod_training_loss", "Each present worker's latest loss.");
+  training_loss_mean_ = &GaugeFamily(r, "demod_training_loss_mean",
+                                     "Mean of the latest loss of the workers present.");
+  validation_loss_ = &GaugeFamily(r, "demod_validation_loss",
+                                  "Each present worker's latest measured validation loss.");
+  tokens_per_second_ =
+      &GaugeFamily(r, "demod_tokens_per_second",
+                   "Each present worker's training throughput over its latest report, in tokens "
+                   "per second of compute.");
+  state_transfers_ = &CounterFamily(r, "demod_state_transfers_total",
+                                    "Parameter transfers from a donor to a joining worker.")
+                          .Add({});
+  state_transfer_bytes_ = &CounterFamily(r, "demod_state_transfer_bytes_total",
+                                         "Bytes of parameters streamed to joining workers.")
+                               .Add({});
+}
+
+CoordinatorMetrics::~CoordinatorMetrics() = default;
+
+void CoordinatorMetrics::SetActiveWorkers(int n) { active_workers_->Set(n); }
+
+void CoordinatorMetrics::SetCurrentStep(int64_t step) {
+  current_step_->Set(static_cast<double>(step));
+}
+
+void CoordinatorMetrics::SetPaused(bool paused) { paused_->Set(paused ? 1 : 0); }
+
+CoordinatorMetrics::WorkerSeries& CoordinatorMetrics::SeriesLocked(const std::string& worker) {
+  auto it = workers_.find(worker);
+  if (it != workers_.end()) return it->second;
+  const prometheus::Labels labels = WorkerLabel(worker);
+  WorkerSeries series;
+  series.received_bytes = &worker_received_bytes_->Add(labels);
+  series.sent_bytes = &worker_sent_bytes_->Add(labels);
+  series.late = &late_contributions_->Add(labels);
+  series.missed = &missed_contributions_->Add(labels);
+  series.tokens = &tokens_->Add(labels);
+  series.fingerprint_mismatches = &fingerprint_mismatches_->Add(labels);
+  return workers_.emplace(worker, series).first->second;
+}
+
+void CoordinatorMetrics::WorkerJoined(const std::string& worker) {
+  joins_->Increment();
+  absl::MutexLock lock(&mu_);
+  SeriesLocked(worker);
+}
+
+void CoordinatorMetrics::WorkerLeft(const std::string& worker, LeaveReason reason) {
+  leaves_->Add({{"reason", LeaveReasonLabel(reason)}}).Increment();
+  absl::MutexLock lock(&mu_);
+  RemoveGaugesLocked(worker);
+}
+
+void CoordinatorMetrics::WorkerEvicted(const std::string& worker, EvictionReason reason) {
+  evictions_->Add({{"reason", EvictionReasonLabel(reason)}}).Increment();
+  absl::MutexLock lock(&mu_);
+  RemoveGaugesLocked(worker);
+}
+
+void CoordinatorMetrics::RemoveWorker(const std::string& worker) {
+  absl::MutexLock lock(&mu_);
+  RemoveGaugesLocked(worker);
+}
+
+void CoordinatorMetrics::RemoveGaugesLocked(const std::string& worker) {
+  auto it = workers_.find(worker);
+  if (it != workers_.end()) {
+    WorkerSeries& series = it->second;
+    if (series.loss != nullptr) training_loss_->Remove(series.loss);
+    if (series.validation_loss != nullptr) validation_loss_->Remove(series.validation_loss);
+    if (series.tokens_per_second != nullptr) tokens_per_second_->Remove(series.tokens_per_second);
+    series.loss = series.validation_loss = series.tokens_per_second = nullptr;
+  }
+  if (latest_loss_.erase(worker) > 0) UpdateLossMeanLocked();
+}
+
+void CoordinatorMetrics::UpdateLossMeanLocked() {
+  if (latest_loss_.empty()) {
+    if (loss_mean_ != nullptr) training_loss_mean_->Remove(loss_mean_);
+    loss_mean_ = nullptr;
+    return;
+  }
+  double sum = 0;
+  for (const auto& [worker, loss] : latest_loss_) sum += loss;
+  if (loss_mean_ == nullptr) loss_mean_ = &training_loss_mean_->Add({});
+  loss_mean_->Set(sum / static_cast<double>(latest_loss_.size()));
+}
+
+void CoordinatorMetrics::StepClosed(double duration_s, double barrier_wait_s, int contributors,
+                                    int expected, uint64_t dense_equivalent_bytes) {
+  step_duration_->Observe(duration_s);
+  barrier_wait_->Observe(barrier_wait_s);
+  steps_->Increment();
+  step_contributors_->Set(contributors);
+  step_expected_contributors_->Set(expected);
+  dense_equivalent_bytes_->Increment(static_cast<double>(dense_equivalent_bytes));
+}
+
+void CoordinatorMetrics::BytesReceived(const std::string& worker, uint64_t n) {
+  const double bytes = static_cast<double>(n);
+  received_bytes_->Increment(bytes);
+  absl::MutexLock lock(&mu_);
+  SeriesLocked(worker).received_bytes->Increment(bytes);
+}
+
+void CoordinatorMetrics::BytesSent(const std::string& worker, uint64_t n) {
+  const double bytes = static_cast<double>(n);
+  sent_bytes_->Increment(bytes);
+  absl::MutexLock lock(&mu_);
+  SeriesLocked(worker).sent_bytes->Increment(bytes);
+}
+
+void CoordinatorMetrics::ContributionLate(const std::string& worker) {
+  absl::MutexLock lock(&mu_);
+  SeriesLocked(worker).late->Increment();
+}
+
+void CoordinatorMetrics::ContributionMissed(const std::string& worker) {
+  absl::MutexLock lock(&mu_);
+  SeriesLocked(worker).missed->Increment();
+}
+
+void CoordinatorMetrics::Report(const std::string& worker, double loss, double validation_loss,
+                                uint64_t tokens, double compute_seconds) {
+  const prometheus::Labels labels = WorkerLabel(worker);
+  absl::MutexLock lock(&mu_);
+  WorkerSeries& series = SeriesLocked(worker);
+  if (series.loss == nullptr) series.loss = &training_loss_->Add(labels);
+  series.loss->Set(loss);
+  latest_loss_[worker] = loss;
+  UpdateLossMeanLocked();
+  if (!std::isnan(validation_loss)) {
+    if (series.validation_loss == nullptr) series.validation_loss = &validation_loss_->Add(labels);
+    series.validation_loss->Set(validation_loss);
+  }
+  series.tokens->Increment(static_cast<double>(tokens));
+  if (compute_seconds > 0) {
+    if (series.tokens_per_second == nullptr) {
+      series.tokens_per_second = &tokens_per_second_->Add(labels);
+    }
+    series.tokens_per_second->Set(static_cast<double>(tokens) / compute_seconds);
+  }
+}
+
+void CoordinatorMetrics::FingerprintMismatch(const std::string& worker) {
+  absl::MutexLock lock(&mu_);
+  SeriesLocked(worker).fingerprint_mismatches->Increment();
+}
+
+void CoordinatorMetrics::StateTransfer(uint64_t bytes) {
+  state_transfers_->Increment();
+  state_transfer_bytes_->Increment(static_cast<double>(bytes));
+}
+
+}  // namespace demod

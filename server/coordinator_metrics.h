@@ -1,0 +1,156 @@
+// The coordinator's Prometheus metrics: one object owns a prometheus::Registry and turns the
+// coordinator's events (membership changes, closed steps, bytes on the wire, workers' reports)
+// into the demod_* series. Serve registry() with StartMetricsEndpoint (metrics_endpoint.h).
+//
+// What a caller may rely on:
+// - Thread-safe: every method may be called from any thread (gRPC handlers, the step loop).
+//   prometheus-cpp's metrics are atomic or locked; the per-worker bookkeeping here is guarded
+//   by one mutex, held only for map lookups and gauge updates.
+// - Label cardinality is bounded by construction: reasons are enums, and `worker` is the
+//   worker's name (stable across reconnects, chosen by the operator), never its per-join id,
+//   so a flapping worker does not mint a new series on every rejoin.
+// - Per-worker gauges (training loss, validation loss, tokens/s) disappear when the worker
+//   leaves, is evicted or is removed, so dashboards and demod_training_loss_mean show only
+//   present workers. Per-worker counters stay: they are cumulative and rate() needs them.
+// - Every labelled counter a worker can have exists (at 0) from its join, and every reason
+//   exists from construction, so rate() and increase() see the first event.
+#ifndef DEMOD_SERVER_COORDINATOR_METRICS_H_
+#define DEMOD_SERVER_COORDINATOR_METRICS_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+
+namespace prometheus {
+class Counter;
+class Gauge;
+class Histogram;
+class Registry;
+template <typename T>
+class Family;
+}  // namespace prometheus
+
+namespace demod {
+
+// Why a worker left of its own accord or through its connection (demod_leaves_total{reason}).
+enum class LeaveReason { kDisconnected, kInvalidMessage, kShutdown };
+// Why the coordinator removed a worker (demod_evictions_total{reason}).
+enum class EvictionReason { kMissedSteps, kHeartbeat };
+
+// The label value each reason is exported with ("disconnected", "missed_steps", ...).
+const char* LeaveReasonLabel(LeaveReason reason);
+const char* EvictionReasonLabel(EvictionReason reason);
+
+class CoordinatorMetrics {
+ public:
+  // Exports demod_run_info{run_id} 1, so every series can be joined to the run it belongs to.
+  explicit CoordinatorMetrics(const std::string& run_id);
+  ~CoordinatorMetrics();
+
+  CoordinatorMetrics(const CoordinatorMetrics&) = delete;
+  CoordinatorMetrics& operator=(const CoordinatorMetrics&) = delete;
+
+  // Shared so an endpoint can keep it alive for as long as it serves it.
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+  // Run state.
+  void SetActiveWorkers(int n);
+  // The last completed step.
+  void SetCurrentStep(int64_t step);
+  void SetPaused(bool paused);
+
+  // Membership. Leaving and eviction also remove the worker's gauges (RemoveWorker).
+  void WorkerJoined(const std::string& worker);
+  void WorkerLeft(const std::string& worker, LeaveReason reason);
+  void WorkerEvicted(const std::string& worker, EvictionReason reason);
+  // Drops the worker's gauges; its counters stay.
+  void RemoveWorker(const std::string& worker);
+
+  // A step closed. `dense_equivalent_bytes`: what an fp32 all-reduce of the gradients would
+  // have moved for this step, so dashboards can show the saving DeMo buys.
+  void StepClosed(double duration_s, double barrier_wait_s, int contributors, int expected,
+                  uint64_t dense_equivalent_bytes);
+
+  // Wire traffic with one worker, in bytes.
+  void BytesReceived(const std::string& worker, uint64_t n);
+  void BytesSent(const std::string& worker, uint64_t n);
+
+  // A payload arrived after its step closed / a step closed without the worker's payload.
+  void ContributionLate(const std::string& worker);
+  void ContributionMissed(const std::string& worker);
+
+  // A worker's training report. `validation_loss` is NaN when the worker did not measure it
+  // this time; the last measured value stays exported. Tokens per second is exported only
+  // when compute_seconds > 0.
+  void Report(const std::string& worker, double loss, double validation_loss, uint64_t tokens,
+              double compute_seconds);
+
+  // A worker's parameter fingerprint disagreed with the run's.
+  void FingerprintMismatch(const std::string& worker);
+  // A donor streamed the run's parameters to a joiner.
+  void StateTransfer(uint64_t bytes);
+
+ private:
+  struct WorkerSeries {
+    prometheus::Counter* received_bytes;
+    prometheus::Counter* sent_bytes;
+    prometheus::Counter* late;
+    prometheus::Counter* missed;
+    prometheus::Counter* tokens;
+    prometheus::Counter* fingerprint_mismatches;
+    // Gauges exist only while the worker is present and has reported them.
+    prometheus::Gauge* loss = nullptr;
+    prometheus::Gauge* validation_loss = nullptr;
+    prometheus::Gauge* tokens_per_second = nullptr;
+  };
+
+  WorkerSeries& SeriesLocked(const std::string& worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveGaugesLocked(const std::string& worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UpdateLossMeanLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  std::shared_ptr<prometheus::Registry> registry_;
+
+  // Families and unlabelled series: created in the constructor, owned by registry_.
+  prometheus::Gauge* active_workers_;
+  prometheus::Gauge* current_step_;
+  prometheus::Gauge* paused_;
+  prometheus::Counter* joins_;
+  prometheus::Family<prometheus::Counter>* leaves_;
+  prometheus::Family<prometheus::Counter>* evictions_;
+  prometheus::Histogram* step_duration_;
+  prometheus::Histogram* barrier_wait_;
+  prometheus::Counter* steps_;
+  prometheus::Gauge* step_contributors_;
+  prometheus::Gauge* step_expected_contributors_;
+  prometheus::Counter* dense_equivalent_bytes_;
+  prometheus::Counter* received_bytes_;
+  prometheus::Counter* sent_bytes_;
+  prometheus::Family<prometheus::Counter>* worker_received_bytes_;
+  prometheus::Family<prometheus::Counter>* worker_sent_bytes_;
+  prometheus::Family<prometheus::Counter>* late_contributions_;
+  prometheus::Family<prometheus::Counter>* missed_contributions_;
+  prometheus::Family<prometheus::Counter>* tokens_;
+  prometheus::Family<prometheus::Counter>* fingerprint_mismatches_;
+  prometheus::Family<prometheus::Gauge>* training_loss_;
+  prometheus::Family<prometheus::Gauge>* training_loss_mean_;
+  prometheus::Family<prometheus::Gauge>* validation_loss_;
+  prometheus::Family<prometheus::Gauge>* tokens_per_second_;
+  prometheus::Counter* state_transfers_;
+  prometheus::Counter* state_transfer_bytes_;
+
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, WorkerSeries> workers_ ABSL_GUARDED_BY(mu_);
+  // The latest loss of each present worker that has reported one.
+  absl::flat_hash_map<std::string, double> latest_loss_ ABSL_GUARDED_BY(mu_);
+  // demod_training_loss_mean's only series; absent (nullptr) while no present worker has a
+  // loss, rather than a misleading 0.
+  prometheus::Gauge* loss_mean_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+}  // namespace demod
+
+#endif  // DEMOD_SERVER_COORDINATOR_METRICS_H_

@@ -1,0 +1,202 @@
+#include "server/coordinator_service.h"
+
+#include <deque>
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+
+namespace demod {
+namespace {
+
+using Reactor = grpc::ServerBidiReactor<v1::WorkerMessage, v1::CoordinatorMessage>;
+
+// The sending half of one Train stream. gRPC allows one write in flight per stream: messages
+// wait here, and the next is written when the last is done. Reactor calls are made outside
+// the mutex because gRPC may run a reaction on the calling thread.
+class StreamOutbox final : public MemberChannel {
+ public:
+  explicit StreamOutbox(Reactor* reactor) : reactor_(reactor) {}
+
+  void Send(std::shared_ptr<const v1::CoordinatorMessage> message) override {
+    const v1::CoordinatorMessage* first = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (ending_) return;
+      queue_.push_back(std::move(message));
+      if (writing_) return;
+      writing_ = true;
+      first = queue_.front().get();
+    }
+    reactor_->StartWrite(first);
+  }
+
+  void End(const absl::Status& status) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (ending_) return;
+      ending_ = true;
+      finish_status_ = ToGrpcStatus(status);
+      if (writing_ || finished_) return;  // WriteDone finishes once the queue is empty
+      finished_ = true;
+    }
+    reactor_->Finish(finish_status_);
+  }
+
+  void WriteDone(bool ok) {
+    const v1::CoordinatorMessage* next = nullptr;
+    bool finish = false;
+    {
+      absl::MutexLock lock(&mu_);
+      queue_.pop_front();
+      if (!ok) {
+        // The stream broke: nothing more can be delivered.
+        queue_.clear();
+        if (!ending_) {
+          ending_ = true;
+          finish_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "the stream broke");
+        }
+      }
+      if (!queue_.empty()) {
+        next = queue_.front().get();
+      } else {
+        writing_ = false;
+        if (ending_ && !finished_) finished_ = finish = true;
+      }
+    }
+    if (next != nullptr) reactor_->StartWrite(next);
+    if (finish) reactor_->Finish(finish_status_);
+  }
+
+  bool ending() const {
+    absl::MutexLock lock(&mu_);
+    return ending_;
+  }
+
+ private:
+  Reactor* const reactor_;
+  mutable absl::Mutex mu_;
+  std::deque<std::shared_ptr<const v1::CoordinatorMessage>> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool ending_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status finish_status_;  // written once, before finished_ is set
+};
+
+class TrainStream final : public Reactor {
+ public:
+  TrainStream(RunCoordinator* run, const grpc::Status& auth)
+      : run_(run), outbox_(std::make_shared<StreamOutbox>(this)) {
+    if (!auth.ok()) {
+      outbox_->End(
+          absl::Status(static_cast<absl::StatusCode>(auth.error_code()), auth.error_message()));
+      return;
+    }
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The worker closed its side or the connection broke: it has left the run.
+      Leave();
+      outbox_->End(absl::OkStatus());
+      return;
+    }
+    if (!id_.has_value()) {
+      if (in_.kind_case() != v1::WorkerMessage::kJoin) {
+        outbox_->End(absl::InvalidArgumentError("the first message of a stream must be a join"));
+        return;
+      }
+      absl::StatusOr<WorkerId> id = run_->Join(in_.join(), outbox_, absl::Now());
+      if (!id.ok()) {
+        outbox_->End(id.status());
+        return;
+      }
+      id_ = *id;
+    } else {
+      run_->Handle(*id_, in_, absl::Now());
+    }
+    // Once the stream is ending nothing more is read; the pending read would only fail.
+    if (!outbox_->ending()) StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override { outbox_->WriteDone(ok); }
+
+  // The worker leaves in OnDone, which follows: OnCancel may overlap other reactions.
+  void OnCancel() override { outbox_->End(absl::CancelledError("the call was cancelled")); }
+
+  void OnDone() override {
+    Leave();
+    delete this;
+  }
+
+ private:
+  void Leave() {
+    if (id_.has_value() && !left_) {
+      left_ = true;
+      run_->Disconnected(*id_, absl::Now());
+    }
+  }
+
+  RunCoordinator* const run_;
+  std::shared_ptr<StreamOutbox> outbox_;
+  v1::WorkerMessage in_;
+  // Touched only by OnReadDone and OnDone, which never overlap, so these need no lock.
+  std::optional<WorkerId> id_;
+  bool left_ = false;
+};
+
+// Compares without an early exit, so the time taken does not tell how much of a guess was right.
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ (i < b.size() ? b[i] : 0);
+  return diff == 0;
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+CoordinatorService::CoordinatorService(RunCoordinator* run, std::string token)
+    : run_(run), token_(std::move(token)) {}
+
+grpc::Status CoordinatorService::Authenticate(const grpc::CallbackServerContext& context) const {
+  if (token_.empty()) return grpc::Status::OK;
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "missing 'authorization: Bearer <token>' metadata");
+  }
+  const absl::string_view value(it->second.data(), it->second.size());
+  constexpr absl::string_view kBearer = "Bearer ";
+  if (!absl::StartsWith(value, kBearer) ||
+      !ConstantTimeEquals(value.substr(kBearer.size()), token_)) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "wrong bearer token");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::ServerBidiReactor<v1::WorkerMessage, v1::CoordinatorMessage>* CoordinatorService::Train(
+    grpc::CallbackServerContext* context) {
+  return new TrainStream(run_, Authenticate(*context));
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::GetStatus(grpc::CallbackServerContext* context,
+                                                        const v1::GetStatusRequest* /*request*/,
+                                                        v1::RunStatus* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  grpc::Status auth = Authenticate(*context);
+  if (auth.ok()) *response = run_->Status();
+  reactor->Finish(auth);
+  return reactor;
+}
+
+}  // namespace demod

@@ -1,0 +1,31 @@
+// How the coordinator reaches one worker: the sending half of its Train stream. The gRPC
+// shell implements it over a bidirectional stream; RunCoordinator only queues messages and
+// ends streams through it, so its decisions never wait on a network write.
+//
+// Implementations are thread-safe, and Send and End never block on the peer.
+#ifndef DEMOD_SERVER_MEMBER_CHANNEL_H_
+#define DEMOD_SERVER_MEMBER_CHANNEL_H_
+
+#include <memory>
+
+#include "absl/status/status.h"
+#include "demod/v1/coordinator.pb.h"
+
+namespace demod {
+
+class MemberChannel {
+ public:
+  virtual ~MemberChannel() = default;
+
+  // Queues a message; messages are delivered in the order sent. A message may be shared by
+  // many channels (a step's aggregate frames are built once). Dropped after End.
+  virtual void Send(std::shared_ptr<const v1::CoordinatorMessage> message) = 0;
+
+  // Ends the stream with `status` once the queued messages are delivered (an eviction notice
+  // reaches the worker before the stream's end). Later calls are ignored.
+  virtual void End(const absl::Status& status) = 0;
+};
+
+}  // namespace demod
+
+#endif  // DEMOD_SERVER_MEMBER_CHANNEL_H_

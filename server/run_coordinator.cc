@@ -1,0 +1,707 @@
+#include "server/run_coordinator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/aggregation.h"
+#include "common/layout_table.h"
+#include "common/logging.h"
+#include "common/payload_codec.h"
+#include "common/status_macros.h"
+#include "server/fingerprint_vote.h"
+#include "server/tensor_table.h"
+
+namespace demod {
+namespace {
+
+constexpr uint32_t kProtocolVersion = 1;
+constexpr size_t kMaxWorkerNameBytes = 128;
+
+std::shared_ptr<const v1::CoordinatorMessage> ControlMessage(v1::Control control) {
+  auto message = std::make_shared<v1::CoordinatorMessage>();
+  *message->mutable_control() = std::move(control);
+  return message;
+}
+
+v1::Control MakeControl(v1::Control::Kind kind, std::string reason = {}) {
+  v1::Control control;
+  control.set_kind(kind);
+  control.set_reason(std::move(reason));
+  return control;
+}
+
+absl::Status CheckWorkerName(const std::string& name) {
+  if (name.empty()) return absl::InvalidArgumentError("join: worker_name is empty");
+  if (name.size() > kMaxWorkerNameBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("join: worker_name is longer than ", kMaxWorkerNameBytes, " bytes"));
+  }
+  for (char c : name) {
+    if (!absl::ascii_isalnum(c) && c != '-' && c != '_' && c != '.' && c != ':' && c != '@') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "join: worker_name '", absl::CHexEscape(name),
+          "' may hold only letters, digits and - _ . : @ (it names metrics and logs)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Upper bounds on what one message may hold, so a frame announcing more is refused before
+// any memory is spent on it.
+uint64_t MaxPayloadBytes(const LayoutTable& table) {
+  uint64_t bytes = 256;
+  for (const NamedLayout& t : table) {
+    bytes += 64 + static_cast<uint64_t>(t.layout.num_selected()) * 8 +
+             static_cast<uint64_t>(t.layout.num_chunks()) * 8;
+  }
+  return bytes;
+}
+
+uint64_t MaxStateBytes(const LayoutTable& table) {
+  return static_cast<uint64_t>(TotalElements(table)) * 8 + (1 << 20);
+}
+
+std::string OptimizerEncodingName(ValueEncoding encoding) {
+  return std::string(ValueEncodingName(encoding));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RunCoordinator>> RunCoordinator::Create(Options options) {
+  if (options.metrics == nullptr) return absl::InvalidArgumentError("metrics are required");
+  DEMOD_RETURN_IF_ERROR(options.config.Validate());
+  std::optional<PersistedRun> saved;
+  if (options.store.has_value()) {
+    DEMOD_ASSIGN_OR_RETURN(saved, options.store->Load());
+  }
+  int64_t completed = 0;
+  if (saved.has_value()) {
+    if (!options.config.run_id.empty() && options.config.run_id != saved->config.run_id) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "state directory ", options.store->dir(), " holds run '", saved->config.run_id,
+          "', not '", options.config.run_id, "': use its run id or another state directory"));
+    }
+    options.config = saved->config;
+    completed = saved->completed_steps;
+  }
+  auto coordinator =
+      std::unique_ptr<RunCoordinator>(new RunCoordinator(std::move(options), completed));
+  absl::MutexLock lock(&coordinator->mu_);
+  if (saved.has_value()) {
+    coordinator->persisted_ = *std::move(saved);
+    if (!coordinator->persisted_.tensors.empty()) {
+      std::vector<TensorShape> shapes;
+      for (const v1::TensorSpec& spec : coordinator->persisted_.tensors) {
+        shapes.push_back({spec.name(), {spec.shape().begin(), spec.shape().end()}});
+      }
+      const OptimizerConfig& o = coordinator->config_.optimizer;
+      DEMOD_ASSIGN_OR_RETURN(coordinator->layouts_,
+                             MakeLayoutTable(shapes, o.compression_chunk, o.compression_topk));
+      coordinator->max_payload_bytes_ = MaxPayloadBytes(coordinator->layouts_);
+      coordinator->max_state_bytes_ = MaxStateBytes(coordinator->layouts_);
+    }
+    Log(LogLevel::kInfo, absl::StrCat("resuming run ", coordinator->config_.run_id, " after step ",
+                                      completed, " from ", coordinator->store_->dir()));
+  } else {
+    coordinator->persisted_.config = coordinator->config_;
+    coordinator->Save();
+  }
+  coordinator->metrics_->SetCurrentStep(completed);
+  return coordinator;
+}
+
+RunCoordinator::RunCoordinator(Options options, int64_t completed_steps)
+    : config_(options.config),
+      store_(std::move(options.store)),
+      metrics_(options.metrics),
+      machine_(config_, completed_steps) {}
+
+v1::RunSettings RunCoordinator::Settings() const {
+  v1::RunSettings run;
+  run.set_run_id(config_.run_id);
+  v1::OptimizerSettings* o = run.mutable_optimizer();
+  o->set_base_lr(config_.optimizer.lr.base_lr);
+  o->set_warmup_steps(config_.optimizer.lr.warmup_steps);
+  o->set_final_lr_factor(config_.optimizer.lr.final_factor);
+  o->set_compression_decay(config_.optimizer.compression_decay);
+  o->set_compression_topk(config_.optimizer.compression_topk);
+  o->set_compression_chunk(config_.optimizer.compression_chunk);
+  o->set_weight_decay(config_.optimizer.weight_decay);
+  o->set_value_encoding(OptimizerEncodingName(config_.optimizer.value_encoding));
+  run.set_total_steps(config_.total_steps);
+  run.set_fingerprint_interval(config_.fingerprint_interval);
+  run.set_max_frame_bytes(config_.max_frame_bytes);
+  run.set_heartbeat_interval_ms(absl::ToInt64Milliseconds(config_.heartbeat_timeout / 3));
+  return run;
+}
+
+absl::Status RunCoordinator::AdoptTensorTable(const v1::Join& join) {
+  DEMOD_ASSIGN_OR_RETURN(std::vector<TensorShape> shapes, ValidateTensorSpecs(join.tensors()));
+  if (!persisted_.tensors.empty()) {
+    TensorSpecs run;
+    for (const v1::TensorSpec& spec : persisted_.tensors) *run.Add() = spec;
+    return CheckSameTensorSpecs(run, join.tensors());
+  }
+  const OptimizerConfig& o = config_.optimizer;
+  DEMOD_ASSIGN_OR_RETURN(LayoutTable layouts,
+                         MakeLayoutTable(shapes, o.compression_chunk, o.compression_topk));
+  layouts_ = std::move(layouts);
+  max_payload_bytes_ = MaxPayloadBytes(layouts_);
+  max_state_bytes_ = MaxStateBytes(layouts_);
+  persisted_.tensors.assign(join.tensors().begin(), join.tensors().end());
+  Log(LogLevel::kInfo, absl::StrCat("run ", config_.run_id, " takes the tensor table of worker '",
+                                    join.worker_name(), "': ", layouts_.size(), " tensors, ",
+                                    TotalElements(layouts_), " parameters"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<WorkerId> RunCoordinator::Join(const v1::Join& join,
+                                              std::shared_ptr<MemberChannel> channel,
+                                              absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  if (shut_down_) return absl::UnavailableError("the coordinator is shutting down");
+  if (join.protocol_version() != kProtocolVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("join: protocol version ", join.protocol_version(), " is not supported",
+                     " (this coordinator speaks ", kProtocolVersion, ")"));
+  }
+  DEMOD_RETURN_IF_ERROR(CheckWorkerName(join.worker_name()));
+  if (!join.run_id().empty() && join.run_id() != config_.run_id) {
+    return absl::FailedPreconditionError(absl::StrCat("join: the worker belongs to run '",
+                                                      join.run_id(), "', this coordinator runs '",
+                                                      config_.run_id, "'"));
+  }
+  if (machine_.finished()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("run ", config_.run_id, " has finished all ", config_.total_steps, " steps"));
+  }
+  const bool adopting = persisted_.tensors.empty();
+  DEMOD_RETURN_IF_ERROR(AdoptTensorTable(join));
+  absl::StatusOr<StepMachine::Joined> joined = machine_.Join(join.worker_name(), now);
+  if (!joined.ok()) {
+    if (adopting) {  // the table is the run's only once its worker is a member
+      persisted_.tensors.clear();
+      layouts_.clear();
+    }
+    return joined.status();
+  }
+  const WorkerId id = joined->id;
+  Member& member = members_
+                       .emplace(std::piecewise_construct, std::forward_as_tuple(id),
+                                std::forward_as_tuple(Member{
+                                    join.worker_name(), join.hardware(), std::move(channel),
+                                    FrameAssembler(max_payload_bytes_, config_.max_frame_bytes)}))
+                       .first->second;
+  bool receives_state = false;
+  for (const Action& a : joined->actions) {
+    receives_state |= a.kind == Action::Kind::kRequestState && a.worker == id;
+  }
+  auto welcome = std::make_shared<v1::CoordinatorMessage>();
+  welcome->mutable_welcome()->set_worker_id(id);
+  *welcome->mutable_welcome()->mutable_run() = Settings();
+  welcome->mutable_welcome()->set_completed_steps(machine_.completed_steps());
+  welcome->mutable_welcome()->set_receives_state(receives_state);
+  member.channel->Send(std::move(welcome));
+  metrics_->WorkerJoined(member.name);
+  member.bytes_received = join.ByteSizeLong();
+  metrics_->BytesReceived(member.name, member.bytes_received);
+  Record(member.name, "join",
+         absl::StrCat("id ", id, ", ", join.hardware().device_name(),
+                      join.resume_step() > 0
+                          ? absl::StrCat(", resumes after step ", join.resume_step())
+                          : std::string()),
+         now);
+  Log(LogLevel::kInfo,
+      absl::StrCat("worker ", id, " '", member.name, "' joined (", join.hardware().device_name(),
+                   receives_state ? "), receives the parameters" : "), holds the parameters"));
+  if (adopting) Save();
+  Apply(std::move(joined->actions), now);
+  return id;
+}
+
+void RunCoordinator::Handle(WorkerId worker, const v1::WorkerMessage& message, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  if (members_.count(worker) == 0) return;  // already expelled; its last messages are moot
+  absl::Status status = HandleLocked(worker, message, now);
+  if (!status.ok()) Expel(worker, status, LeaveReason::kInvalidMessage, now);
+}
+
+absl::Status RunCoordinator::HandleLocked(WorkerId worker, const v1::WorkerMessage& message,
+                                          absl::Time now) {
+  Member& member = members_.at(worker);
+  const uint64_t size = message.ByteSizeLong();
+  member.bytes_received += size;
+  metrics_->BytesReceived(member.name, size);
+  absl::StatusOr<std::vector<Action>> seen = machine_.Heartbeat(worker, now);
+  if (!seen.ok()) return seen.status();
+  switch (message.kind_case()) {
+    case v1::WorkerMessage::kPayload:
+      return OnPayloadFrame(worker, message.payload(), now);
+    case v1::WorkerMessage::kState:
+      return OnStateFrame(worker, message.state(), now);
+    case v1::WorkerMessage::kFingerprint:
+      return OnFingerprint(worker, message.fingerprint(), now);
+    case v1::WorkerMessage::kReport: {
+      const v1::StepReport& r = message.report();
+      if (!std::isfinite(r.compute_seconds()) || r.compute_seconds() < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("report: compute_seconds ", r.compute_seconds(), " is not >= 0"));
+      }
+      // A non-finite loss is the worker's news to report (it diverged), not a protocol error.
+      metrics_->Report(member.name, r.loss(), r.validation_loss(), r.tokens(), r.compute_seconds());
+      return absl::OkStatus();
+    }
+    case v1::WorkerMessage::kHeartbeat:
+      return absl::OkStatus();
+    case v1::WorkerMessage::kJoin:
+      return absl::InvalidArgumentError("a second join on the same stream");
+    case v1::WorkerMessage::KIND_NOT_SET:
+      break;
+  }
+  return absl::InvalidArgumentError("a message of no known kind (newer protocol?)");
+}
+
+absl::Status RunCoordinator::OnPayloadFrame(WorkerId worker, const v1::PayloadFrame& frame,
+                                            absl::Time now) {
+  if (frame.step() < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("payload frame for step ", frame.step(), ": steps start at 1"));
+  }
+  Member& member = members_.at(worker);
+  DEMOD_ASSIGN_OR_RETURN(
+      std::optional<std::string> bytes,
+      member.payload_frames.Add(frame.step(), frame.total_bytes(), frame.offset(), frame.data()));
+  if (!bytes.has_value()) return absl::OkStatus();
+  absl::StatusOr<StepPayload> payload = DecodeStepPayload(*bytes, layouts_);
+  if (!payload.ok()) {
+    return absl::Status(payload.status().code(), absl::StrCat("payload of step ", frame.step(),
+                                                              ": ", payload.status().message()));
+  }
+  if (payload->step != frame.step()) {
+    return absl::InvalidArgumentError(absl::StrCat("payload frames of step ", frame.step(),
+                                                   " carry a payload of step ", payload->step));
+  }
+  return OnPayload(worker, *std::move(payload), bytes->size(), now);
+}
+
+absl::Status RunCoordinator::OnPayload(WorkerId worker, StepPayload payload, uint64_t bytes,
+                                       absl::Time now) {
+  const int64_t step = payload.step;
+  if (!machine_.open_step().has_value() && step == machine_.completed_steps() + 1) {
+    // Paused: the payload is still valid when the step opens (the parameters do not move).
+    early_payloads_[worker] = std::move(payload);
+    payload_bytes_[worker] = bytes;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<Action>> actions = machine_.Payload(worker, step, now);
+  if (absl::IsFailedPrecondition(actions.status())) {
+    // Not a contributor of this step (it became active later): keep it in momentum.
+    v1::Control control =
+        MakeControl(v1::Control::KIND_NOT_INCLUDED, std::string(actions.status().message()));
+    control.add_steps(step);
+    SendControl(worker, std::move(control));
+    metrics_->ContributionLate(members_.at(worker).name);
+    return absl::OkStatus();
+  }
+  if (!actions.ok()) return actions.status();
+  const bool accepted = std::none_of(actions->begin(), actions->end(), [&](const Action& a) {
+    return a.kind == Action::Kind::kRejectLate && a.worker == worker;
+  });
+  if (accepted) {
+    payloads_[worker] = std::move(payload);
+    payload_bytes_[worker] = bytes;
+    if (step_.has_value()) {
+      if (!step_->first_payload.has_value()) step_->first_payload = now;
+      step_->last_payload = now;
+    }
+  }
+  Apply(*std::move(actions), now);
+  return absl::OkStatus();
+}
+
+absl::Status RunCoordinator::OnStateFrame(WorkerId donor, const v1::StateFrame& frame,
+                                          absl::Time now) {
+  auto relay = relays_.find(frame.joiner_id());
+  if (relay == relays_.end() || relay->second.donor != donor) {
+    // The joiner left or got another donor while this one was streaming: nothing to relay.
+    return absl::OkStatus();
+  }
+  Relay& r = relay->second;
+  if (frame.offset() == 0) {
+    if (frame.total_bytes() == 0 || frame.total_bytes() > max_state_bytes_) {
+      return absl::InvalidArgumentError(absl::StrCat("state for worker ", frame.joiner_id(),
+                                                     ": total_bytes ", frame.total_bytes(),
+                                                     " is not in [1, ", max_state_bytes_, "]"));
+    }
+    if (frame.step() < 0 || frame.step() > machine_.completed_steps()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("state for worker ", frame.joiner_id(), ": step ", frame.step(),
+                       " is not a completed step (", machine_.completed_steps(), " completed)"));
+    }
+    r.total_bytes = frame.total_bytes();
+    r.step = frame.step();
+    r.next_offset = 0;
+  }
+  if (r.total_bytes == 0 || frame.offset() != r.next_offset ||
+      frame.total_bytes() != r.total_bytes || frame.step() != r.step ||
+      frame.data().size() > static_cast<uint64_t>(config_.max_frame_bytes) ||
+      frame.data().size() > r.total_bytes - r.next_offset || frame.data().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "state frame for worker ", frame.joiner_id(), " at offset ", frame.offset(), " with ",
+        frame.data().size(), " bytes of ", frame.total_bytes(), " for step ", frame.step(),
+        " does not continue the transfer (expected offset ", r.next_offset, " of ", r.total_bytes,
+        ", frames of 1 to ", config_.max_frame_bytes, " bytes)"));
+  }
+  r.next_offset += frame.data().size();
+  const WorkerId joiner = frame.joiner_id();
+  auto message = std::make_shared<v1::CoordinatorMessage>();
+  *message->mutable_state() = frame;
+  SendTo(joiner, std::move(message));
+  if (r.next_offset < r.total_bytes) return absl::OkStatus();
+  metrics_->StateTransfer(r.total_bytes);
+  Log(LogLevel::kInfo,
+      absl::StrCat("worker ", joiner, " received ", r.total_bytes, " bytes of parameters (step ",
+                   r.step, ") from worker ", donor));
+  relays_.erase(relay);
+  DEMOD_ASSIGN_OR_RETURN(std::vector<Action> actions, machine_.StateTransferred(joiner, now));
+  Apply(std::move(actions), now);
+  return absl::OkStatus();
+}
+
+absl::Status RunCoordinator::OnFingerprint(WorkerId worker, const v1::Fingerprint& fingerprint,
+                                           absl::Time now) {
+  if (fingerprint.step() < 1 || fingerprint.step() > machine_.completed_steps()) {
+    return absl::InvalidArgumentError(absl::StrCat("fingerprint for step ", fingerprint.step(),
+                                                   ", which has not closed (",
+                                                   machine_.completed_steps(), " closed)"));
+  }
+  if (relays_.count(worker) > 0) return absl::OkStatus();  // its parameters are on their way
+  if (fingerprint.step() < fingerprint_step_) return absl::OkStatus();  // superseded
+  if (fingerprint.step() > fingerprint_step_) {
+    fingerprint_step_ = fingerprint.step();
+    fingerprints_.clear();
+  }
+  fingerprints_[worker] = fingerprint.hash();
+  // Decide once every member holding the parameters has reported this step.
+  for (const auto& [id, member] : members_) {
+    if (relays_.count(id) == 0 && fingerprints_.count(id) == 0) return absl::OkStatus();
+  }
+  if (fingerprints_.size() < 2) return absl::OkStatus();
+  const FingerprintVerdict verdict = VoteOnFingerprints(fingerprints_);
+  fingerprints_.clear();
+  for (WorkerId divergent : verdict.divergent) {
+    const std::string& name = members_.at(divergent).name;
+    metrics_->FingerprintMismatch(name);
+    absl::StatusOr<std::vector<Action>> actions =
+        machine_.Resync(divergent, verdict.divergent, now);
+    Log(LogLevel::kWarning,
+        absl::StrCat("worker ", divergent, " '", name, "' diverged at step ", fingerprint_step_,
+                     " (", verdict.agreeing.size(), " of ",
+                     verdict.agreeing.size() + verdict.divergent.size(),
+                     " agree): ", actions.ok() ? "resyncing" : actions.status().message()));
+    if (!actions.ok()) continue;
+    SendControl(divergent,
+                MakeControl(v1::Control::KIND_RESYNC,
+                            absl::StrCat("parameters differ from the majority's after step ",
+                                         fingerprint_step_)));
+    Apply(*std::move(actions), now);
+  }
+  return absl::OkStatus();
+}
+
+void RunCoordinator::Apply(std::vector<Action> initial, absl::Time now) {
+  std::deque<Action> pending(std::make_move_iterator(initial.begin()),
+                             std::make_move_iterator(initial.end()));
+  while (!pending.empty()) {
+    Action action = std::move(pending.front());
+    pending.pop_front();
+    Log(LogLevel::kDebug, ActionToString(action));
+    std::vector<Action> more;
+    switch (action.kind) {
+      case Action::Kind::kWelcome: {
+        v1::Control control = MakeControl(v1::Control::KIND_ACTIVE, action.reason);
+        control.add_steps(action.step);
+        SendControl(action.worker, std::move(control));
+        break;
+      }
+      case Action::Kind::kRequestState:
+        RequestState(action);
+        break;
+      case Action::Kind::kOpenStep:
+        OpenStep(action, now, more);
+        break;
+      case Action::Kind::kCloseStep:
+        CloseStep(action, now);
+        break;
+      case Action::Kind::kRejectLate: {
+        v1::Control control = MakeControl(v1::Control::KIND_NOT_INCLUDED, action.reason);
+        control.add_steps(action.step);
+        SendControl(action.worker, std::move(control));
+        if (members_.count(action.worker) > 0) {
+          metrics_->ContributionLate(members_.at(action.worker).name);
+        }
+        break;
+      }
+      case Action::Kind::kEvict: {
+        if (members_.count(action.worker) == 0) break;
+        SendControl(action.worker, MakeControl(v1::Control::KIND_EVICTED, action.reason));
+        metrics_->WorkerEvicted(
+            members_.at(action.worker).name,
+            action.timed_out ? EvictionReason::kHeartbeat : EvictionReason::kMissedSteps);
+        Log(LogLevel::kWarning,
+            absl::StrCat("worker ", action.worker, " '", members_.at(action.worker).name,
+                         "' evicted: ", action.reason));
+        members_.at(action.worker)
+            .channel->End(absl::AbortedError(absl::StrCat("evicted: ", action.reason)));
+        Forget(action.worker, "evict", action.reason, now);
+        break;
+      }
+      case Action::Kind::kPause:
+        metrics_->SetPaused(true);
+        Log(LogLevel::kInfo,
+            absl::StrCat("run paused before step ", action.step, ": ", action.reason));
+        Broadcast(MakeControl(v1::Control::KIND_PAUSED, action.reason));
+        break;
+      case Action::Kind::kFinish:
+        Log(LogLevel::kInfo, absl::StrCat("run ", config_.run_id, " finished: ", action.reason));
+        Broadcast(MakeControl(v1::Control::KIND_FINISHED, action.reason));
+        for (auto& [id, member] : members_) member.channel->End(absl::OkStatus());
+        break;
+    }
+    pending.insert(pending.end(), std::make_move_iterator(more.begin()),
+                   std::make_move_iterator(more.end()));
+  }
+  int active = 0;
+  for (const MemberView& m : machine_.members()) active += m.active;
+  metrics_->SetActiveWorkers(active);
+}
+
+void RunCoordinator::RequestState(const Action& request) {
+  relays_[request.worker] = Relay{request.donor};
+  v1::Control control = MakeControl(v1::Control::KIND_SEND_STATE, request.reason);
+  control.set_joiner_id(request.worker);
+  SendControl(request.donor, std::move(control));
+  Log(LogLevel::kInfo, request.reason);
+}
+
+void RunCoordinator::OpenStep(const Action& open, absl::Time now, std::vector<Action>& more) {
+  if (machine_.paused() == false) metrics_->SetPaused(false);
+  step_ = StepInProgress{open.step, now, open.workers, std::nullopt, std::nullopt};
+  payloads_.clear();
+  // Payloads that waited out a pause count now, if their senders are expected.
+  std::map<WorkerId, StepPayload> early = std::move(early_payloads_);
+  early_payloads_.clear();
+  for (auto& [worker, payload] : early) {
+    if (payload.step != open.step || members_.count(worker) == 0) continue;
+    absl::StatusOr<std::vector<Action>> actions = machine_.Payload(worker, open.step, now);
+    if (!actions.ok()) continue;  // not expected: it rejoined or was not active
+    payloads_[worker] = std::move(payload);
+    if (!step_->first_payload.has_value()) step_->first_payload = now;
+    step_->last_payload = now;
+    more.insert(more.end(), actions->begin(), actions->end());
+  }
+}
+
+void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
+  std::vector<Contribution> contributions;
+  uint64_t bytes_in = 0;
+  for (WorkerId id : close.workers) {
+    contributions.push_back({id, &payloads_.at(id)});
+    bytes_in += payload_bytes_[id];
+  }
+  absl::StatusOr<StepAggregate> aggregate = AggregateStep(contributions, layouts_);
+  absl::StatusOr<std::string> encoded =
+      aggregate.ok() ? EncodeStepAggregate(*aggregate, layouts_) : aggregate.status();
+  if (!encoded.ok()) {
+    // Decoded payloads were validated against the table, so this is a coordinator bug.
+    Log(LogLevel::kError, absl::StrCat("step ", close.step,
+                                       " could not be aggregated: ", encoded.status().ToString()));
+    ShutdownLocked();
+    return;
+  }
+  payloads_.clear();
+  payload_bytes_.clear();
+  // Saved before the aggregate leaves, so no worker is ever ahead of the saved step.
+  persisted_.completed_steps = close.step;
+  Save();
+  std::vector<std::shared_ptr<const v1::CoordinatorMessage>> frames;
+  for (const Frame& f : SplitIntoFrames(*encoded, config_.max_frame_bytes)) {
+    auto message = std::make_shared<v1::CoordinatorMessage>();
+    v1::AggregateFrame* frame = message->mutable_aggregate();
+    frame->set_step(close.step);
+    frame->set_total_bytes(encoded->size());
+    frame->set_offset(f.offset);
+    frame->set_data(f.data.data(), f.data.size());
+    frames.push_back(std::move(message));
+  }
+  uint64_t bytes_out = 0;
+  for (auto& [id, member] : members_) {
+    for (const auto& frame : frames) SendTo(id, frame);
+    bytes_out += encoded->size();
+  }
+  StepInProgress step;
+  if (step_.has_value()) {
+    step = *step_;
+  } else {
+    step.step = close.step;
+    step.opened = now;
+  }
+  step_.reset();
+  for (WorkerId id : step.expected) {
+    if (!std::binary_search(close.workers.begin(), close.workers.end(), id) &&
+        members_.count(id) > 0) {
+      metrics_->ContributionMissed(members_.at(id).name);
+    }
+  }
+  const absl::Duration duration = now - step.opened;
+  const absl::Duration barrier = step.first_payload.has_value()
+                                     ? *step.last_payload - *step.first_payload
+                                     : absl::ZeroDuration();
+  metrics_->StepClosed(absl::ToDoubleSeconds(duration), absl::ToDoubleSeconds(barrier),
+                       static_cast<int>(close.workers.size()),
+                       static_cast<int>(step.expected.size()),
+                       static_cast<uint64_t>(TotalElements(layouts_)) * 4 * close.workers.size());
+  metrics_->SetCurrentStep(close.step);
+  Log(LogLevel::kInfo,
+      absl::StrCat("step ", close.step, " closed in ",
+                   absl::FormatDuration(absl::Trunc(duration, absl::Microseconds(100))),
+                   ": contributors [", absl::StrJoin(close.workers, ","), "] of ",
+                   step.expected.size(), ", ", bytes_in, " bytes in, ", bytes_out, " bytes out (",
+                   close.reason, ")"));
+}
+
+void RunCoordinator::Expel(WorkerId worker, const absl::Status& status, LeaveReason metric_reason,
+                           absl::Time now) {
+  auto it = members_.find(worker);
+  if (it == members_.end()) return;
+  Log(LogLevel::kWarning,
+      absl::StrCat("worker ", worker, " '", it->second.name, "' removed: ", status.ToString()));
+  it->second.channel->End(status);
+  metrics_->WorkerLeft(it->second.name, metric_reason);
+  const std::string reason(status.message());
+  Forget(worker, "leave", reason, now);
+  Apply(machine_.Leave(worker, now, reason), now);
+}
+
+// Drops what the coordinator keeps for a member the machine no longer has (or is about to
+// lose: Expel tells the machine after).
+void RunCoordinator::Forget(WorkerId worker, const std::string& event, const std::string& reason,
+                            absl::Time now) {
+  auto it = members_.find(worker);
+  if (it == members_.end()) return;
+  metrics_->RemoveWorker(it->second.name);
+  Record(it->second.name, event, reason, now);
+  members_.erase(it);
+  relays_.erase(worker);
+  early_payloads_.erase(worker);
+  fingerprints_.erase(worker);
+}
+
+void RunCoordinator::Disconnected(WorkerId worker, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  auto it = members_.find(worker);
+  if (it == members_.end()) return;
+  Log(LogLevel::kInfo, absl::StrCat("worker ", worker, " '", it->second.name, "' disconnected"));
+  metrics_->WorkerLeft(it->second.name, LeaveReason::kDisconnected);
+  Forget(worker, "leave", "disconnected", now);
+  Apply(machine_.Leave(worker, now, "disconnected"), now);
+}
+
+void RunCoordinator::Tick(absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  if (shut_down_) return;
+  Apply(machine_.Tick(now), now);
+}
+
+std::optional<absl::Time> RunCoordinator::NextDeadline() const {
+  absl::MutexLock lock(&mu_);
+  return machine_.deadline();
+}
+
+void RunCoordinator::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  ShutdownLocked();
+}
+
+void RunCoordinator::ShutdownLocked() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  Broadcast(MakeControl(v1::Control::KIND_SHUTTING_DOWN, "the coordinator is shutting down"));
+  for (auto& [id, member] : members_) {
+    member.channel->End(absl::UnavailableError("the coordinator is shutting down"));
+  }
+  Save();
+}
+
+bool RunCoordinator::finished() const {
+  absl::MutexLock lock(&mu_);
+  return machine_.finished();
+}
+
+void RunCoordinator::SendTo(WorkerId worker,
+                            std::shared_ptr<const v1::CoordinatorMessage> message) {
+  auto it = members_.find(worker);
+  if (it == members_.end()) return;
+  const uint64_t size = message->ByteSizeLong();
+  it->second.bytes_sent += size;
+  metrics_->BytesSent(it->second.name, size);
+  it->second.channel->Send(std::move(message));
+}
+
+void RunCoordinator::SendControl(WorkerId worker, v1::Control control) {
+  SendTo(worker, ControlMessage(std::move(control)));
+}
+
+void RunCoordinator::Broadcast(const v1::Control& control) {
+  std::shared_ptr<const v1::CoordinatorMessage> message = ControlMessage(control);
+  for (auto& [id, member] : members_) SendTo(id, message);
+}
+
+void RunCoordinator::Record(const std::string& worker, const std::string& event,
+                            const std::string& reason, absl::Time now) {
+  persisted_.history.push_back(
+      {machine_.completed_steps(), absl::ToUnixMillis(now), worker, event, reason});
+}
+
+void RunCoordinator::Save() {
+  if (!store_.has_value()) return;
+  persisted_.config = config_;
+  persisted_.completed_steps = machine_.completed_steps();
+  absl::Status saved = store_->Save(persisted_);
+  if (!saved.ok()) {
+    // Training goes on; a restart would resume from the last state that was saved.
+    Log(LogLevel::kError, absl::StrCat("could not save the run state: ", saved.ToString()));
+  }
+}
+
+v1::RunStatus RunCoordinator::Status() const {
+  absl::MutexLock lock(&mu_);
+  v1::RunStatus status;
+  status.set_run_id(config_.run_id);
+  status.set_completed_steps(machine_.completed_steps());
+  status.set_open_step(machine_.open_step().value_or(0));
+  status.set_paused(machine_.paused());
+  status.set_finished(machine_.finished());
+  for (const MemberView& view : machine_.members()) {
+    auto it = members_.find(view.id);
+    if (it == members_.end()) continue;
+    v1::MemberStatus* m = status.add_members();
+    m->set_worker_id(view.id);
+    m->set_name(view.name);
+    *m->mutable_hardware() = it->second.hardware;
+    m->set_active(view.active);
+    m->set_last_seen_unix_ms(absl::ToUnixMillis(view.last_seen));
+    m->set_bytes_received(it->second.bytes_received);
+    m->set_bytes_sent(it->second.bytes_sent);
+    m->set_contributions_missed(view.contributions_missed);
+  }
+  return status;
+}
+
+}  // namespace demod

@@ -1,0 +1,162 @@
+// The coordinator of one training run, between the gRPC shell and the pure StepMachine: it
+// validates what workers send, feeds the machine events and carries out its actions.
+//
+// - Join: checks the protocol version, the worker's name and run id, and its tensor table
+//   (the first table becomes the run's); answers Welcome, then ACTIVE or a parameter relay.
+// - Payload frames are reassembled per worker, decoded and checked against the run's layout
+//   table; when a step closes its contributors' payloads are aggregated once, encoded once
+//   and the same frames are queued to every member (members still receiving parameters
+//   too, so they can catch up).
+// - Parameters for a joiner are relayed frame by frame from the donor the machine picks; if
+//   the donor leaves, the machine picks another and the transfer restarts at offset 0.
+// - Fingerprints reported for a step are compared across workers; a minority is resynced from
+//   the majority.
+// - At every step boundary the run's state is saved to the RunStore (before the aggregate
+//   is sent, so no worker is ever ahead of the saved step).
+// Anything malformed ends only its sender's stream with INVALID_ARGUMENT and the reason.
+//
+// Thread-safe: every entry point takes one mutex. Time is an argument; the shell reads clocks.
+#ifndef DEMOD_SERVER_RUN_COORDINATOR_H_
+#define DEMOD_SERVER_RUN_COORDINATOR_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/frame_assembler.h"
+#include "common/run_config.h"
+#include "common/sparse_payload.h"
+#include "demod/v1/coordinator.pb.h"
+#include "server/coordinator_metrics.h"
+#include "server/member_channel.h"
+#include "server/run_store.h"
+#include "server/step_machine.h"
+
+namespace demod {
+
+class RunCoordinator {
+ public:
+  struct Options {
+    RunConfig config;
+    // When set, the run resumes from the state saved there (its config wins; a different
+    // run id in `config` is an error) and saves its state at every step boundary.
+    std::optional<RunStore> store;
+    CoordinatorMetrics* metrics = nullptr;  // required; not owned
+  };
+  // FAILED_PRECONDITION when the store holds another run; the store's errors otherwise.
+  static absl::StatusOr<std::unique_ptr<RunCoordinator>> Create(Options options);
+
+  // A stream's first message. On success the worker is a member, Welcome is queued on
+  // `channel` and its id returned; on error the caller ends the stream with the status.
+  absl::StatusOr<WorkerId> Join(const v1::Join& join, std::shared_ptr<MemberChannel> channel,
+                                absl::Time now);
+  // Every later message of a member's stream. A message that breaks the protocol ends that
+  // stream (through its channel) and removes the member.
+  void Handle(WorkerId worker, const v1::WorkerMessage& message, absl::Time now);
+  // The member's stream ended (the worker left or the connection broke).
+  void Disconnected(WorkerId worker, absl::Time now);
+  // Deadlines and heartbeat timeouts.
+  void Tick(absl::Time now);
+  // When Tick is due next (an open step's deadline), if anything is pending.
+  std::optional<absl::Time> NextDeadline() const;
+  // Tells every member the coordinator is going away and ends their streams; saves state.
+  void Shutdown();
+
+  v1::RunStatus Status() const;
+  const RunConfig& config() const { return config_; }
+  bool finished() const;
+
+ private:
+  struct Member {
+    std::string name;
+    v1::Hardware hardware;
+    std::shared_ptr<MemberChannel> channel;
+    FrameAssembler payload_frames;
+    uint64_t bytes_received = 0;
+    uint64_t bytes_sent = 0;
+  };
+  struct Relay {  // parameters streaming from a donor to a joiner
+    WorkerId donor;
+    uint64_t next_offset = 0;
+    uint64_t total_bytes = 0;
+    int64_t step = 0;
+  };
+  struct StepInProgress {
+    int64_t step = 0;
+    absl::Time opened;
+    std::vector<WorkerId> expected;
+    std::optional<absl::Time> first_payload;
+    std::optional<absl::Time> last_payload;
+  };
+
+  RunCoordinator(Options options, int64_t completed_steps);
+
+  // Returns the status that ends the worker's stream, or OK.
+  absl::Status HandleLocked(WorkerId worker, const v1::WorkerMessage& message, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OnPayloadFrame(WorkerId worker, const v1::PayloadFrame& frame, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OnPayload(WorkerId worker, StepPayload payload, uint64_t bytes, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OnStateFrame(WorkerId donor, const v1::StateFrame& frame, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OnFingerprint(WorkerId worker, const v1::Fingerprint& fingerprint, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AdoptTensorTable(const v1::Join& join) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Carries out the machine's actions in order (some produce more, which follow).
+  void Apply(std::vector<Action> actions, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OpenStep(const Action& open, absl::Time now, std::vector<Action>& more)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CloseStep(const Action& close, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RequestState(const Action& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the member's stream with `status` and removes it from the run.
+  void Expel(WorkerId worker, const absl::Status& status, LeaveReason metric_reason, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Forget(WorkerId worker, const std::string& event, const std::string& reason, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendTo(WorkerId worker, std::shared_ptr<const v1::CoordinatorMessage> message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendControl(WorkerId worker, v1::Control control) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Broadcast(const v1::Control& control) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Record(const std::string& worker, const std::string& event, const std::string& reason,
+              absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Save() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ShutdownLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::RunSettings Settings() const;
+
+  const RunConfig config_;
+  const std::optional<RunStore> store_;
+  CoordinatorMetrics* const metrics_;
+
+  mutable absl::Mutex mu_;
+  StepMachine machine_ ABSL_GUARDED_BY(mu_);
+  PersistedRun persisted_ ABSL_GUARDED_BY(mu_);  // tensors and history as last saved or since
+  LayoutTable layouts_ ABSL_GUARDED_BY(mu_);     // empty until the first join
+  uint64_t max_payload_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t max_state_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<WorkerId, Member> members_ ABSL_GUARDED_BY(mu_);
+  std::map<WorkerId, Relay> relays_ ABSL_GUARDED_BY(mu_);  // by joiner
+  std::optional<StepInProgress> step_ ABSL_GUARDED_BY(mu_);
+  // Decoded payloads of the open step, and payloads for the next step that arrived while
+  // the run was paused (they wait for it to open).
+  std::map<WorkerId, StepPayload> payloads_ ABSL_GUARDED_BY(mu_);
+  std::map<WorkerId, StepPayload> early_payloads_ ABSL_GUARDED_BY(mu_);
+  std::map<WorkerId, uint64_t> payload_bytes_ ABSL_GUARDED_BY(mu_);
+  // Fingerprints of the latest fingerprinted step, by worker.
+  int64_t fingerprint_step_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<WorkerId, uint64_t> fingerprints_ ABSL_GUARDED_BY(mu_);
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace demod
+
+#endif  // DEMOD_SERVER_RUN_COORDINATOR_H_

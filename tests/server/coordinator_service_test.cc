@@ -1,0 +1,686 @@
+// The coordinator over real gRPC on loopback: synthetic workers (CoordinatorClient, or raw
+// stubs where a test must break the protocol) against an in-process CoordinatorServer.
+#include <gmock/gmock.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cstdio>
+#include <fstream>
+#include <future>
+#include <random>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/aggregation.h"
+#include "common/layout_table.h"
+#include "common/payload_codec.h"
+#include "server/coordinator_server.h"
+#include "tests/support/prometheus_scrape.h"
+#include "tests/support/synthetic_payload.h"
+#include "worker/coordinator_client.h"
+
+namespace demod {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using Kind = ClientEvent::Kind;
+
+const std::vector<std::pair<std::string, std::vector<int64_t>>> kShapes = {
+    {"w1", {256, 512}}, {"b1", {128}}, {"w2", {32, 64}}};
+constexpr absl::Duration kWait = absl::Seconds(10);
+
+RunConfig TestConfig(int min_workers = 1) {
+  RunConfig c;
+  c.run_id = "loopback";
+  c.min_workers = min_workers;
+  c.max_workers = 8;
+  c.total_steps = 100;
+  c.optimizer.compression_chunk = 64;
+  c.optimizer.compression_topk = 64;  // payloads of ~13 kB: several frames each
+  c.optimizer.value_encoding = ValueEncoding::kFloat32;
+  c.deadline.kind = DeadlinePolicy::Kind::kFixed;
+  c.deadline.fixed = absl::Seconds(30);
+  c.heartbeat_timeout = absl::Seconds(30);
+  c.max_frame_bytes = 4096;  // several frames per payload, so reassembly is exercised
+  return c;
+}
+
+LayoutTable Layouts(const RunConfig& c) {
+  std::vector<TensorShape> shapes;
+  for (const auto& [name, shape] : kShapes) shapes.push_back({name, shape});
+  return *MakeLayoutTable(shapes, c.optimizer.compression_chunk, c.optimizer.compression_topk);
+}
+
+class CoordinatorServiceTest : public ::testing::Test {
+ protected:
+  void Start(RunConfig config, std::string token = "", std::optional<TlsFiles> tls = {},
+             std::string state_dir = "", std::string metrics_address = "") {
+    config_ = config;
+    layouts_ = Layouts(config);
+    CoordinatorServerOptions options;
+    options.listen_address = "127.0.0.1:0";
+    options.metrics_address = std::move(metrics_address);
+    options.config = config;
+    options.token = std::move(token);
+    options.tls = std::move(tls);
+    options.state_dir = std::move(state_dir);
+    absl::StatusOr<std::unique_ptr<CoordinatorServer>> server =
+        CoordinatorServer::Start(std::move(options));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    target_ = absl::StrCat("127.0.0.1:", server_->port());
+  }
+
+  ClientOptions Options(const std::string& name) {
+    ClientOptions o;
+    o.target = target_;
+    o.join.set_worker_name(name);
+    o.join.mutable_hardware()->set_device_kind(v1::DEVICE_KIND_CPU);
+    o.join.mutable_hardware()->set_device_name("test cpu");
+    *o.join.mutable_tensors() = TensorSpecsOf(kShapes);
+    o.connect_timeout = absl::Seconds(5);
+    return o;
+  }
+
+  std::unique_ptr<CoordinatorClient> Join(const std::string& name) {
+    absl::StatusOr<std::unique_ptr<CoordinatorClient>> client =
+        CoordinatorClient::Connect(Options(name));
+    EXPECT_TRUE(client.ok()) << client.status();
+    return client.ok() ? *std::move(client) : nullptr;
+  }
+
+  // The next event that is not a pause notice.
+  static ClientEvent Next(CoordinatorClient& client) {
+    while (true) {
+      absl::StatusOr<ClientEvent> event = client.Next(kWait);
+      EXPECT_TRUE(event.ok()) << event.status();
+      if (!event.ok()) {
+        ClientEvent none;
+        none.kind = Kind::kEnded;
+        none.status = event.status();
+        return none;
+      }
+      if (event->kind != Kind::kPaused) return *std::move(event);
+    }
+  }
+
+  static ClientEvent Expect(CoordinatorClient& client, Kind kind) {
+    ClientEvent event = Next(client);
+    EXPECT_EQ(ClientEventKindName(event.kind), std::string(ClientEventKindName(kind)))
+        << event.reason << " " << event.status;
+    return event;
+  }
+
+  std::string Payload(int64_t step, StepPayload* decoded = nullptr) {
+    StepPayload payload = SyntheticPayload(layouts_, step, ValueEncoding::kFloat32, random_);
+    if (decoded != nullptr) *decoded = payload;
+    return *EncodeStepPayload(payload, layouts_);
+  }
+
+  // A joiner is welcomed; the donor is asked for the parameters (after `step`) and sends
+  // them; the joiner receives them.
+  void TransferThroughDonor(CoordinatorClient& donor, CoordinatorClient& joiner, int64_t step) {
+    EXPECT_TRUE(joiner.welcome().receives_state());
+    ClientEvent request = Expect(donor, Kind::kSendState);
+    EXPECT_EQ(request.joiner, joiner.worker_id());
+    ASSERT_TRUE(donor.SendState(request.joiner, step, std::string(10000, 'p')).ok());
+    ClientEvent state = Expect(joiner, Kind::kState);
+    EXPECT_EQ(state.bytes, std::string(10000, 'p'));
+    EXPECT_EQ(state.step, step);
+  }
+
+  // The same, when no step is in progress: the joiner is active from the next step at once.
+  void AdmitThroughDonor(CoordinatorClient& donor, CoordinatorClient& joiner, int64_t first_step) {
+    TransferThroughDonor(donor, joiner, first_step - 1);
+    EXPECT_EQ(Expect(joiner, Kind::kActive).step, first_step);
+  }
+
+  v1::RunStatus Status(const std::string& token = "") {
+    auto stub =
+        v1::Coordinator::NewStub(grpc::CreateChannel(target_, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+    v1::RunStatus status;
+    last_rpc_ = stub->GetStatus(&context, v1::GetStatusRequest(), &status);
+    return status;
+  }
+
+  RunConfig config_;
+  LayoutTable layouts_;
+  std::unique_ptr<CoordinatorServer> server_;
+  std::string target_;
+  std::mt19937_64 random_{7};
+  grpc::Status last_rpc_;
+};
+
+TEST_F(CoordinatorServiceTest, WorkersGetIdenticalCorrectAggregatesStepAfterStep) {
+  Start(TestConfig(/*min_workers=*/2));
+  auto a = Join("a");
+  ASSERT_NE(a, nullptr);
+  EXPECT_FALSE(a->welcome().receives_state());  // the seed: its parameters are the run's
+  EXPECT_EQ(a->welcome().run().run_id(), "loopback");
+  EXPECT_EQ(a->welcome().run().optimizer().compression_topk(), 64);
+  EXPECT_EQ(Expect(*a, Kind::kActive).step, 1);
+  auto b = Join("b");
+  ASSERT_NE(b, nullptr);
+  AdmitThroughDonor(*a, *b, 1);
+
+  uint64_t payload_bytes = 0;
+  for (int64_t step = 1; step <= 3; ++step) {
+    StepPayload pa, pb;
+    const std::string encoded = Payload(step, &pa);
+    payload_bytes += encoded.size();
+    ASSERT_GT(encoded.size(), 2u * config_.max_frame_bytes);
+    ASSERT_TRUE(a->SendPayload(step, encoded).ok());
+    ASSERT_TRUE(b->SendPayload(step, Payload(step, &pb)).ok());
+    ClientEvent ga = Expect(*a, Kind::kAggregate);
+    ClientEvent gb = Expect(*b, Kind::kAggregate);
+    EXPECT_EQ(ga.step, step);
+    EXPECT_EQ(ga.bytes, gb.bytes);  // byte-identical for every worker
+    absl::StatusOr<StepAggregate> got = DecodeStepAggregate(ga.bytes, layouts_);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_THAT(got->contributors, ElementsAre(a->worker_id(), b->worker_id()));
+    // The same payloads, aggregated here, give the same bytes.
+    StepAggregate want = *AggregateStep({{a->worker_id(), &pa}, {b->worker_id(), &pb}}, layouts_);
+    EXPECT_EQ(*EncodeStepAggregate(want, layouts_), ga.bytes);
+  }
+  v1::RunStatus status = Status();
+  ASSERT_TRUE(last_rpc_.ok()) << last_rpc_.error_message();
+  EXPECT_EQ(status.completed_steps(), 3);
+  EXPECT_EQ(status.open_step(), 4);
+  ASSERT_EQ(status.members_size(), 2);
+  EXPECT_EQ(status.members(0).name(), "a");
+  EXPECT_EQ(status.members(0).hardware().device_name(), "test cpu");
+  EXPECT_GT(status.members(0).bytes_received(), payload_bytes + 10000);  // and the parameters
+  // Both got the same aggregates; b also got the relayed parameters.
+  EXPECT_GT(status.members(0).bytes_sent(), payload_bytes);
+  EXPECT_GT(status.members(1).bytes_sent(), status.members(0).bytes_sent() + 9000);
+}
+
+TEST_F(CoordinatorServiceTest, DeadlineClosesTheStepAndALatePayloadIsReportedNotIncluded) {
+  RunConfig config = TestConfig(/*min_workers=*/2);
+  config.deadline.fixed = absl::Milliseconds(400);
+  config.max_missed_steps = 10;
+  Start(config);
+  auto a = Join("a");
+  ASSERT_NE(a, nullptr);
+  Expect(*a, Kind::kActive);
+  auto b = Join("b");
+  ASSERT_NE(b, nullptr);
+  AdmitThroughDonor(*a, *b, 1);
+
+  ASSERT_TRUE(a->SendPayload(1, Payload(1)).ok());
+  ClientEvent ga = Expect(*a, Kind::kAggregate);  // closed at the deadline, without b
+  ClientEvent gb = Expect(*b, Kind::kAggregate);
+  EXPECT_EQ(ga.bytes, gb.bytes);
+  EXPECT_THAT(DecodeStepAggregate(ga.bytes, layouts_)->contributors, ElementsAre(a->worker_id()));
+
+  ASSERT_TRUE(b->SendPayload(1, Payload(1)).ok());
+  ClientEvent late = Expect(*b, Kind::kNotIncluded);
+  EXPECT_THAT(late.steps, ElementsAre(1));
+  // b goes on with the next step as usual.
+  ASSERT_TRUE(a->SendPayload(2, Payload(2)).ok());
+  ASSERT_TRUE(b->SendPayload(2, Payload(2)).ok());
+  EXPECT_THAT(DecodeStepAggregate(Expect(*b, Kind::kAggregate).bytes, layouts_)->contributors,
+              ElementsAre(a->worker_id(), b->worker_id()));
+  EXPECT_EQ(Status().members(1).contributions_missed(), 1u);
+}
+
+TEST_F(CoordinatorServiceTest, SilentContributorIsEvictedAndCanRejoin) {
+  RunConfig config = TestConfig(/*min_workers=*/2);
+  config.deadline.fixed = absl::Milliseconds(300);
+  config.max_missed_steps = 2;
+  Start(config);
+  auto a = Join("a");
+  Expect(*a, Kind::kActive);
+  auto b = Join("b");
+  AdmitThroughDonor(*a, *b, 1);
+  for (int64_t step = 1; step <= 2; ++step) {
+    ASSERT_TRUE(a->SendPayload(step, Payload(step)).ok());
+    Expect(*a, Kind::kAggregate);
+    Expect(*b, Kind::kAggregate);
+  }
+  ClientEvent evicted = Expect(*b, Kind::kEvicted);
+  EXPECT_THAT(evicted.reason, HasSubstr("missed 2 steps"));
+  ClientEvent ended = Expect(*b, Kind::kEnded);
+  EXPECT_EQ(ended.status.code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(Status().members_size(), 1);
+
+  // Below min_workers the run pauses; the same worker comes back, is admitted like any
+  // joiner, and the run goes on.
+  EXPECT_TRUE(Status().paused());
+  b = Join("b");
+  ASSERT_NE(b, nullptr);
+  AdmitThroughDonor(*a, *b, 3);
+  ASSERT_TRUE(a->SendPayload(3, Payload(3)).ok());
+  ASSERT_TRUE(b->SendPayload(3, Payload(3)).ok());
+  EXPECT_EQ(Expect(*b, Kind::kAggregate).step, 3);
+  EXPECT_EQ(Status().members_size(), 2);
+}
+
+TEST_F(CoordinatorServiceTest, RestartedCoordinatorResumesAtTheSavedStep) {
+  char dir_template[] = "/tmp/demod-state-XXXXXX";
+  const std::string dir = mkdtemp(dir_template);
+  Start(TestConfig(), "", {}, dir);
+  auto a = Join("a");
+  Expect(*a, Kind::kActive);
+  for (int64_t step = 1; step <= 2; ++step) {
+    ASSERT_TRUE(a->SendPayload(step, Payload(step)).ok());
+    Expect(*a, Kind::kAggregate);
+  }
+  server_->Shutdown();
+  Expect(*a, Kind::kShuttingDown);
+  EXPECT_EQ(Expect(*a, Kind::kEnded).status.code(), absl::StatusCode::kUnavailable);
+  a.reset();
+  server_.reset();
+
+  Start(TestConfig(), "", {}, dir);
+  EXPECT_EQ(Status().completed_steps(), 2);
+  ClientOptions wrong = Options("c");
+  wrong.join.mutable_tensors(0)->set_shape(1, 64);
+  EXPECT_EQ(CoordinatorClient::Connect(wrong).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  a = Join("a");
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->welcome().completed_steps(), 2);
+  EXPECT_EQ(Expect(*a, Kind::kActive).step, 3);
+  ASSERT_TRUE(a->SendPayload(3, Payload(3)).ok());
+  EXPECT_EQ(Expect(*a, Kind::kAggregate).step, 3);
+
+  // Another run id on the same directory is refused.
+  server_.reset();
+  CoordinatorServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.metrics_address = "";
+  options.config = TestConfig();
+  options.config.run_id = "another";
+  options.state_dir = dir;
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> refused = CoordinatorServer::Start(options);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("holds run 'loopback'"));
+}
+
+TEST_F(CoordinatorServiceTest, BearerTokenIsRequiredOnEveryCall) {
+  Start(TestConfig(), "s3cret");
+  ClientOptions none = Options("a");
+  EXPECT_EQ(CoordinatorClient::Connect(none).status().code(), absl::StatusCode::kUnauthenticated);
+  ClientOptions wrong = Options("a");
+  wrong.token = "s3cres";
+  absl::Status refused = CoordinatorClient::Connect(wrong).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(refused.message(), ::testing::Not(HasSubstr("s3cret")));
+  ClientOptions right = Options("a");
+  right.token = "s3cret";
+  EXPECT_TRUE(CoordinatorClient::Connect(right).ok());
+
+  Status();
+  EXPECT_EQ(last_rpc_.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  Status("nope");
+  EXPECT_EQ(last_rpc_.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  Status("s3cret");
+  EXPECT_TRUE(last_rpc_.ok());
+}
+
+// A raw stream, for breaking the protocol on purpose.
+struct RawStream {
+  RawStream(const std::string& target, const v1::WorkerMessage& first)
+      : stub(v1::Coordinator::NewStub(
+            grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))),
+        stream(stub->Train(&context)) {
+    stream->Write(first);
+  }
+  // Reads until the stream ends; returns its status.
+  grpc::Status Drain() {
+    v1::CoordinatorMessage m;
+    while (stream->Read(&m)) {
+    }
+    return stream->Finish();
+  }
+  std::unique_ptr<v1::Coordinator::Stub> stub;
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, v1::CoordinatorMessage>> stream;
+};
+
+v1::WorkerMessage JoinMessage(const std::string& name) {
+  v1::WorkerMessage m;
+  m.mutable_join()->set_protocol_version(1);
+  m.mutable_join()->set_worker_name(name);
+  *m.mutable_join()->mutable_tensors() = TensorSpecsOf(kShapes);
+  return m;
+}
+
+TEST_F(CoordinatorServiceTest, MalformedFramesEndOnlyTheirStream) {
+  Start(TestConfig());
+  auto a = Join("a");
+  Expect(*a, Kind::kActive);
+
+  struct Case {
+    std::string name;
+    v1::WorkerMessage message;
+    std::string reason;
+  };
+  std::vector<Case> cases;
+  {
+    v1::WorkerMessage m;
+    m.mutable_payload()->set_step(1);
+    m.mutable_payload()->set_total_bytes(100);
+    m.mutable_payload()->set_offset(5);  // a gap
+    m.mutable_payload()->set_data("xx");
+    cases.push_back({"gap", m, "offset"});
+  }
+  {
+    v1::WorkerMessage m;
+    m.mutable_payload()->set_step(1);
+    m.mutable_payload()->set_total_bytes(8);
+    m.mutable_payload()->set_data("garbage!");  // complete, but not a payload
+    cases.push_back({"garbage", m, "payload of step 1"});
+  }
+  {
+    v1::WorkerMessage m;
+    m.mutable_payload()->set_step(1);
+    m.mutable_payload()->set_total_bytes(uint64_t{1} << 40);
+    m.mutable_payload()->set_data("x");
+    cases.push_back({"huge", m, "1099511627776"});
+  }
+  {
+    v1::WorkerMessage m = JoinMessage("again");
+    cases.push_back({"second join", m, "second join"});
+  }
+  {
+    v1::WorkerMessage m;
+    m.mutable_fingerprint()->set_step(50);
+    cases.push_back({"future fingerprint", m, "has not closed"});
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE(cases[i].name);
+    RawStream raw(target_, JoinMessage(absl::StrCat("raw", i)));
+    // Wait for the welcome before misbehaving, so the join itself is not what fails.
+    v1::CoordinatorMessage welcome;
+    ASSERT_TRUE(raw.stream->Read(&welcome));
+    ASSERT_TRUE(welcome.has_welcome());
+    raw.stream->Write(cases[i].message);
+    grpc::Status status = raw.Drain();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr(cases[i].reason));
+  }
+  {
+    v1::WorkerMessage heartbeat;
+    heartbeat.mutable_heartbeat();
+    RawStream raw(target_, heartbeat);
+    grpc::Status status = raw.Drain();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("must be a join"));
+  }
+  // a was never disturbed (beyond being asked to donate to joiners that are gone): its steps
+  // go on.
+  for (int64_t step = 1; step <= 2; ++step) {
+    ASSERT_TRUE(a->SendPayload(step, Payload(step)).ok());
+    ClientEvent event = Next(*a);
+    while (event.kind == Kind::kSendState) event = Next(*a);
+    EXPECT_EQ(event.kind, Kind::kAggregate);
+  }
+  EXPECT_EQ(Status().members_size(), 1);
+}
+
+TEST_F(CoordinatorServiceTest, JoinsThatCannotBeAdmittedAreRefusedWithTheReason) {
+  Start(TestConfig());
+  auto a = Join("a");
+  ASSERT_NE(a, nullptr);
+
+  ClientOptions shape = Options("b");
+  shape.join.mutable_tensors(2)->set_shape(0, 16);
+  absl::Status refused = CoordinatorClient::Connect(shape).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.message(), HasSubstr("w2"));
+
+  EXPECT_EQ(CoordinatorClient::Connect(Options("a")).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  ClientOptions bad_name = Options("bad name\n");
+  EXPECT_EQ(CoordinatorClient::Connect(bad_name).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ClientOptions other_run = Options("c");
+  other_run.join.set_run_id("other");
+  EXPECT_EQ(CoordinatorClient::Connect(other_run).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ClientOptions empty = Options("d");
+  empty.join.clear_tensors();
+  EXPECT_EQ(CoordinatorClient::Connect(empty).status().code(), absl::StatusCode::kInvalidArgument);
+  ClientOptions nowhere = Options("e");
+  nowhere.target = "127.0.0.1:1";
+  nowhere.connect_timeout = absl::Milliseconds(200);
+  EXPECT_EQ(CoordinatorClient::Connect(nowhere).status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(CoordinatorServiceTest, SilentStreamIsEvictedAfterTheHeartbeatTimeout) {
+  RunConfig config = TestConfig();
+  config.heartbeat_timeout = absl::Milliseconds(600);
+  Start(config);
+  auto a = Join("a");  // sends heartbeats on its own
+  Expect(*a, Kind::kActive);
+  RawStream raw(target_, JoinMessage("mute"));  // never says anything again
+  grpc::Status status = raw.Drain();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("no message for"));
+  absl::SleepFor(absl::Milliseconds(700));
+  v1::RunStatus run = Status();
+  ASSERT_EQ(run.members_size(), 1);
+  EXPECT_EQ(run.members(0).name(), "a");
+}
+
+TEST_F(CoordinatorServiceTest, DonorLeavingMidTransferIsReplaced) {
+  Start(TestConfig());
+  auto a = Join("a");
+  Expect(*a, Kind::kActive);
+  // b is a raw stream, so it can stop halfway through a transfer.
+  RawStream b(target_, JoinMessage("b"));
+  v1::CoordinatorMessage m;
+  ASSERT_TRUE(b.stream->Read(&m) && m.has_welcome());
+  const uint32_t b_id = m.welcome().worker_id();
+  ClientEvent request = Expect(*a, Kind::kSendState);
+  ASSERT_EQ(request.joiner, b_id);
+  ASSERT_TRUE(a->SendState(b_id, 0, "seed parameters").ok());
+  ASSERT_TRUE(b.stream->Read(&m) && m.has_state());
+  auto c = Join("c");
+  ASSERT_TRUE(c->welcome().receives_state());
+  // Donors are taken in turn: b serves c. It sends the first of three frames and leaves.
+  while (b.stream->Read(&m) &&
+         !(m.has_control() && m.control().kind() == v1::Control::KIND_SEND_STATE)) {
+  }
+  ASSERT_EQ(m.control().joiner_id(), c->worker_id());
+  v1::WorkerMessage frame;
+  frame.mutable_state()->set_joiner_id(c->worker_id());
+  frame.mutable_state()->set_total_bytes(10000);
+  frame.mutable_state()->set_data(std::string(4096, 'b'));
+  ASSERT_TRUE(b.stream->Write(frame));
+  absl::SleepFor(absl::Milliseconds(100));  // let the frame reach c
+  b.context.TryCancel();
+  // a is asked next and completes the transfer; c starts over and sees only a's parameters.
+  request = Expect(*a, Kind::kSendState);
+  ASSERT_EQ(request.joiner, c->worker_id());
+  ASSERT_TRUE(a->SendState(c->worker_id(), 0, std::string(10000, 'a')).ok());
+  ClientEvent state = Expect(*c, Kind::kState);
+  EXPECT_EQ(state.bytes, std::string(10000, 'a'));
+  // Step 1 was open while c was syncing: c catches up with its aggregate, then contributes.
+  ASSERT_TRUE(a->SendPayload(1, Payload(1)).ok());
+  EXPECT_EQ(Expect(*c, Kind::kAggregate).step, 1);
+  EXPECT_EQ(Expect(*c, Kind::kActive).step, 2);
+}
+
+TEST_F(CoordinatorServiceTest, DivergentFingerprintIsResyncedFromTheMajority) {
+  Start(TestConfig(/*min_workers=*/3));
+  auto a = Join("a");
+  Expect(*a, Kind::kActive);
+  auto b = Join("b");
+  AdmitThroughDonor(*a, *b, 1);
+  auto c = Join("c");
+  {
+    ClientEvent request = Next(*b);  // b's turn as donor
+    ASSERT_EQ(request.kind, Kind::kSendState);
+    ASSERT_TRUE(b->SendState(c->worker_id(), 0, "params").ok());
+    Expect(*c, Kind::kState);
+    Expect(*c, Kind::kActive);
+  }
+  for (auto* w : {a.get(), b.get(), c.get()}) ASSERT_TRUE(w->SendPayload(1, Payload(1)).ok());
+  for (auto* w : {a.get(), b.get(), c.get()}) Expect(*w, Kind::kAggregate);
+  ASSERT_TRUE(a->SendFingerprint(1, 111).ok());
+  ASSERT_TRUE(b->SendFingerprint(1, 222).ok());  // the odd one out
+  ASSERT_TRUE(c->SendFingerprint(1, 111).ok());
+  Expect(*b, Kind::kResync);
+  // A member outside the divergent ones donates.
+  ClientEvent request = Next(*a);
+  CoordinatorClient* donor = a.get();
+  if (request.kind != Kind::kSendState) {
+    request = Expect(*c, Kind::kSendState);
+    donor = c.get();
+  }
+  EXPECT_EQ(request.joiner, b->worker_id());
+  ASSERT_TRUE(donor->SendState(b->worker_id(), 1, "fresh").ok());
+  EXPECT_EQ(Expect(*b, Kind::kState).bytes, "fresh");
+}
+
+TEST_F(CoordinatorServiceTest, FinishedRunEndsEveryStreamAndRefusesJoins) {
+  RunConfig config = TestConfig();
+  config.total_steps = 2;
+  Start(config);
+  auto a = Join("a");
+  Expect(*a, Kind::kActive);
+  for (int64_t step = 1; step <= 2; ++step) {
+    ASSERT_TRUE(a->SendPayload(step, Payload(step)).ok());
+    Expect(*a, Kind::kAggregate);
+  }
+  Expect(*a, Kind::kFinished);
+  EXPECT_TRUE(Expect(*a, Kind::kEnded).status.ok());
+  EXPECT_EQ(CoordinatorClient::Connect(Options("late")).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(Status().finished());
+}
+
+TEST_F(CoordinatorServiceTest, LiveScrapeShowsTheRunAndPassesPromtool) {
+  Start(TestConfig(/*min_workers=*/2), "", {}, "", "127.0.0.1:0");
+  auto a = Join("a");
+  Expect(*a, Kind::kActive);
+  auto b = Join("b");
+  AdmitThroughDonor(*a, *b, 1);
+  for (int64_t step = 1; step <= 2; ++step) {
+    for (auto* w : {a.get(), b.get()}) ASSERT_TRUE(w->SendPayload(step, Payload(step)).ok());
+    for (auto* w : {a.get(), b.get()}) Expect(*w, Kind::kAggregate);
+    v1::StepReport report;
+    report.set_step(step);
+    report.set_loss(3.0 - step);
+    report.set_validation_loss(std::nan(""));
+    report.set_tokens(1000);
+    report.set_compute_seconds(0.5);
+    ASSERT_TRUE(a->SendReport(report).ok());
+  }
+  b->Close();
+  absl::SleepFor(absl::Milliseconds(200));  // the report and the leave are processed
+
+  absl::StatusOr<std::string> scrape = HttpGet(server_->metrics_port(), "/metrics");
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  EXPECT_EQ(Sample(*scrape, "demod_steps_total"), 2);
+  EXPECT_EQ(Sample(*scrape, "demod_current_step"), 2);
+  EXPECT_EQ(Sample(*scrape, "demod_active_workers"), 1);
+  EXPECT_EQ(Sample(*scrape, "demod_joins_total"), 2);
+  EXPECT_EQ(Sample(*scrape, "demod_leaves_total{reason=\"disconnected\"}"), 1);
+  EXPECT_EQ(Sample(*scrape, "demod_state_transfers_total"), 1);
+  // What an fp32 all-reduce would have moved: every parameter, from both workers, twice.
+  EXPECT_EQ(Sample(*scrape, "demod_dense_equivalent_bytes_total"), 133248.0 * 4 * 2 * 2);
+  EXPECT_EQ(Sample(*scrape, "demod_training_loss{worker=\"a\"}"), 1.0);
+  EXPECT_EQ(Sample(*scrape, "demod_tokens_per_second{worker=\"a\"}"), 2000.0);
+  EXPECT_EQ(Sample(*scrape, "demod_step_duration_seconds_count"), 2);
+  EXPECT_GT(Sample(*scrape, "demod_worker_received_bytes_total{worker=\"b\"}").value_or(0), 0);
+  EXPECT_EQ(Sample(*scrape, "demod_received_bytes_total"),
+            Status().members(0).bytes_received() +
+                Sample(*scrape, "demod_worker_received_bytes_total{worker=\"b\"}").value_or(0));
+  std::optional<std::string> promtool = FindProgram("promtool");
+  ASSERT_TRUE(promtool.has_value()) << "promtool is missing: scripts/setup.sh installs it";
+  CommandResult lint = PromtoolCheckMetrics(*promtool, *scrape);
+  EXPECT_EQ(lint.exit_code, 0) << lint.output;
+  EXPECT_EQ(lint.output, "");
+}
+
+// Runs a shell command, expecting success; returns its output.
+std::string RunShell(const std::string& command) {
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return "";
+  std::string out;
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) out.append(buffer, n);
+  const int rc = pclose(pipe);
+  EXPECT_EQ(rc, 0) << command << "\n" << out;
+  return out;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+TEST_F(CoordinatorServiceTest, TlsAndMutualTls) {
+  char dir_template[] = "/tmp/demod-tls-XXXXXX";
+  const std::string dir = mkdtemp(dir_template);
+  // A CA, a server certificate for localhost and a client certificate, all signed by the CA.
+  RunShell(
+      absl::StrCat("cd ", dir, " && exec 2>&1 && ",
+                   "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 "
+                   "-subj /CN=demod-test-ca && ",
+                   "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+                   "-subj /CN=localhost && ",
+                   "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1' > san.ext && ",
+                   "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+                   "-out server.pem -days 2 -extfile san.ext && ",
+                   "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr "
+                   "-subj /CN=worker && ",
+                   "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+                   "-out client.pem -days 2"));
+  TlsFiles tls{ReadFile(dir + "/server.pem"), ReadFile(dir + "/server.key"),
+               ReadFile(dir + "/ca.pem")};
+  Start(TestConfig(), "", tls);
+  target_ = absl::StrCat("localhost:", server_->port());
+
+  ClientOptions plaintext = Options("plain");
+  plaintext.connect_timeout = absl::Milliseconds(500);
+  EXPECT_FALSE(CoordinatorClient::Connect(plaintext).ok());
+  ClientOptions no_client_cert = Options("anonymous");
+  no_client_cert.tls = ClientTls{ReadFile(dir + "/ca.pem"), "", ""};
+  no_client_cert.connect_timeout = absl::Milliseconds(500);
+  EXPECT_FALSE(CoordinatorClient::Connect(no_client_cert).ok());
+  ClientOptions mutual = Options("mutual");
+  mutual.tls = ClientTls{ReadFile(dir + "/ca.pem"), ReadFile(dir + "/client.pem"),
+                         ReadFile(dir + "/client.key")};
+  auto a = CoordinatorClient::Connect(mutual);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(Expect(**a, Kind::kActive).step, 1);
+  ASSERT_TRUE((*a)->SendPayload(1, Payload(1)).ok());
+  EXPECT_EQ(Expect(**a, Kind::kAggregate).step, 1);
+}
+
+TEST_F(CoordinatorServiceTest, HealthServiceReportsServing) {
+  Start(TestConfig());
+  grpc::GenericStub stub(grpc::CreateChannel(target_, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  grpc::ByteBuffer request;  // HealthCheckRequest{service: ""} is empty
+  grpc::Slice empty("");
+  request = grpc::ByteBuffer(&empty, 1);
+  grpc::ByteBuffer response;
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&done](grpc::Status s) { done.set_value(std::move(s)); });
+  grpc::Status status = done.get_future().get();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& s : slices) {
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // status: SERVING
+}
+
+}  // namespace
+}  // namespace demod
