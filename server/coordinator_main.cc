@@ -77,10 +77,24 @@ std::string ReadFileOrFail(const std::string& path, const char* what) {
   return text.str();
 }
 
+// The run id when neither flags nor the config file name one: the saved run's, if the state
+// directory holds one, else a new one from the time.
+std::string DefaultRunId() {
+  if (!absl::GetFlag(FLAGS_state_dir).empty()) {
+    absl::StatusOr<RunStore> store = RunStore::Open(absl::GetFlag(FLAGS_state_dir));
+    if (store.ok()) {
+      absl::StatusOr<std::optional<PersistedRun>> run = store->Load();
+      if (run.ok() && run->has_value()) return (*run)->config.run_id;
+    }
+  }
+  return absl::StrCat("run-", absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(), absl::UTCTimeZone()));
+}
+
 RunConfig RunConfigFromFlags() {
   RunConfig config;
+  config.run_id = DefaultRunId();
   if (!absl::GetFlag(FLAGS_config).empty()) {
-    absl::StatusOr<RunConfig> parsed = ReadRunConfigFile(absl::GetFlag(FLAGS_config));
+    absl::StatusOr<RunConfig> parsed = ReadRunConfigFile(absl::GetFlag(FLAGS_config), config);
     if (!parsed.ok()) Fail(kExitUsage, parsed.status().message());
     config = *parsed;
   }
@@ -107,22 +121,6 @@ RunConfig RunConfigFromFlags() {
         ParseValueEncoding(absl::GetFlag(FLAGS_value_encoding));
     if (!encoding.ok()) Fail(kExitUsage, encoding.status().message());
     config.optimizer.value_encoding = *encoding;
-  }
-  if (config.run_id.empty()) {
-    // A state directory that holds a run supplies its id; otherwise the run is new.
-    bool saved = false;
-    if (!absl::GetFlag(FLAGS_state_dir).empty()) {
-      absl::StatusOr<RunStore> store = RunStore::Open(absl::GetFlag(FLAGS_state_dir));
-      if (store.ok()) {
-        absl::StatusOr<std::optional<PersistedRun>> run = store->Load();
-        saved = run.ok() && run->has_value();
-        if (saved) config.run_id = (*run)->config.run_id;
-      }
-    }
-    if (!saved) {
-      config.run_id =
-          absl::StrCat("run-", absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(), absl::UTCTimeZone()));
-    }
   }
   if (absl::Status valid = config.Validate(); !valid.ok()) Fail(kExitUsage, valid.message());
   return config;

@@ -2,7 +2,11 @@
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +21,39 @@ namespace {
 constexpr absl::Duration kMaxTickInterval = absl::Milliseconds(200);
 // Room for a frame's envelope (step, offsets, field tags) above max_frame_bytes of data.
 constexpr int kFrameEnvelopeBytes = 64 << 10;
+
+// gRPC listens with SO_REUSEPORT, so a second coordinator on a port in use would start and
+// share the first one's workers (and this gRPC ignores GRPC_ARG_ALLOW_REUSEPORT=0). A plain
+// bind, without that option, fails while anyone listens there: check with one first.
+absl::Status CheckPortFree(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return absl::OkStatus();  // gRPC reports malformed ones
+  std::string host = address.substr(0, colon);
+  const std::string port = address.substr(colon + 1);
+  if (port == "0") return absl::OkStatus();
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &found) != 0) {
+    return absl::OkStatus();
+  }
+  absl::Status status;
+  for (addrinfo* a = found; a != nullptr && status.ok(); a = a->ai_next) {
+    const int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd < 0) continue;
+    if (bind(fd, a->ai_addr, a->ai_addrlen) != 0 && errno == EADDRINUSE) {
+      status = absl::UnavailableError(
+          absl::StrCat("cannot listen on ", address, ": the address is in use"));
+    }
+    close(fd);
+  }
+  freeaddrinfo(found);
+  return status;
+}
 
 std::shared_ptr<grpc::ServerCredentials> Credentials(const std::optional<TlsFiles>& tls) {
   if (!tls.has_value()) return grpc::InsecureServerCredentials();
@@ -52,6 +89,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
         StartMetricsEndpoint(options.metrics_address, server->metrics_->registry()));
   }
 
+  DEMOD_RETURN_IF_ERROR(CheckPortFree(options.listen_address));
   server->service_ = std::make_unique<CoordinatorService>(server->run_.get(), options.token);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;

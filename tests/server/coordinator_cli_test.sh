@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# demod-coordinator as a program: exit codes and one-line reasons for bad flags, a clean exit
+# on SIGTERM, and a refused start on a state directory of another run.
+# Usage: coordinator_cli_test.sh <path to demod-coordinator>
+set -u
+bin="$1"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+failures=0
+
+# expect_exit CODE PATTERN ARGS...: runs the coordinator, checks the exit code and that stderr
+# holds PATTERN on a single line.
+expect_exit() {
+  local code="$1" pattern="$2"
+  shift 2
+  timeout 20 "$bin" --listen 127.0.0.1:0 --metrics "" "$@" >"$work/out" 2>"$work/err"
+  local got=$?
+  if [[ $got -ne $code ]] || ! grep -q -- "$pattern" "$work/err"; then
+    echo "FAIL: $* -> exit $got (want $code), stderr:"; cat "$work/err"; failures=$((failures + 1))
+  else
+    echo "ok: $* -> exit $got: $(grep -- "$pattern" "$work/err" | head -1)"
+  fi
+}
+
+printf 'optimizer:\n  compression_topk: 0\n' >"$work/bad.yaml"
+expect_exit 2 "optimizer.compression_topk must be >= 1" --config "$work/bad.yaml"
+printf 'optimiser: {}\n' >"$work/unknown.yaml"
+expect_exit 2 "optimiser" --config "$work/unknown.yaml"
+expect_exit 2 "cannot open run config file" --config "$work/missing.yaml"
+expect_exit 2 "go together" --tls_cert "$work/bad.yaml"
+expect_exit 2 "log level" --log_level loud
+expect_exit 2 "unexpected argument" extra
+expect_exit 2 "value encoding\|encoding" --value_encoding f8
+: >"$work/empty-token"
+expect_exit 2 "is empty" --token_file "$work/empty-token"
+
+# A port in use: start on a fixed free port twice.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$bin" --listen "127.0.0.1:$port" --metrics "" --run_id cli >"$work/first.log" 2>&1 &
+first=$!
+for _ in $(seq 50); do grep -q listening "$work/first.log" && break; sleep 0.1; done
+timeout 20 "$bin" --listen "127.0.0.1:$port" --metrics "" >"$work/out" 2>"$work/err"
+got=$?
+if [[ $got -ne 1 ]] || ! grep -q "cannot listen" "$work/err"; then
+  echo "FAIL: port in use -> exit $got"; cat "$work/err"; failures=$((failures + 1))
+else
+  echo "ok: port in use -> exit 1"
+fi
+
+# SIGTERM: a clean exit 0 that says why.
+kill -TERM "$first"
+wait "$first"
+got=$?
+if [[ $got -ne 0 ]] || ! grep -q "shutting down" "$work/first.log"; then
+  echo "FAIL: SIGTERM -> exit $got"; cat "$work/first.log"; failures=$((failures + 1))
+else
+  echo "ok: SIGTERM -> exit 0"
+fi
+
+# A state directory keeps its run: another run id is refused, the same one resumes.
+"$bin" --listen 127.0.0.1:0 --metrics "" --run_id keep --state_dir "$work/state" \
+  >"$work/keep.log" 2>&1 &
+keep=$!
+for _ in $(seq 50); do grep -q listening "$work/keep.log" && break; sleep 0.1; done
+kill -TERM "$keep"; wait "$keep"
+expect_exit 1 "holds run 'keep'" --run_id other --state_dir "$work/state"
+
+if [[ $failures -ne 0 ]]; then
+  echo "$failures failure(s)"
+  exit 1
+fi
+echo "all passed"
