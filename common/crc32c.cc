@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstddef>
+#include <cstring>
 
 #include "common/byte_coding.h"
 
@@ -34,9 +35,41 @@ constexpr SlicingTables MakeSlicingTables() {
 
 constexpr SlicingTables kTables = MakeSlicingTables();
 
+uint32_t Crc32cSoftware(uint32_t crc, absl::string_view data);
+
+#if defined(__x86_64__)
+// SSE4.2's crc32 instruction computes exactly this CRC (Castagnoli, reflected), 8 bytes per
+// instruction: several times faster than the tables, and the coordinator checks every
+// payload. Chosen at run time, so the binary still runs on CPUs without it.
+__attribute__((target("sse4.2"))) uint32_t Crc32cHardware(uint32_t crc, absl::string_view data) {
+  const char* p = data.data();
+  size_t n = data.size();
+  uint64_t l = ~crc;
+  for (; n >= 8; n -= 8, p += 8) {
+    uint64_t word;
+    std::memcpy(&word, p, sizeof(word));  // little-endian on x86, as the CRC expects
+    l = __builtin_ia32_crc32di(l, word);
+  }
+  uint32_t l32 = static_cast<uint32_t>(l);
+  for (; n > 0; --n, ++p) l32 = __builtin_ia32_crc32qi(l32, static_cast<unsigned char>(*p));
+  return ~l32;
+}
+
+const bool kHaveSse42 = __builtin_cpu_supports("sse4.2");
+#endif
+
 }  // namespace
 
 uint32_t Crc32cExtend(uint32_t crc, absl::string_view data) {
+#if defined(__x86_64__)
+  if (kHaveSse42) return Crc32cHardware(crc, data);
+#endif
+  return Crc32cSoftware(crc, data);
+}
+
+namespace {
+
+uint32_t Crc32cSoftware(uint32_t crc, absl::string_view data) {
   const auto& t = kTables.t;
   const char* p = data.data();
   size_t n = data.size();
@@ -51,6 +84,12 @@ uint32_t Crc32cExtend(uint32_t crc, absl::string_view data) {
   }
   for (; n > 0; --n, ++p) l = (l >> 8) ^ t[0][(l ^ static_cast<unsigned char>(*p)) & 0xff];
   return ~l;
+}
+
+}  // namespace
+
+uint32_t Crc32cExtendPortable(uint32_t crc, absl::string_view data) {
+  return Crc32cSoftware(crc, data);
 }
 
 }  // namespace demod

@@ -101,10 +101,11 @@ absl::StatusOr<std::unique_ptr<RunCoordinator>> RunCoordinator::Create(Options o
         shapes.push_back({spec.name(), {spec.shape().begin(), spec.shape().end()}});
       }
       const OptimizerConfig& o = coordinator->config_.optimizer;
-      DEMOD_ASSIGN_OR_RETURN(coordinator->layouts_,
+      DEMOD_ASSIGN_OR_RETURN(LayoutTable layouts,
                              MakeLayoutTable(shapes, o.compression_chunk, o.compression_topk));
-      coordinator->max_payload_bytes_ = MaxPayloadBytes(coordinator->layouts_);
-      coordinator->max_state_bytes_ = MaxStateBytes(coordinator->layouts_);
+      coordinator->layouts_ = std::make_shared<const LayoutTable>(std::move(layouts));
+      coordinator->max_payload_bytes_ = MaxPayloadBytes(*coordinator->layouts_);
+      coordinator->max_state_bytes_ = MaxStateBytes(*coordinator->layouts_);
     }
     Log(LogLevel::kInfo, absl::StrCat("resuming run ", coordinator->config_.run_id, " after step ",
                                       completed, " from ", coordinator->store_->dir()));
@@ -151,13 +152,13 @@ absl::Status RunCoordinator::AdoptTensorTable(const v1::Join& join) {
   const OptimizerConfig& o = config_.optimizer;
   DEMOD_ASSIGN_OR_RETURN(LayoutTable layouts,
                          MakeLayoutTable(shapes, o.compression_chunk, o.compression_topk));
-  layouts_ = std::move(layouts);
-  max_payload_bytes_ = MaxPayloadBytes(layouts_);
-  max_state_bytes_ = MaxStateBytes(layouts_);
+  layouts_ = std::make_shared<const LayoutTable>(std::move(layouts));
+  max_payload_bytes_ = MaxPayloadBytes(*layouts_);
+  max_state_bytes_ = MaxStateBytes(*layouts_);
   persisted_.tensors.assign(join.tensors().begin(), join.tensors().end());
   Log(LogLevel::kInfo, absl::StrCat("run ", config_.run_id, " takes the tensor table of worker '",
-                                    join.worker_name(), "': ", layouts_.size(), " tensors, ",
-                                    TotalElements(layouts_), " parameters"));
+                                    join.worker_name(), "': ", layouts_->size(), " tensors, ",
+                                    TotalElements(*layouts_), " parameters"));
   return absl::OkStatus();
 }
 
@@ -187,7 +188,7 @@ absl::StatusOr<WorkerId> RunCoordinator::Join(const v1::Join& join,
   if (!joined.ok()) {
     if (adopting) {  // the table is the run's only once its worker is a member
       persisted_.tensors.clear();
-      layouts_.clear();
+      layouts_.reset();
     }
     return joined.status();
   }
@@ -226,14 +227,35 @@ absl::StatusOr<WorkerId> RunCoordinator::Join(const v1::Join& join,
 }
 
 void RunCoordinator::Handle(WorkerId worker, const v1::WorkerMessage& message, absl::Time now) {
+  CompletePayload complete;
+  {
+    absl::MutexLock lock(&mu_);
+    if (members_.count(worker) == 0) return;  // already expelled; its last messages are moot
+    absl::Status status = HandleLocked(worker, message, now, &complete);
+    if (!status.ok()) Expel(worker, status, LeaveReason::kInvalidMessage, now);
+    if (!status.ok() || complete.bytes.empty()) return;
+  }
+  // Checksum and validation, the bulk of a payload's cost, run outside the lock: payloads of
+  // different workers decode in parallel. A stream's messages are handled one at a time, and
+  // the layout table never changes once set, so nothing here can go stale.
+  absl::StatusOr<StepPayload> payload = DecodeStepPayload(complete.bytes, *complete.layouts);
   absl::MutexLock lock(&mu_);
-  if (members_.count(worker) == 0) return;  // already expelled; its last messages are moot
-  absl::Status status = HandleLocked(worker, message, now);
+  if (members_.count(worker) == 0) return;
+  absl::Status status;
+  if (!payload.ok()) {
+    status = absl::Status(payload.status().code(), absl::StrCat("payload of step ", complete.step,
+                                                                ": ", payload.status().message()));
+  } else if (payload->step != complete.step) {
+    status = absl::InvalidArgumentError(absl::StrCat("payload frames of step ", complete.step,
+                                                     " carry a payload of step ", payload->step));
+  } else {
+    status = OnPayload(worker, *std::move(payload), complete.bytes.size(), now);
+  }
   if (!status.ok()) Expel(worker, status, LeaveReason::kInvalidMessage, now);
 }
 
 absl::Status RunCoordinator::HandleLocked(WorkerId worker, const v1::WorkerMessage& message,
-                                          absl::Time now) {
+                                          absl::Time now, CompletePayload* complete) {
   Member& member = members_.at(worker);
   const uint64_t size = message.ByteSizeLong();
   member.bytes_received += size;
@@ -242,7 +264,7 @@ absl::Status RunCoordinator::HandleLocked(WorkerId worker, const v1::WorkerMessa
   if (!seen.ok()) return seen.status();
   switch (message.kind_case()) {
     case v1::WorkerMessage::kPayload:
-      return OnPayloadFrame(worker, message.payload(), now);
+      return OnPayloadFrame(worker, message.payload(), complete);
     case v1::WorkerMessage::kState:
       return OnStateFrame(worker, message.state(), now);
     case v1::WorkerMessage::kFingerprint:
@@ -268,7 +290,7 @@ absl::Status RunCoordinator::HandleLocked(WorkerId worker, const v1::WorkerMessa
 }
 
 absl::Status RunCoordinator::OnPayloadFrame(WorkerId worker, const v1::PayloadFrame& frame,
-                                            absl::Time now) {
+                                            CompletePayload* complete) {
   if (frame.step() < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("payload frame for step ", frame.step(), ": steps start at 1"));
@@ -278,16 +300,13 @@ absl::Status RunCoordinator::OnPayloadFrame(WorkerId worker, const v1::PayloadFr
       std::optional<std::string> bytes,
       member.payload_frames.Add(frame.step(), frame.total_bytes(), frame.offset(), frame.data()));
   if (!bytes.has_value()) return absl::OkStatus();
-  absl::StatusOr<StepPayload> payload = DecodeStepPayload(*bytes, layouts_);
-  if (!payload.ok()) {
-    return absl::Status(payload.status().code(), absl::StrCat("payload of step ", frame.step(),
-                                                              ": ", payload.status().message()));
+  if (bytes->empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("payload of step ", frame.step(), " is empty"));
   }
-  if (payload->step != frame.step()) {
-    return absl::InvalidArgumentError(absl::StrCat("payload frames of step ", frame.step(),
-                                                   " carry a payload of step ", payload->step));
-  }
-  return OnPayload(worker, *std::move(payload), bytes->size(), now);
+  complete->step = frame.step();
+  complete->bytes = *std::move(bytes);
+  complete->layouts = layouts_;
+  return absl::OkStatus();
 }
 
 absl::Status RunCoordinator::OnPayload(WorkerId worker, StepPayload payload, uint64_t bytes,
@@ -515,9 +534,9 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
     contributions.push_back({id, &payloads_.at(id)});
     bytes_in += payload_bytes_[id];
   }
-  absl::StatusOr<StepAggregate> aggregate = AggregateStep(contributions, layouts_);
+  absl::StatusOr<StepAggregate> aggregate = AggregateStep(contributions, *layouts_);
   absl::StatusOr<std::string> encoded =
-      aggregate.ok() ? EncodeStepAggregate(*aggregate, layouts_) : aggregate.status();
+      aggregate.ok() ? EncodeStepAggregate(*aggregate, *layouts_) : aggregate.status();
   if (!encoded.ok()) {
     // Decoded payloads were validated against the table, so this is a coordinator bug.
     Log(LogLevel::kError, absl::StrCat("step ", close.step,
@@ -566,7 +585,7 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
   metrics_->StepClosed(absl::ToDoubleSeconds(duration), absl::ToDoubleSeconds(barrier),
                        static_cast<int>(close.workers.size()),
                        static_cast<int>(step.expected.size()),
-                       static_cast<uint64_t>(TotalElements(layouts_)) * 4 * close.workers.size());
+                       static_cast<uint64_t>(TotalElements(*layouts_)) * 4 * close.workers.size());
   metrics_->SetCurrentStep(close.step);
   Log(LogLevel::kInfo,
       absl::StrCat("step ", close.step, " closed in ",

@@ -97,13 +97,21 @@ class RunCoordinator {
     std::optional<absl::Time> last_payload;
   };
 
+  // A payload whose last frame arrived, to be decoded outside the lock.
+  struct CompletePayload {
+    int64_t step = 0;
+    std::string bytes;
+    std::shared_ptr<const LayoutTable> layouts;
+  };
+
   RunCoordinator(Options options, int64_t completed_steps);
 
-  // Returns the status that ends the worker's stream, or OK.
-  absl::Status HandleLocked(WorkerId worker, const v1::WorkerMessage& message, absl::Time now)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status OnPayloadFrame(WorkerId worker, const v1::PayloadFrame& frame, absl::Time now)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Returns the status that ends the worker's stream, or OK; fills `complete` when a
+  // payload's last frame arrived.
+  absl::Status HandleLocked(WorkerId worker, const v1::WorkerMessage& message, absl::Time now,
+                            CompletePayload* complete) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OnPayloadFrame(WorkerId worker, const v1::PayloadFrame& frame,
+                              CompletePayload* complete) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OnPayload(WorkerId worker, StepPayload payload, uint64_t bytes, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OnStateFrame(WorkerId donor, const v1::StateFrame& frame, absl::Time now)
@@ -140,7 +148,8 @@ class RunCoordinator {
   mutable absl::Mutex mu_;
   StepMachine machine_ ABSL_GUARDED_BY(mu_);
   PersistedRun persisted_ ABSL_GUARDED_BY(mu_);  // tensors and history as last saved or since
-  LayoutTable layouts_ ABSL_GUARDED_BY(mu_);     // empty until the first join
+  // Null until the first join; immutable once set, so decoders may hold it without the lock.
+  std::shared_ptr<const LayoutTable> layouts_ ABSL_GUARDED_BY(mu_);
   uint64_t max_payload_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t max_state_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<WorkerId, Member> members_ ABSL_GUARDED_BY(mu_);

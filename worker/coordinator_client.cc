@@ -71,6 +71,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);  // frames are bounded by the run's max_frame_bytes
   args.SetMaxSendMessageSize(-1);
+  // gRPC shares one connection among a process's channels to the same target; each worker
+  // (a test or demod-loadgen runs many in one process) gets its own, as separate machines do.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   std::shared_ptr<grpc::Channel> channel =
       grpc::CreateCustomChannel(options.target, credentials, args);
   if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + options.connect_timeout))) {

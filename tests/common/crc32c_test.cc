@@ -35,6 +35,7 @@ TEST(Crc32cTest, MatchesBitwiseDefinitionForEveryLengthAndAlignment) {
     for (size_t n = 0; start + n <= data.size(); n += 13) {
       const absl::string_view piece = absl::string_view(data).substr(start, n);
       ASSERT_EQ(Crc32c(piece), BitwiseCrc32c(piece)) << start << " " << n;
+      ASSERT_EQ(Crc32cExtendPortable(0, piece), BitwiseCrc32c(piece)) << start << " " << n;
     }
   }
 }
