@@ -138,6 +138,22 @@ absl::Status DemoOptimizer::Step() {
   return absl::OkStatus();
 }
 
+std::vector<NamedTensor> DemoOptimizer::MomentumBuffers() const {
+  std::vector<NamedTensor> buffers;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    buffers.emplace_back(absl::StrCat("momentum.", g), groups_[g].momentum);
+  }
+  return buffers;
+}
+
+absl::Status DemoOptimizer::CatchUp(const StepAggregate& aggregate) {
+  DEMOD_RETURN_IF_ERROR(ValidateStepAggregate(aggregate, table_));
+  at::NoGradGuard no_grad;
+  ApplyAggregate(aggregate);
+  step_ = aggregate.step;
+  return absl::OkStatus();
+}
+
 // momentum <- decay * momentum + lr * DCT(grad), then the top-k |coefficients| of every chunk.
 // Chunks of a gradient that are not finite are left out of the momentum and fail the step.
 absl::Status DemoOptimizer::EncodeAccumulateSelect(Group& g) {
@@ -243,9 +259,17 @@ void DemoOptimizer::ApplyAggregate(const StepAggregate& aggregate) {
           static_cast<float>(keep), static_cast<float>(-lr), p.data_ptr<float>());
       continue;
     }
-    at::Tensor direction = DecodeSparseChunks(agg, layout, MomentumRows(i).options()).sign_();
+    // Other devices and dtypes decode on the CPU too, with the same routine. A decoded value
+    // can cancel to rounding noise (~1e-9 with the sign encoding, whose values are means of
+    // +-1), and then its sign depends on the order of summation: a CUDA decode split a CPU
+    // worker and a CUDA worker apart (docs/optimizer.md). Only the signs travel to the device,
+    // and mul_ then add_ of an exact lr * sign round the same everywhere.
+    at::Tensor direction = DecodeSparseChunks(agg, layout, at::TensorOptions().dtype(at::kFloat))
+                               .sign_()
+                               .view(p.sizes())
+                               .to(p.options());
     if (decay) p.mul_(keep);
-    p.add_(direction.view(p.sizes()).to(p.scalar_type()), -lr);
+    p.add_(direction, -lr);
   }
 }
 

@@ -62,6 +62,15 @@ class DemoOptimizer {
 
   void ZeroGrad();
 
+  // Applies the update of a step this worker did not contribute to (a joiner catching up on
+  // the aggregates closed while its parameters were on their way, or a worker resyncing):
+  // the parameters take the step's signed update at the current lr; momentum is untouched.
+  // INVALID_ARGUMENT when the aggregate does not fit the table; the step count becomes its.
+  absl::Status CatchUp(const StepAggregate& aggregate);
+
+  // Where the next Step continues: the run's last closed step (after a join or a resume).
+  void set_step_count(int64_t step) { step_ = step; }
+
   // The learning rate, e.g. for a schedule.
   void set_lr(double lr) { options_.lr(lr); }
   const DemoOptions& options() const { return options_; }
@@ -74,6 +83,10 @@ class DemoOptimizer {
 
   // Momentum of parameter i in the parameter domain (an inverse DCT; for inspection).
   at::Tensor Momentum(size_t i) const;
+
+  // The momentum buffers themselves (DCT domain, one per chunk-size group), named
+  // "momentum.<group>": a checkpoint saves them and loads them back in place.
+  std::vector<NamedTensor> MomentumBuffers() const;
 
  private:
   // Tensors whose chunks have the same size and k share buffers, so the per-chunk work

@@ -33,11 +33,12 @@ struct Observed {
   std::vector<std::vector<double>> delta;
 };
 
-absl::Status RunWorker(const GoldenRun& run, uint32_t worker, InProcessHub* hub,
+absl::Status RunWorker(const GoldenRun& run, uint32_t worker, c10::Device device, InProcessHub* hub,
                        std::vector<Observed>* observed) {
   std::vector<NamedTensor> params;
   for (const GoldenParam& p : run.params) {
-    at::Tensor t = at::tensor(at::ArrayRef<float>(p.init), at::kFloat).reshape(p.shape).clone();
+    at::Tensor t =
+        at::tensor(at::ArrayRef<float>(p.init), at::kFloat).reshape(p.shape).clone().to(device);
     params.emplace_back(p.name, t);
   }
   InProcessExchange exchange(hub, worker);
@@ -48,7 +49,8 @@ absl::Status RunWorker(const GoldenRun& run, uint32_t worker, InProcessHub* hub,
     for (size_t i = 0; i < params.size(); ++i) {
       params[i].second.mutable_grad() =
           at::tensor(at::ArrayRef<float>(run.grads[t][worker][i]), at::kFloat)
-              .reshape(run.params[i].shape);
+              .reshape(run.params[i].shape)
+              .to(device);
     }
     if (absl::Status s = (*optimizer)->Step(); !s.ok()) return s;
     Observed& o = (*observed)[t];
@@ -120,13 +122,16 @@ std::string ReplayReport::Summary() const {
       max_delta_error, params_mismatched, params, max_param_error);
 }
 
-absl::StatusOr<ReplayReport> Replay(const GoldenRun& run) {
+absl::StatusOr<ReplayReport> Replay(const GoldenRun& run, const std::vector<c10::Device>& devices) {
   InProcessHub hub(run.workers);
   std::vector<std::vector<Observed>> observed(run.workers, std::vector<Observed>(run.steps));
   std::vector<absl::Status> status(run.workers);
   std::vector<std::thread> threads;
   for (int w = 0; w < run.workers; ++w) {
-    threads.emplace_back([&, w] { status[w] = RunWorker(run, w, &hub, &observed[w]); });
+    const c10::Device device =
+        devices.empty() ? c10::Device(c10::kCPU) : devices[w % devices.size()];
+    threads.emplace_back(
+        [&, w, device] { status[w] = RunWorker(run, w, device, &hub, &observed[w]); });
   }
   for (std::thread& t : threads) t.join();
   for (int w = 0; w < run.workers; ++w) {

@@ -4,8 +4,11 @@
 #ifndef DEMOD_WORKER_REPLAY_H_
 #define DEMOD_WORKER_REPLAY_H_
 
+#include <c10/core/Device.h>
+
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "worker/golden_run.h"
@@ -28,7 +31,10 @@ struct ReplayReport {
   std::string Summary() const;
 };
 
-absl::StatusOr<ReplayReport> Replay(const GoldenRun& run);
+// Worker w keeps its parameters, gradients and momentum on devices[w % devices.size()]; on the
+// CPU when `devices` is empty.
+absl::StatusOr<ReplayReport> Replay(const GoldenRun& run,
+                                    const std::vector<c10::Device>& devices = {});
 
 }  // namespace demod
 
