@@ -11,6 +11,7 @@ packages=(
   libabsl-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libyaml-cpp-dev
+  dataset-fashion-mnist  # real training data; scripts/fetch_data.sh decompresses it
   prometheus  # for promtool: tests/server/metrics_test lints the /metrics exposition
 )
 
