@@ -1,16 +1,148 @@
 #!/usr/bin/env bash
-# The main job. Until the worker program lands, it replays the reference DeMo runs in
-# ../shared/golden through demod's optimizer, codec and aggregation (demod-replay) and prints
-# the measured errors. Installs and builds what is missing first.
+# The main job: a local DeMo training run. Installs and builds what is missing, fetches the
+# data, then starts a coordinator and N CPU workers (separate processes, real gRPC on
+# loopback) training the default small byte-level GPT on the SOTU text. Shows a live progress
+# line, ends with a summary (validation loss, bytes per worker per step against an fp32
+# all-reduce, wall time), and leaves a CSV of every step and a PNG plot in the run folder.
+# Every process it started is stopped on exit and on Ctrl-C.
+#
+#   scripts/run.sh [--workers 3] [--steps 600] [--model gpt|cnn] [--device cpu|cuda|auto]
+#                  [--value-encoding f32|bf16|f16|sign] [--batch-size 8] [--out runs/NAME]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+workers=3
+steps=600
+model=gpt
+device=cpu
+encoding=bf16
+batch_size=8
+lr=1e-3
+out=""
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --workers) workers="$2"; shift 2 ;;
+    --steps) steps="$2"; shift 2 ;;
+    --model) model="$2"; shift 2 ;;
+    --device) device="$2"; shift 2 ;;
+    --value-encoding) encoding="$2"; shift 2 ;;
+    --batch-size) batch_size="$2"; shift 2 ;;
+    --lr) lr="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+[[ "$workers" =~ ^[1-9][0-9]*$ ]] || { echo "run: --workers must be a positive integer" >&2; exit 2; }
+[[ "$steps" =~ ^[1-9][0-9]*$ ]] || { echo "run: --steps must be a positive integer" >&2; exit 2; }
+case "$model" in
+  gpt) data=sotu ;;
+  cnn) data=fashion-mnist ;;
+  *) echo "run: --model must be gpt or cnn" >&2; exit 2 ;;
+esac
+
 bash scripts/setup.sh
 bash scripts/build.sh >/dev/null
-golden_dir="${GOLDEN_DIR:-../shared/golden}"
-shopt -s nullglob
-files=("$golden_dir"/*.json)
-if [ ${#files[@]} -eq 0 ]; then
-  echo "run: no golden files in $golden_dir (set GOLDEN_DIR)" >&2
-  exit 2
+bash scripts/fetch_data.sh data
+bin="${BUILD_DIR:-build}/bin"
+
+out="${out:-runs/$(date -u +%Y%m%d-%H%M%S)}"
+mkdir -p "$out"
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'echo; echo "run: interrupted; stopping every process" >&2; exit 130' INT TERM
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$bin/demod-coordinator" --listen "127.0.0.1:$port" --metrics "" --run_id "$(basename "$out")" \
+  --min_workers "$workers" --total_steps "$steps" --lr "$lr" \
+  --warmup_steps $((steps / 10)) --value_encoding "$encoding" --state_dir "$out/state" \
+  >"$out/coordinator.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q listening "$out/coordinator.log" && break; sleep 0.1; done
+grep -q listening "$out/coordinator.log" || { cat "$out/coordinator.log" >&2; exit 1; }
+
+# Workers share the machine's cores.
+threads=$(( $(nproc) / workers )); [ "$threads" -ge 1 ] || threads=1
+for i in $(seq 1 "$workers"); do
+  "$bin/demod-worker" --coordinator "127.0.0.1:$port" --name "worker-$i" --device "$device" \
+    --model "$model" --data "$data" --data_dir data --batch_size "$batch_size" \
+    --threads "$threads" --csv "$out/worker-$i.csv" --checkpoint_dir "$out/checkpoint-$i" \
+    --progress=false >"$out/worker-$i.log" 2>&1 &
+  pids+=($!)
+done
+echo "run: coordinator on 127.0.0.1:$port, $workers workers ($model on $data, $device," \
+  "$encoding values, $steps steps); logs and results in $out"
+
+started=$(date +%s)
+last_val="-"
+while true; do
+  alive=0
+  for pid in "${pids[@]:1}"; do kill -0 "$pid" 2>/dev/null && alive=$((alive + 1)); done
+  if [ -s "$out/worker-1.csv" ]; then
+    line=$(tail -n 1 "$out/worker-1.csv")
+    IFS=, read -r step _ loss val _ tps _ _ up down dense _ _ <<<"$line"
+    if [[ "$step" =~ ^[0-9]+$ ]]; then
+      [ -n "$val" ] && last_val="$val"
+      printf '\rstep %d/%d  loss %.4f  val %s  %.0f tok/s  up %s B  down %s B per step  (%ds)\033[K' \
+        "$step" "$steps" "$loss" "$last_val" "$tps" "$up" "$down" $(( $(date +%s) - started ))
+    fi
+  fi
+  [ "$alive" -eq 0 ] && break
+  if ! kill -0 "${pids[0]}" 2>/dev/null && [ "$alive" -gt 0 ]; then sleep 2; fi
+  sleep 1
+done
+echo
+wall=$(( $(date +%s) - started ))
+
+status=0
+for i in $(seq 1 "$workers"); do
+  if ! grep -q "run finished" "$out/worker-$i.log"; then
+    echo "run: worker-$i did not finish the run; last lines of $out/worker-$i.log:" >&2
+    tail -n 5 "$out/worker-$i.log" >&2
+    status=1
+  fi
+done
+
+# Every worker's last line: the final fingerprint must agree.
+fingerprints=$(grep -ho "fingerprint [0-9a-f]*" "$out"/worker-*.log | sort -u | wc -l)
+summary=$(awk -F, 'NR > 1 { n++; up += $9; down += $10; dense += $11; if ($4 != "") val = $4; loss = $3 }
+  END { if (n) printf "%d %.4f %s %.0f %.0f %.0f", n, loss, val, up / n, down / n, dense / n }' \
+  "$out/worker-1.csv")
+read -r n loss val up down dense <<<"$summary"
+echo "summary:"
+echo "  steps: $n (worker-1), wall time ${wall}s"
+echo "  final loss $loss, final validation loss ${val:-n/a}"
+echo "  bytes per worker per step: ${up} up, ${down} down; an fp32 all-reduce sends ${dense}" \
+  "($(awk -v d="$dense" -v u="$up" 'BEGIN { if (u > 0) printf "%.0fx", d / u }') less upload)"
+if [ "$fingerprints" -eq 1 ]; then
+  echo "  parameters identical on all $workers workers (one fingerprint)"
+else
+  echo "  parameters DIFFER between workers ($fingerprints fingerprints)" >&2
+  status=1
 fi
-exec "${BUILD_DIR:-build}/bin/demod-replay" "${files[@]}"
+
+if command -v gnuplot >/dev/null; then
+  gnuplot <<EOF
+set terminal pngcairo size 1100,800 noenhanced
+set output "$out/training.png"
+set datafile separator ","
+set key autotitle columnhead
+set multiplot layout 2,1 title "demod: $workers workers, $model on $data, $encoding values"
+set xlabel "step"; set ylabel "loss"; set grid
+plot "$out/worker-1.csv" using 1:3 with lines title "training loss (worker-1)", \
+     "$out/worker-1.csv" using 1:4 with points pointtype 7 title "validation loss"
+set ylabel "bytes per step (log)"; set logscale y
+plot "$out/worker-1.csv" using 1:9 with lines title "sent (DeMo payload)", \
+     "$out/worker-1.csv" using 1:10 with lines title "received (aggregate)", \
+     "$out/worker-1.csv" using 1:11 with lines title "fp32 all-reduce (dense)"
+unset multiplot
+EOF
+  echo "  plot: $out/training.png; per-step CSV: $out/worker-*.csv"
+fi
+exit "$status"

@@ -13,6 +13,7 @@ packages=(
   nlohmann-json3-dev libyaml-cpp-dev
   dataset-fashion-mnist  # real training data; scripts/fetch_data.sh decompresses it
   prometheus  # for promtool: tests/server/metrics_test lints the /metrics exposition
+  gnuplot-nox  # scripts/run.sh plots loss and bandwidth
 )
 
 missing=()

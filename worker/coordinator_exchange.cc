@@ -1,0 +1,133 @@
+#include "worker/coordinator_exchange.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/payload_codec.h"
+#include "common/status_macros.h"
+
+namespace demod {
+
+CoordinatorExchange::CoordinatorExchange(CoordinatorClient* client,
+                                         std::vector<NamedTensor> parameters,
+                                         absl::Duration step_timeout)
+    : client_(client), parameters_(std::move(parameters)), step_timeout_(step_timeout) {}
+
+absl::Status CoordinatorExchange::Register(const LayoutTable& table) {
+  table_ = table;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ClientEvent> CoordinatorExchange::NextEvent() {
+  DEMOD_ASSIGN_OR_RETURN(ClientEvent event, client_->Next(step_timeout_));
+  if (event.kind == ClientEvent::Kind::kEnded) {
+    if (event.status.ok()) {
+      return finished_ ? absl::FailedPreconditionError("the run has finished")
+                       : absl::UnavailableError("the coordinator ended the stream");
+    }
+    return event.status;
+  }
+  return event;
+}
+
+absl::Status CoordinatorExchange::Serve(ClientEvent& event) {
+  switch (event.kind) {
+    case ClientEvent::Kind::kSendState: {
+      // The optimizer is between steps (or blocked in one): these are the parameters of the
+      // last applied step.
+      const std::string state = SerializeTensors(parameters_);
+      ++parameters_sent_;
+      Log(LogLevel::kInfo,
+          absl::StrCat("sending ", state.size(), " bytes of parameters to worker ", event.joiner));
+      return client_->SendState(event.joiner, applied_step_, state);
+    }
+    case ClientEvent::Kind::kResync:
+      Log(LogLevel::kWarning, absl::StrCat("resync: ", event.reason));
+      resync_requested_ = true;
+      return absl::OkStatus();
+    case ClientEvent::Kind::kPaused:
+      Log(LogLevel::kInfo, absl::StrCat("run paused: ", event.reason));
+      return absl::OkStatus();
+    case ClientEvent::Kind::kNotIncluded:
+      // The aggregate's contributor list already told the optimizer; this is the log line.
+      Log(LogLevel::kInfo, absl::StrCat("payload not included: ", event.reason));
+      return absl::OkStatus();
+    case ClientEvent::Kind::kFinished:
+      finished_ = true;
+      return absl::OkStatus();
+    case ClientEvent::Kind::kEvicted:
+      return absl::AbortedError(absl::StrCat("evicted: ", event.reason));
+    case ClientEvent::Kind::kShuttingDown:
+      return absl::UnavailableError("the coordinator is shutting down");
+    case ClientEvent::Kind::kAggregate:
+      pending_aggregates_[event.step] = std::move(event.bytes);
+      return absl::OkStatus();
+    case ClientEvent::Kind::kActive:
+    case ClientEvent::Kind::kState:
+    case ClientEvent::Kind::kEnded:
+      break;
+  }
+  return absl::InternalError(
+      absl::StrCat("unexpected ", ClientEventKindName(event.kind), " from the coordinator"));
+}
+
+absl::StatusOr<ExchangeResult> CoordinatorExchange::ExchangeStep(int64_t step,
+                                                                 std::string payload) {
+  DEMOD_RETURN_IF_ERROR(client_->SendPayload(step, payload));
+  while (pending_aggregates_.count(step) == 0) {
+    if (finished_) return absl::FailedPreconditionError("the run has finished");
+    DEMOD_ASSIGN_OR_RETURN(ClientEvent event, NextEvent());
+    DEMOD_RETURN_IF_ERROR(Serve(event));
+  }
+  ExchangeResult result;
+  const std::string bytes = std::move(pending_aggregates_[step]);
+  pending_aggregates_.erase(pending_aggregates_.begin(), pending_aggregates_.upper_bound(step));
+  DEMOD_ASSIGN_OR_RETURN(result.aggregate, DecodeStepAggregate(bytes, table_));
+  const std::vector<uint32_t>& contributors = result.aggregate.contributors;
+  result.own_contribution_included =
+      std::binary_search(contributors.begin(), contributors.end(), client_->worker_id());
+  result.bytes_received = static_cast<int64_t>(bytes.size());
+  applied_step_ = step;  // the optimizer applies it before anything else is served
+  last_contributors_ = contributors;
+  return result;
+}
+
+absl::StatusOr<int64_t> CoordinatorExchange::ReceiveParameters(
+    bool expect_state, DemoOptimizer& optimizer, const std::function<double(int64_t)>& lr_at) {
+  resync_requested_ = false;
+  bool have_state = !expect_state;
+  int64_t state_step = 0;
+  while (true) {
+    DEMOD_ASSIGN_OR_RETURN(ClientEvent event, NextEvent());
+    if (event.kind == ClientEvent::Kind::kState) {
+      DEMOD_RETURN_IF_ERROR(LoadTensors(event.bytes, parameters_));
+      have_state = true;
+      state_step = event.step;
+      optimizer.set_step_count(state_step);
+      Log(LogLevel::kInfo, absl::StrCat("received ", event.bytes.size(),
+                                        " bytes of parameters (after step ", state_step, ")"));
+    } else if (event.kind == ClientEvent::Kind::kActive) {
+      if (!have_state) {
+        return absl::InternalError("the coordinator activated this worker before its parameters");
+      }
+      // Every aggregate closed before activation arrived before it, in stream order.
+      for (auto& [step, bytes] : pending_aggregates_) {
+        if (expect_state && step <= state_step) continue;
+        DEMOD_ASSIGN_OR_RETURN(StepAggregate aggregate, DecodeStepAggregate(bytes, table_));
+        optimizer.set_lr(lr_at(step));
+        DEMOD_RETURN_IF_ERROR(optimizer.CatchUp(aggregate));
+      }
+      pending_aggregates_.clear();
+      optimizer.set_step_count(event.step - 1);
+      applied_step_ = event.step - 1;
+      return event.step;
+    } else {
+      DEMOD_RETURN_IF_ERROR(Serve(event));
+      if (finished_) return absl::FailedPreconditionError("the run has finished");
+    }
+  }
+}
+
+}  // namespace demod
