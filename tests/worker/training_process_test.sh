@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Real processes on loopback: a coordinator and 3 demod-workers train a small GPT on the SOTU
+# text for 40 steps. A 4th worker joins at step 10; worker 2 is killed with SIGKILL near
+# step 20 and restarted from its checkpoint directory. At the end: the loss fell, all four
+# workers hold identical parameters (one fingerprint), every step's payload has the same
+# size and the coordinator received exactly the workers' payload bytes.
+# Usage: training_process_test.sh <bin dir> <data dir>
+set -u
+bin="$1"
+data="$2"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*"
+  for f in "$work"/*.log; do echo "== $f"; tail -n 15 "$f"; done
+  exit 1
+}
+[ -f "$data/sotu/1790-George-Washington.txt" ] || [ -n "$(ls "$data"/sotu/*.txt 2>/dev/null)" ] ||
+  fail "no SOTU text in $data (scripts/fetch_data.sh fetches it)"
+
+steps=40
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$bin/demod-coordinator" --listen "127.0.0.1:$port" --metrics "" --run_id process-test \
+  --min_workers 3 --total_steps "$steps" --lr 2e-3 --warmup_steps 4 --fingerprint_interval 10 \
+  --step_deadline_s 60 >"$work/coordinator.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q listening "$work/coordinator.log" && break; sleep 0.1; done
+
+# worker NAME [extra flags]: a small GPT worker in the background, logging to NAME.log.
+worker() {
+  local name="$1"
+  shift
+  "$bin/demod-worker" --coordinator "127.0.0.1:$port" --name "$name" --data_dir "$data" \
+    --gpt_layers 2 --gpt_d_model 64 --gpt_heads 4 --context 64 --batch_size 8 --threads 1 \
+    --validation_interval 10 --csv "$work/$name.csv" --checkpoint_dir "$work/ckpt-$name" \
+    --checkpoint_interval 5 "$@" >>"$work/$name.log" 2>&1 &
+  pids+=($!)
+  last_pid=$!
+}
+# wait_for_step N: until worker a's CSV has reached step N.
+wait_for_step() {
+  for _ in $(seq 600); do
+    local step
+    step=$(tail -n 1 "$work/a.csv" 2>/dev/null | cut -d, -f1)
+    [[ "$step" =~ ^[0-9]+$ ]] && [ "$step" -ge "$1" ] && return 0
+    sleep 0.1
+  done
+  fail "worker a never reached step $1"
+}
+
+worker a
+worker b
+b_pid=$last_pid
+worker c
+wait_for_step 10
+worker d  # joins mid-run: receives the parameters from a donor
+wait_for_step 20
+kill -KILL "$b_pid"
+wait "$b_pid" 2>/dev/null
+echo "killed worker b at step $(tail -n 1 "$work/a.csv" | cut -d, -f1)"
+worker b  # restarts from its checkpoint directory
+for pid in "${pids[@]:1}"; do wait "$pid" 2>/dev/null; done
+
+failures=0
+check() {
+  if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; failures=$((failures + 1)); fi
+}
+for w in a b c d; do
+  check "worker $w finished the run" "grep -q 'run finished' '$work/$w.log'"
+done
+check "worker b resumed from its checkpoint" "grep -q 'resuming from' '$work/b.log'"
+check "worker d received the parameters" "grep -q 'received .* bytes of parameters' '$work/d.log'"
+fingerprints=$(grep -ho 'fingerprint [0-9a-f]*' "$work"/{a,b,c,d}.log | sort | uniq -c)
+echo "$fingerprints"
+check "all four workers end with one fingerprint" \
+  "[ \"\$(grep -ho 'fingerprint [0-9a-f]*' '$work'/{a,b,c,d}.log | sort -u | wc -l)\" -eq 1 ] && [ \"\$(grep -ho 'fingerprint [0-9a-f]*' '$work'/{a,b,c,d}.log | wc -l)\" -eq 4 ]"
+first=$(awk -F, 'NR == 2 { print $3 }' "$work/a.csv")
+last=$(tail -n 1 "$work/a.csv" | cut -d, -f3)
+echo "worker a: loss $first at step 1, $last at step $steps"
+check "the loss fell by at least 1.0" "awk -v f='$first' -v l='$last' 'BEGIN { exit !(f - l >= 1.0) }'"
+check "the coordinator saw no fingerprint mismatch" "! grep -q diverged '$work/coordinator.log'"
+up_sizes=$(tail -q -n +2 "$work"/{a,b,c,d}.csv | cut -d, -f9 | sort -u)
+check "every payload has the same size ($up_sizes bytes)" "[ \$(echo '$up_sizes' | wc -l) -eq 1 ]"
+# A step where a, c and d contributed (3 workers): the coordinator took in exactly 3 payloads.
+in30=$(grep -o "step 30 closed.*contributors \[[0-9,]*\] of [0-9]*, [0-9]* bytes in" \
+  "$work/coordinator.log" | sed 's/.*, \([0-9]*\) bytes in/\1/')
+contributors30=$(grep -o "step 30 closed.*contributors \[[0-9,]*\]" "$work/coordinator.log" |
+  sed 's/.*\[\(.*\)\]/\1/' | tr ',' '\n' | wc -l)
+check "step 30: bytes in ($in30) = contributors ($contributors30) x payload ($up_sizes)" \
+  "[ '$in30' = \$(( contributors30 * up_sizes )) ]"
+if [ "$failures" -ne 0 ]; then
+  for f in "$work"/*.log; do echo "== $f"; tail -n 20 "$f"; done
+  exit 1
+fi
+echo "all passed"
