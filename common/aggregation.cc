@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <thread>
 #include <utility>
 
 #include "absl/numeric/bits.h"
@@ -193,6 +194,10 @@ absl::Status AggregateTensorEntries(const std::vector<Contribution>& sorted, siz
 
 }  // namespace
 
+// Below this many entries per thread, starting a thread costs more than it saves.
+constexpr uint64_t kEntriesPerThread = 1 << 16;
+constexpr size_t kMaxAggregationThreads = 4;
+
 absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& contributions,
                                             const LayoutTable& table) {
   if (contributions.empty()) return absl::InvalidArgumentError("no contributions to aggregate");
@@ -208,11 +213,39 @@ absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& con
     aggregate.contributors.push_back(contribution.worker_id);
   }
   aggregate.tensors.resize(table.size());
-  Scratch scratch;  // reused across chunks and tensors
-  for (size_t t = 0; t < table.size(); ++t) {
-    DEMOD_RETURN_IF_ERROR(
-        AggregateTensorEntries(sorted, t, table[t], &scratch, &aggregate.tensors[t]));
+  // Tensors are independent: large steps split them into contiguous ranges of about equal
+  // entries, one thread each. Each tensor is computed exactly as on one thread, so the result
+  // does not depend on the split; the first failing tensor in table order is reported.
+  std::vector<absl::Status> status(table.size());
+  const auto aggregate_range = [&](size_t begin, size_t end) {
+    Scratch scratch;  // reused across chunks and tensors
+    for (size_t t = begin; t < end; ++t) {
+      status[t] = AggregateTensorEntries(sorted, t, table[t], &scratch, &aggregate.tensors[t]);
+      if (!status[t].ok()) return;
+    }
+  };
+  uint64_t total = 0;
+  for (const NamedLayout& t : table) total += static_cast<uint64_t>(t.layout.num_selected());
+  total *= sorted.size();
+  const size_t threads = std::min<size_t>(
+      {kMaxAggregationThreads, std::max(1u, std::thread::hardware_concurrency()),
+       static_cast<size_t>(total / kEntriesPerThread) + 1, table.size()});
+  std::vector<std::thread> helpers;
+  size_t begin = 0;
+  uint64_t done = 0;
+  for (size_t part = 1; part < threads; ++part) {
+    const uint64_t target = total * part / threads;
+    size_t end = begin;
+    while (end < table.size() && done < target) {
+      done += static_cast<uint64_t>(table[end].layout.num_selected()) * sorted.size();
+      ++end;
+    }
+    helpers.emplace_back(aggregate_range, begin, end);
+    begin = end;
   }
+  aggregate_range(begin, table.size());
+  for (std::thread& helper : helpers) helper.join();
+  for (const absl::Status& s : status) DEMOD_RETURN_IF_ERROR(s);
   return aggregate;
 }
 
