@@ -98,34 +98,55 @@ absl::StatusOr<int64_t> CoordinatorExchange::ReceiveParameters(
     bool expect_state, DemoOptimizer& optimizer, const std::function<double(int64_t)>& lr_at) {
   resync_requested_ = false;
   bool have_state = !expect_state;
-  int64_t state_step = 0;
+  // Once the parameters are here every aggregate is applied as it arrives, so the parameters
+  // are always those of applied_step_: the coordinator may pick this worker as a donor as
+  // soon as its parameters have arrived, before it is active.
+  const auto catch_up = [&](int64_t step, const std::string& bytes) -> absl::Status {
+    if (step <= applied_step_) return absl::OkStatus();
+    DEMOD_ASSIGN_OR_RETURN(StepAggregate aggregate, DecodeStepAggregate(bytes, table_));
+    optimizer.set_lr(lr_at(step));
+    DEMOD_RETURN_IF_ERROR(optimizer.CatchUp(aggregate));
+    applied_step_ = step;
+    return absl::OkStatus();
+  };
   while (true) {
     DEMOD_ASSIGN_OR_RETURN(ClientEvent event, NextEvent());
-    if (event.kind == ClientEvent::Kind::kState) {
-      DEMOD_RETURN_IF_ERROR(LoadTensors(event.bytes, parameters_));
-      have_state = true;
-      state_step = event.step;
-      optimizer.set_step_count(state_step);
-      Log(LogLevel::kInfo, absl::StrCat("received ", event.bytes.size(),
-                                        " bytes of parameters (after step ", state_step, ")"));
-    } else if (event.kind == ClientEvent::Kind::kActive) {
-      if (!have_state) {
-        return absl::InternalError("the coordinator activated this worker before its parameters");
+    switch (event.kind) {
+      case ClientEvent::Kind::kState: {
+        DEMOD_RETURN_IF_ERROR(LoadTensors(event.bytes, parameters_));
+        have_state = true;
+        applied_step_ = event.step;
+        optimizer.set_step_count(event.step);
+        Log(LogLevel::kInfo, absl::StrCat("received ", event.bytes.size(),
+                                          " bytes of parameters (after step ", event.step, ")"));
+        // Aggregates closed since the join arrived first; the parameters may be newer still.
+        std::map<int64_t, std::string> pending = std::move(pending_aggregates_);
+        pending_aggregates_.clear();
+        for (const auto& [step, bytes] : pending) DEMOD_RETURN_IF_ERROR(catch_up(step, bytes));
+        break;
       }
-      // Every aggregate closed before activation arrived before it, in stream order.
-      for (auto& [step, bytes] : pending_aggregates_) {
-        if (expect_state && step <= state_step) continue;
-        DEMOD_ASSIGN_OR_RETURN(StepAggregate aggregate, DecodeStepAggregate(bytes, table_));
-        optimizer.set_lr(lr_at(step));
-        DEMOD_RETURN_IF_ERROR(optimizer.CatchUp(aggregate));
-      }
-      pending_aggregates_.clear();
-      optimizer.set_step_count(event.step - 1);
-      applied_step_ = event.step - 1;
-      return event.step;
-    } else {
-      DEMOD_RETURN_IF_ERROR(Serve(event));
-      if (finished_) return absl::FailedPreconditionError("the run has finished");
+      case ClientEvent::Kind::kAggregate:
+        if (have_state) {
+          DEMOD_RETURN_IF_ERROR(catch_up(event.step, event.bytes));
+        } else {
+          pending_aggregates_[event.step] = std::move(event.bytes);
+        }
+        break;
+      case ClientEvent::Kind::kActive:
+        if (!have_state) {
+          return absl::InternalError("the coordinator activated this worker before its parameters");
+        }
+        // A seed's parameters are the run's, whatever step they were saved at.
+        if (!expect_state) applied_step_ = event.step - 1;
+        if (applied_step_ != event.step - 1) {
+          return absl::InternalError(absl::StrCat("activated for step ", event.step,
+                                                  " with parameters of step ", applied_step_));
+        }
+        optimizer.set_step_count(applied_step_);
+        return event.step;
+      default:
+        DEMOD_RETURN_IF_ERROR(Serve(event));
+        if (finished_) return absl::FailedPreconditionError("the run has finished");
     }
   }
 }

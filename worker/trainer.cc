@@ -10,15 +10,14 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/logging.h"
-#include "common/run_config.h"
 #include "common/status_macros.h"
 #include "worker/checkpoint.h"
-#include "worker/coordinator_exchange.h"
-#include "worker/demo_optimizer.h"
+#include "worker/demo_session.h"
 #include "worker/parameter_state.h"
 
 namespace demod {
@@ -26,45 +25,11 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-v1::DType ProtoDType(at::ScalarType type) {
-  switch (type) {
-    case at::kFloat:
-      return v1::DTYPE_FLOAT32;
-    case at::kBFloat16:
-      return v1::DTYPE_BFLOAT16;
-    case at::kHalf:
-      return v1::DTYPE_FLOAT16;
-    case at::kDouble:
-      return v1::DTYPE_FLOAT64;
-    default:
-      return v1::DTYPE_UNSPECIFIED;
-  }
-}
-
 // The stream ended in a way a new connection can fix: the coordinator went away, restarted,
 // evicted this worker, or stopped answering.
 bool Reconnectable(const absl::Status& status) {
   return absl::IsUnavailable(status) || absl::IsAborted(status) ||
          absl::IsDeadlineExceeded(status) || absl::IsCancelled(status);
-}
-
-absl::StatusOr<DemoOptions> OptionsFromRun(const v1::RunSettings& run) {
-  const v1::OptimizerSettings& o = run.optimizer();
-  DEMOD_ASSIGN_OR_RETURN(ValueEncoding encoding, ParseValueEncoding(o.value_encoding()));
-  return DemoOptions(o.base_lr())
-      .compression_decay(o.compression_decay())
-      .compression_topk(o.compression_topk())
-      .compression_chunk(o.compression_chunk())
-      .weight_decay(o.weight_decay())
-      .value_encoding(encoding);
-}
-
-LrSchedule ScheduleFromRun(const v1::RunSettings& run) {
-  LrSchedule schedule;
-  schedule.base_lr = run.optimizer().base_lr();
-  schedule.warmup_steps = run.optimizer().warmup_steps();
-  schedule.final_factor = run.optimizer().final_lr_factor();
-  return schedule;
 }
 
 std::string HumanBytes(double bytes) {
@@ -124,65 +89,41 @@ class Trainer::Impl {
   // One connection's worth of training; OK when the worker is done (run finished, budget
   // spent, stop requested).
   absl::Status Connected() {
-    ClientOptions client_options = options_.client;
-    v1::Join& join = client_options.join;
-    join.clear_tensors();
-    for (const auto& [name, tensor] : parameters_) {
-      v1::TensorSpec* spec = join.add_tensors();
-      spec->set_name(name);
-      for (int64_t d : tensor.sizes()) spec->add_shape(d);
-      spec->set_dtype(ProtoDType(tensor.scalar_type()));
+    SessionOptions session_options;
+    session_options.client = options_.client;
+    session_options.client.join.set_resume_step(summary_.last_step);
+    if (!run_id_.empty()) session_options.client.join.set_run_id(run_id_);
+    session_options.momentum = momentum_;  // this worker's own, across reconnections
+    session_options.step_timeout = options_.step_timeout;
+    absl::StatusOr<std::unique_ptr<DemoSession>> session =
+        DemoSession::Join(std::move(session_options), parameters_);
+    if (absl::IsFailedPrecondition(session.status()) &&
+        absl::StrContains(session.status().message(), "has finished")) {
+      summary_.run_finished = done_ = true;  // it finished while this worker was away
+      return absl::OkStatus();
     }
-    join.set_resume_step(summary_.last_step);
-    if (!run_id_.empty()) join.set_run_id(run_id_);
-    DEMOD_ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client,
-                           CoordinatorClient::Connect(client_options));
-    const v1::Welcome welcome = client->welcome();
-    run_id_ = welcome.run().run_id();
-    total_steps_ = welcome.run().total_steps();
-    schedule_ = ScheduleFromRun(welcome.run());
-    Log(LogLevel::kInfo,
-        absl::StrCat("joined run ", run_id_, " as worker ", welcome.worker_id(), " at step ",
-                     welcome.completed_steps(),
-                     welcome.receives_state() ? "; receiving the parameters" : ""));
-    CoordinatorExchange exchange(client.get(), parameters_, options_.step_timeout);
-    DEMOD_ASSIGN_OR_RETURN(DemoOptions demo_options, OptionsFromRun(welcome.run()));
-    DEMOD_ASSIGN_OR_RETURN(std::unique_ptr<DemoOptimizer> optimizer,
-                           DemoOptimizer::Create(parameters_, demo_options, &exchange));
-    if (!momentum_.empty()) {
-      // This worker's own momentum survives reconnections and restarts.
-      DEMOD_RETURN_IF_ERROR(LoadTensors(momentum_, optimizer->MomentumBuffers()));
-    }
-    absl::Status status = Train(*client, exchange, *optimizer, welcome.receives_state());
-    momentum_ = SerializeTensors(optimizer->MomentumBuffers());
-    client->Close();
+    if (!session.ok()) return session.status();
+    run_id_ = (*session)->run_id();
+    total_steps_ = (*session)->total_steps();
+    absl::Status status = Train(**session);
+    momentum_ = (*session)->momentum();
     return status;
   }
 
-  absl::Status Train(CoordinatorClient& client, CoordinatorExchange& exchange,
-                     DemoOptimizer& optimizer, bool receives_state) {
-    const auto lr_at = [this](int64_t step) {
-      return LearningRateAt(schedule_, step, total_steps_);
-    };
-    DEMOD_ASSIGN_OR_RETURN(int64_t first,
-                           exchange.ReceiveParameters(receives_state, optimizer, lr_at));
-    summary_.last_step = first - 1;
-    const int64_t fingerprint_interval = client.welcome().run().fingerprint_interval();
+  absl::Status Train(DemoSession& session) {
+    summary_.last_step = session.next_step() - 1;
     while (true) {
-      const int64_t step = optimizer.step_count() + 1;
-      if (step > total_steps_ || exchange.finished()) {
-        summary_.run_finished = true;
-        done_ = true;
+      if (session.finished()) {
+        summary_.run_finished = done_ = true;
         return absl::OkStatus();
       }
       if (stop_->load() || (options_.max_steps > 0 && summary_.steps >= options_.max_steps)) {
         done_ = true;
         return absl::OkStatus();
       }
+      const int64_t step = session.next_step();
       const absl::Time step_started = absl::Now();
-      optimizer.set_lr(lr_at(step));
       // Forward and backward over the micro-batches; gradients add up in .grad().
-      optimizer.ZeroGrad();
       model_->SetTraining(true);
       double loss_sum = 0;
       int64_t tokens = 0;
@@ -197,55 +138,32 @@ class Trainer::Impl {
       }
       const double loss = loss_sum / options_.micro_batches;
       const double compute_seconds = absl::ToDoubleSeconds(absl::Now() - step_started);
-      absl::Status stepped = optimizer.Step();
-      if (!stepped.ok()) {
-        if (exchange.finished()) {
-          summary_.run_finished = true;
-          done_ = true;
-          return absl::OkStatus();
-        }
-        return stepped;
-      }
+      DEMOD_RETURN_IF_ERROR(session.Step());
+      if (session.next_step() <= step) continue;  // the run ended before this step closed
       made_progress_ = true;
-      const StepTraffic& traffic = optimizer.last_traffic();
+      const StepTraffic& traffic = session.last_traffic();
       ++summary_.steps;
       summary_.last_step = step;
       summary_.last_loss = loss;
       summary_.bytes_sent += traffic.bytes_sent;
       summary_.bytes_received += traffic.bytes_received;
       summary_.dense_fp32_bytes += traffic.dense_fp32_bytes;
-      Reshard(exchange.last_contributors(), client.worker_id());
+      Reshard(session.last_contributors(), session.worker_id());
 
       double validation_loss = kNaN;
       if (options_.validation_interval > 0 && step % options_.validation_interval == 0) {
         DEMOD_ASSIGN_OR_RETURN(validation_loss, ValidationLoss());
         summary_.last_validation_loss = validation_loss;
       }
-      v1::StepReport report;
-      report.set_step(step);
-      report.set_loss(loss);
-      report.set_validation_loss(validation_loss);
-      report.set_tokens(static_cast<uint64_t>(tokens));
-      report.set_compute_seconds(compute_seconds);
-      // After the last step the coordinator ends the stream: the last report may not arrive,
-      // and that is no reason to reconnect.
-      const bool last = step >= total_steps_;
-      absl::Status sent = client.SendReport(report);
-      if (fingerprint_interval > 0 && step % fingerprint_interval == 0 && sent.ok()) {
-        sent = client.SendFingerprint(step, Fingerprint(parameters_));
-      }
-      if (!sent.ok() && !last) return sent;
+      DEMOD_RETURN_IF_ERROR(
+          session.Report(loss, static_cast<uint64_t>(tokens), compute_seconds, validation_loss));
       const double step_seconds = absl::ToDoubleSeconds(absl::Now() - step_started);
       Record(step, loss, validation_loss, tokens, compute_seconds, step_seconds, traffic,
-             optimizer.options().lr(), exchange.last_contributors().size());
+             session.lr(), session.last_contributors().size());
       if (!options_.checkpoint_dir.empty() && options_.checkpoint_interval > 0 &&
           step % options_.checkpoint_interval == 0) {
-        momentum_ = SerializeTensors(optimizer.MomentumBuffers());
+        momentum_ = session.momentum();
         DEMOD_RETURN_IF_ERROR(SaveCheckpointIfAny());
-      }
-      if (exchange.resync_requested()) {
-        DEMOD_ASSIGN_OR_RETURN(first, exchange.ReceiveParameters(true, optimizer, lr_at));
-        summary_.last_step = first - 1;
       }
     }
   }
@@ -347,7 +265,6 @@ class Trainer::Impl {
   std::ofstream csv_;
   std::string run_id_;
   int64_t total_steps_ = 0;
-  LrSchedule schedule_;
   std::string momentum_;  // serialized, carried across connections
   TrainingSummary summary_{0, 0, 0, kNaN};
   bool done_ = false;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Real processes on loopback: a coordinator and 3 demod-workers train a small GPT on the SOTU
-# text for 40 steps. A 4th worker joins at step 10; worker 2 is killed with SIGKILL near
-# step 20 and restarted from its checkpoint directory. At the end: the loss fell, all four
+# Real processes on loopback: a coordinator and 3 demod-workers (one with 2 threads) train a
+# small GPT on the SOTU text for 80 steps. A 4th worker joins at step 10; worker b is killed
+# with SIGKILL near step 20 and restarted from its checkpoint directory. At the end: the loss fell, all four
 # workers hold identical parameters (one fingerprint), every step's payload has the same
 # size and the coordinator received exactly the workers' payload bytes.
 # Usage: training_process_test.sh <bin dir> <data dir>
@@ -24,7 +24,7 @@ fail() {
 [ -f "$data/sotu/1790-George-Washington.txt" ] || [ -n "$(ls "$data"/sotu/*.txt 2>/dev/null)" ] ||
   fail "no SOTU text in $data (scripts/fetch_data.sh fetches it)"
 
-steps=40
+steps=80
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$bin/demod-coordinator" --listen "127.0.0.1:$port" --metrics "" --run_id process-test \
   --min_workers 3 --total_steps "$steps" --lr 2e-3 --warmup_steps 4 --fingerprint_interval 10 \
@@ -37,9 +37,9 @@ worker() {
   local name="$1"
   shift
   "$bin/demod-worker" --coordinator "127.0.0.1:$port" --name "$name" --data_dir "$data" \
-    --gpt_layers 2 --gpt_d_model 64 --gpt_heads 4 --context 64 --batch_size 8 --threads 1 \
+    --gpt_layers 2 --gpt_d_model 64 --gpt_heads 4 --context 64 --batch_size 8 \
     --validation_interval 10 --csv "$work/$name.csv" --checkpoint_dir "$work/ckpt-$name" \
-    --checkpoint_interval 5 "$@" >>"$work/$name.log" 2>&1 &
+    --checkpoint_interval 5 --threads 1 "$@" >>"$work/$name.log" 2>&1 &
   pids+=($!)
   last_pid=$!
 }
@@ -57,7 +57,7 @@ wait_for_step() {
 worker a
 worker b
 b_pid=$last_pid
-worker c
+worker c --threads 2  # thread counts must not change the parameters
 wait_for_step 10
 worker d  # joins mid-run: receives the parameters from a donor
 wait_for_step 20
@@ -95,7 +95,7 @@ contributors30=$(grep -o "step 30 closed.*contributors \[[0-9,]*\]" "$work/coord
 check "step 30: bytes in ($in30) = contributors ($contributors30) x payload ($up_sizes)" \
   "[ '$in30' = \$(( contributors30 * up_sizes )) ]"
 if [ "$failures" -ne 0 ]; then
-  for f in "$work"/*.log; do echo "== $f"; tail -n 20 "$f"; done
+  for f in "$work"/*.log; do echo "== $f"; head -n 8 "$f"; echo ...; tail -n 12 "$f"; done
   exit 1
 fi
 echo "all passed"
