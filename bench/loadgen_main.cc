@@ -59,6 +59,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/benchmark_gpt.h"
 #include "common/layout_table.h"
 #include "common/payload_codec.h"
 #include "common/status_macros.h"
@@ -100,39 +101,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-// The benchmark GPT of docs/benchmarks.md (the same table as bench/optimizer_bench.cc):
-// d_model 256, 6 layers, vocabulary 256, context 256.
-//   tok_emb [256, 256], pos_emb [256, 256]
-//   per layer h.<l>.: ln1.weight/bias [256], attn.qkv.weight [768, 256], attn.qkv.bias [768],
-//     attn.proj.weight [256, 256], attn.proj.bias [256], ln2.weight/bias [256],
-//     mlp.fc.weight [1024, 256], mlp.fc.bias [1024], mlp.proj.weight [256, 1024],
-//     mlp.proj.bias [256]
-//   ln_f.weight/bias [256], head.weight [256, 256]
-// 77 tensors, 4,935,680 parameters; with chunk 64: 1,200 chunks of 64 x 64 and 320 of 1 x 64.
-std::vector<TensorShape> GptShapes() {
-  const int64_t d = 256, vocab = 256, context = 256, layers = 6;
-  std::vector<TensorShape> s = {{"tok_emb", {vocab, d}}, {"pos_emb", {context, d}}};
-  for (int64_t l = 0; l < layers; ++l) {
-    const std::string p = absl::StrCat("h.", l, ".");
-    s.push_back({p + "ln1.weight", {d}});
-    s.push_back({p + "ln1.bias", {d}});
-    s.push_back({p + "attn.qkv.weight", {3 * d, d}});
-    s.push_back({p + "attn.qkv.bias", {3 * d}});
-    s.push_back({p + "attn.proj.weight", {d, d}});
-    s.push_back({p + "attn.proj.bias", {d}});
-    s.push_back({p + "ln2.weight", {d}});
-    s.push_back({p + "ln2.bias", {d}});
-    s.push_back({p + "mlp.fc.weight", {4 * d, d}});
-    s.push_back({p + "mlp.fc.bias", {4 * d}});
-    s.push_back({p + "mlp.proj.weight", {d, 4 * d}});
-    s.push_back({p + "mlp.proj.bias", {d}});
-  }
-  s.push_back({"ln_f.weight", {d}});
-  s.push_back({"ln_f.bias", {d}});
-  s.push_back({"head.weight", {vocab, d}});
-  return s;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Synthetic selections.
@@ -908,7 +876,7 @@ absl::Status Main() {
   spec.warmup = warmup;
   spec.steps = steps;
   spec.encoding = encoding;
-  spec.shapes = GptShapes();
+  spec.shapes = BenchmarkGptShapes();
   DEMOD_ASSIGN_OR_RETURN(spec.table,
                          MakeLayoutTable(spec.shapes, absl::GetFlag(FLAGS_chunk), topk));
   spec.seed = absl::GetFlag(FLAGS_seed);

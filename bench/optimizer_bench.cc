@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/benchmark_gpt.h"
 #include "common/aggregation.h"
 #include "common/layout_table.h"
 #include "common/payload_codec.h"
@@ -23,34 +24,10 @@
 namespace demod {
 namespace {
 
-std::vector<TensorShape> GptShapes() {
-  const int64_t d = 256, vocab = 256, context = 256, layers = 6;
-  std::vector<TensorShape> s = {{"tok_emb", {vocab, d}}, {"pos_emb", {context, d}}};
-  for (int64_t l = 0; l < layers; ++l) {
-    const std::string p = "h." + std::to_string(l) + ".";
-    s.push_back({p + "ln1.weight", {d}});
-    s.push_back({p + "ln1.bias", {d}});
-    s.push_back({p + "attn.qkv.weight", {3 * d, d}});
-    s.push_back({p + "attn.qkv.bias", {3 * d}});
-    s.push_back({p + "attn.proj.weight", {d, d}});
-    s.push_back({p + "attn.proj.bias", {d}});
-    s.push_back({p + "ln2.weight", {d}});
-    s.push_back({p + "ln2.bias", {d}});
-    s.push_back({p + "mlp.fc.weight", {4 * d, d}});
-    s.push_back({p + "mlp.fc.bias", {4 * d}});
-    s.push_back({p + "mlp.proj.weight", {d, 4 * d}});
-    s.push_back({p + "mlp.proj.bias", {d}});
-  }
-  s.push_back({"ln_f.weight", {d}});
-  s.push_back({"ln_f.bias", {d}});
-  s.push_back({"head.weight", {vocab, d}});
-  return s;
-}
-
 std::vector<NamedTensor> GptParams() {
   at::manual_seed(0);
   std::vector<NamedTensor> params;
-  for (const TensorShape& t : GptShapes()) {
+  for (const TensorShape& t : BenchmarkGptShapes()) {
     at::Tensor p = at::randn(t.shape).mul_(0.02);
     p.mutable_grad() = at::randn(t.shape);
     params.emplace_back(t.name, p);
@@ -111,7 +88,7 @@ struct SyntheticStep {
 
 SyntheticStep MakeSyntheticStep(int workers, ValueEncoding encoding) {
   SyntheticStep s;
-  s.table = *MakeLayoutTable(GptShapes(), 64, 32);
+  s.table = *MakeLayoutTable(BenchmarkGptShapes(), 64, 32);
   std::mt19937 rng(7);
   for (int w = 0; w < workers; ++w) {
     StepPayload p;

@@ -16,12 +16,11 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/logging.h"
+#include "common/program.h"
 #include "server/coordinator_server.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:7070", "gRPC address to serve workers on");
@@ -60,23 +59,6 @@ ABSL_FLAG(std::optional<double>, heartbeat_timeout_s, std::nullopt,
 namespace demod {
 namespace {
 
-constexpr int kExitStartFailed = 1;
-constexpr int kExitUsage = 2;
-
-[[noreturn]] void Fail(int code, absl::string_view message) {
-  std::fprintf(stderr, "demod-coordinator: %.*s\n", static_cast<int>(message.size()),
-               message.data());
-  std::exit(code);
-}
-
-std::string ReadFileOrFail(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) Fail(kExitUsage, absl::StrCat("cannot read the ", what, " file ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // The run id when neither flags nor the config file name one: the saved run's, if the state
 // directory holds one, else a new one from the time.
 std::string DefaultRunId() {
@@ -95,7 +77,7 @@ RunConfig RunConfigFromFlags() {
   config.run_id = DefaultRunId();
   if (!absl::GetFlag(FLAGS_config).empty()) {
     absl::StatusOr<RunConfig> parsed = ReadRunConfigFile(absl::GetFlag(FLAGS_config), config);
-    if (!parsed.ok()) Fail(kExitUsage, parsed.status().message());
+    if (!parsed.ok()) ExitWithReason(kExitUsage, parsed.status().message());
     config = *parsed;
   }
   if (!absl::GetFlag(FLAGS_run_id).empty()) config.run_id = absl::GetFlag(FLAGS_run_id);
@@ -119,16 +101,17 @@ RunConfig RunConfigFromFlags() {
   if (!absl::GetFlag(FLAGS_value_encoding).empty()) {
     absl::StatusOr<ValueEncoding> encoding =
         ParseValueEncoding(absl::GetFlag(FLAGS_value_encoding));
-    if (!encoding.ok()) Fail(kExitUsage, encoding.status().message());
+    if (!encoding.ok()) ExitWithReason(kExitUsage, encoding.status().message());
     config.optimizer.value_encoding = *encoding;
   }
-  if (absl::Status valid = config.Validate(); !valid.ok()) Fail(kExitUsage, valid.message());
+  if (absl::Status valid = config.Validate(); !valid.ok())
+    ExitWithReason(kExitUsage, valid.message());
   return config;
 }
 
 int Main() {
   absl::StatusOr<LogLevel> level = ParseLogLevel(absl::GetFlag(FLAGS_log_level));
-  if (!level.ok()) Fail(kExitUsage, level.status().message());
+  if (!level.ok()) ExitWithReason(kExitUsage, level.status().message());
   SetLogLevel(*level);
 
   CoordinatorServerOptions options;
@@ -138,24 +121,24 @@ int Main() {
   options.config = RunConfigFromFlags();
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
     options.token = std::string(
-        absl::StripAsciiWhitespace(ReadFileOrFail(absl::GetFlag(FLAGS_token_file), "token")));
+        absl::StripAsciiWhitespace(ReadFileOrExit(absl::GetFlag(FLAGS_token_file), "token")));
     if (options.token.empty()) {
-      Fail(kExitUsage,
-           absl::StrCat("the token file ", absl::GetFlag(FLAGS_token_file), " is empty"));
+      ExitWithReason(kExitUsage,
+                     absl::StrCat("the token file ", absl::GetFlag(FLAGS_token_file), " is empty"));
     }
   }
   const bool has_cert = !absl::GetFlag(FLAGS_tls_cert).empty();
   const bool has_key = !absl::GetFlag(FLAGS_tls_key).empty();
-  if (has_cert != has_key) Fail(kExitUsage, "--tls_cert and --tls_key go together");
+  if (has_cert != has_key) ExitWithReason(kExitUsage, "--tls_cert and --tls_key go together");
   if (!has_cert && !absl::GetFlag(FLAGS_tls_client_ca).empty()) {
-    Fail(kExitUsage, "--tls_client_ca needs --tls_cert and --tls_key");
+    ExitWithReason(kExitUsage, "--tls_client_ca needs --tls_cert and --tls_key");
   }
   if (has_cert) {
     TlsFiles tls;
-    tls.cert_pem = ReadFileOrFail(absl::GetFlag(FLAGS_tls_cert), "TLS certificate");
-    tls.key_pem = ReadFileOrFail(absl::GetFlag(FLAGS_tls_key), "TLS key");
+    tls.cert_pem = ReadFileOrExit(absl::GetFlag(FLAGS_tls_cert), "TLS certificate");
+    tls.key_pem = ReadFileOrExit(absl::GetFlag(FLAGS_tls_key), "TLS key");
     if (!absl::GetFlag(FLAGS_tls_client_ca).empty()) {
-      tls.client_ca_pem = ReadFileOrFail(absl::GetFlag(FLAGS_tls_client_ca), "TLS client CA");
+      tls.client_ca_pem = ReadFileOrExit(absl::GetFlag(FLAGS_tls_client_ca), "TLS client CA");
     }
     options.tls = std::move(tls);
   }
@@ -169,7 +152,7 @@ int Main() {
 
   absl::StatusOr<std::unique_ptr<CoordinatorServer>> server =
       CoordinatorServer::Start(std::move(options));
-  if (!server.ok()) Fail(kExitStartFailed, server.status().ToString());
+  if (!server.ok()) ExitWithReason(kExitFailed, server.status().ToString());
 
   std::thread signal_waiter([&signals, s = server->get()] {
     int signal = 0;
@@ -190,13 +173,10 @@ int Main() {
 }  // namespace demod
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  demod::ParseFlagsOrExit(
+      argc, argv, "demod-coordinator",
       "demod-coordinator [--config run.yaml] [--listen 0.0.0.0:7070] [--metrics 0.0.0.0:9090] "
       "[--state_dir DIR] [--token_file FILE] [--tls_cert FILE --tls_key FILE [--tls_client_ca "
       "FILE]]");
-  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
-  if (positional.size() > 1) {
-    demod::Fail(demod::kExitUsage, absl::StrCat("unexpected argument '", positional[1], "'"));
-  }
   return demod::Main();
 }

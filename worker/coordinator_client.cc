@@ -135,32 +135,36 @@ absl::Status CoordinatorClient::Write(const v1::WorkerMessage& message) {
   return absl::UnavailableError("the stream to the coordinator is closed");
 }
 
-absl::Status CoordinatorClient::SendPayload(int64_t step, absl::string_view encoded_payload) {
-  for (const Frame& f : SplitIntoFrames(encoded_payload, welcome_.run().max_frame_bytes())) {
+absl::Status CoordinatorClient::SendFrames(
+    absl::string_view bytes, absl::FunctionRef<void(const Frame&, v1::WorkerMessage&)> fill) {
+  for (const Frame& f : SplitIntoFrames(bytes, welcome_.run().max_frame_bytes())) {
     v1::WorkerMessage message;
-    v1::PayloadFrame* frame = message.mutable_payload();
-    frame->set_step(step);
-    frame->set_total_bytes(encoded_payload.size());
-    frame->set_offset(f.offset);
-    frame->set_data(f.data.data(), f.data.size());
+    fill(f, message);
     if (absl::Status s = Write(message); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
 
+absl::Status CoordinatorClient::SendPayload(int64_t step, absl::string_view encoded_payload) {
+  return SendFrames(encoded_payload, [&](const Frame& f, v1::WorkerMessage& message) {
+    v1::PayloadFrame* frame = message.mutable_payload();
+    frame->set_step(step);
+    frame->set_total_bytes(encoded_payload.size());
+    frame->set_offset(f.offset);
+    frame->set_data(f.data.data(), f.data.size());
+  });
+}
+
 absl::Status CoordinatorClient::SendState(uint32_t joiner, int64_t step,
                                           absl::string_view parameters) {
-  for (const Frame& f : SplitIntoFrames(parameters, welcome_.run().max_frame_bytes())) {
-    v1::WorkerMessage message;
+  return SendFrames(parameters, [&](const Frame& f, v1::WorkerMessage& message) {
     v1::StateFrame* frame = message.mutable_state();
     frame->set_joiner_id(joiner);
     frame->set_step(step);
     frame->set_total_bytes(parameters.size());
     frame->set_offset(f.offset);
     frame->set_data(f.data.data(), f.data.size());
-    if (absl::Status s = Write(message); !s.ok()) return s;
-  }
-  return absl::OkStatus();
+  });
 }
 
 absl::Status CoordinatorClient::SendReport(const v1::StepReport& report) {

@@ -23,10 +23,12 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/frame_assembler.h"
 #include "demod/v1/coordinator.grpc.pb.h"
 
 namespace demod {
@@ -101,6 +103,9 @@ class CoordinatorClient {
  private:
   CoordinatorClient() = default;
   absl::Status Write(const v1::WorkerMessage& message) ABSL_LOCKS_EXCLUDED(write_mu_);
+  // Writes `bytes` as frames of at most the run's max_frame_bytes; `fill` makes each message.
+  absl::Status SendFrames(absl::string_view bytes,
+                          absl::FunctionRef<void(const Frame&, v1::WorkerMessage&)> fill);
   void ReadLoop();
   void HeartbeatLoop();
   void Push(ClientEvent event) ABSL_LOCKS_EXCLUDED(mu_);

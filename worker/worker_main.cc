@@ -16,14 +16,13 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/logging.h"
+#include "common/program.h"
 #include "worker/trainer.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:7070", "the coordinator's address");
@@ -56,37 +55,23 @@ ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 namespace demod {
 namespace {
 
-constexpr int kExitFailed = 1;
-constexpr int kExitUsage = 2;
-
-[[noreturn]] void Fail(int code, absl::string_view message) {
-  std::fprintf(stderr, "demod-worker: %.*s\n", static_cast<int>(message.size()), message.data());
-  std::exit(code);
-}
-
-std::string ReadFileOrFail(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) Fail(kExitUsage, absl::StrCat("cannot read the ", what, " file ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 at::Device ParseDevice(const std::string& name) {
   if (name == "cpu") return at::kCPU;
   if (name == "auto") return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
   if (name == "cuda" || absl::StartsWith(name, "cuda:")) {
     int index = 0;
     if (name != "cuda" && !absl::SimpleAtoi(name.substr(5), &index)) {
-      Fail(kExitUsage, absl::StrCat("--device ", name, ": expected cuda:<index>"));
+      ExitWithReason(kExitUsage, absl::StrCat("--device ", name, ": expected cuda:<index>"));
     }
     if (!at::hasCUDA()) {
-      Fail(kExitUsage, absl::StrCat("--device ", name,
-                                    ": this LibTorch or machine has no CUDA (use --device cpu)"));
+      ExitWithReason(kExitUsage,
+                     absl::StrCat("--device ", name,
+                                  ": this LibTorch or machine has no CUDA (use --device cpu)"));
     }
     return at::Device(at::kCUDA, static_cast<int8_t>(index));
   }
-  Fail(kExitUsage, absl::StrCat("--device ", name, ": expected cpu, cuda, cuda:N or auto"));
+  ExitWithReason(kExitUsage,
+                 absl::StrCat("--device ", name, ": expected cpu, cuda, cuda:N or auto"));
 }
 
 std::string CpuName() {
@@ -119,12 +104,13 @@ v1::Hardware DescribeHardware(const at::Device& device) {
 
 int Main() {
   absl::StatusOr<LogLevel> level = ParseLogLevel(absl::GetFlag(FLAGS_log_level));
-  if (!level.ok()) Fail(kExitUsage, level.status().message());
+  if (!level.ok()) ExitWithReason(kExitUsage, level.status().message());
   SetLogLevel(*level);
   if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
-  if (absl::GetFlag(FLAGS_batch_size) < 1) Fail(kExitUsage, "--batch_size must be >= 1");
-  if (absl::GetFlag(FLAGS_micro_batches) < 1) Fail(kExitUsage, "--micro_batches must be >= 1");
-  if (absl::GetFlag(FLAGS_steps) < 0) Fail(kExitUsage, "--steps must be >= 0");
+  if (absl::GetFlag(FLAGS_batch_size) < 1) ExitWithReason(kExitUsage, "--batch_size must be >= 1");
+  if (absl::GetFlag(FLAGS_micro_batches) < 1)
+    ExitWithReason(kExitUsage, "--micro_batches must be >= 1");
+  if (absl::GetFlag(FLAGS_steps) < 0) ExitWithReason(kExitUsage, "--steps must be >= 0");
   const at::Device device = ParseDevice(absl::GetFlag(FLAGS_device));
 
   std::string name = absl::GetFlag(FLAGS_name);
@@ -146,10 +132,10 @@ int Main() {
   spec.seed = seed;
   if (!spec.torchscript_path.empty() && spec.kind == "gpt") spec.kind = "torchscript";
   absl::StatusOr<std::unique_ptr<Model>> model = MakeModel(spec, device);
-  if (!model.ok()) Fail(kExitUsage, model.status().message());
+  if (!model.ok()) ExitWithReason(kExitUsage, model.status().message());
   absl::StatusOr<std::unique_ptr<Dataset>> dataset = OpenDataset(
       absl::GetFlag(FLAGS_data), absl::GetFlag(FLAGS_data_dir), absl::GetFlag(FLAGS_context), seed);
-  if (!dataset.ok()) Fail(kExitFailed, dataset.status().message());
+  if (!dataset.ok()) ExitWithReason(kExitFailed, dataset.status().message());
   Log(LogLevel::kInfo, absl::StrCat("model: ", (*model)->Describe()));
   Log(LogLevel::kInfo, absl::StrCat("data: ", (*dataset)->Describe()));
 
@@ -160,18 +146,18 @@ int Main() {
   *options.client.join.mutable_hardware() = DescribeHardware(device);
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
     options.client.token = std::string(
-        absl::StripAsciiWhitespace(ReadFileOrFail(absl::GetFlag(FLAGS_token_file), "token")));
+        absl::StripAsciiWhitespace(ReadFileOrExit(absl::GetFlag(FLAGS_token_file), "token")));
   }
   if (!absl::GetFlag(FLAGS_tls_ca).empty()) {
     ClientTls tls;
-    tls.root_ca_pem = ReadFileOrFail(absl::GetFlag(FLAGS_tls_ca), "TLS CA");
+    tls.root_ca_pem = ReadFileOrExit(absl::GetFlag(FLAGS_tls_ca), "TLS CA");
     if (!absl::GetFlag(FLAGS_tls_cert).empty()) {
-      tls.client_cert_pem = ReadFileOrFail(absl::GetFlag(FLAGS_tls_cert), "TLS certificate");
-      tls.client_key_pem = ReadFileOrFail(absl::GetFlag(FLAGS_tls_key), "TLS key");
+      tls.client_cert_pem = ReadFileOrExit(absl::GetFlag(FLAGS_tls_cert), "TLS certificate");
+      tls.client_key_pem = ReadFileOrExit(absl::GetFlag(FLAGS_tls_key), "TLS key");
     }
     options.client.tls = std::move(tls);
   } else if (!absl::GetFlag(FLAGS_tls_cert).empty()) {
-    Fail(kExitUsage, "--tls_cert needs --tls_ca");
+    ExitWithReason(kExitUsage, "--tls_cert needs --tls_ca");
   }
   options.batch_size = absl::GetFlag(FLAGS_batch_size);
   options.micro_batches = absl::GetFlag(FLAGS_micro_batches);
@@ -198,7 +184,7 @@ int Main() {
   }).detach();
 
   absl::StatusOr<TrainingSummary> summary = trainer.Run();
-  if (!summary.ok()) Fail(kExitFailed, summary.status().ToString());
+  if (!summary.ok()) ExitWithReason(kExitFailed, summary.status().ToString());
   const double steps = std::max<int64_t>(summary->steps, 1);
   Log(LogLevel::kInfo,
       absl::StrFormat("%s after %d steps (run step %d) in %.1f s: loss %.4f, validation %.4f; "
@@ -216,12 +202,9 @@ int Main() {
 }  // namespace demod
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  demod::ParseFlagsOrExit(
+      argc, argv, "demod-worker",
       "demod-worker --coordinator HOST:PORT [--device cpu|cuda|cuda:N|auto] [--model gpt|cnn] "
       "[--data sotu|fashion-mnist --data_dir DIR] [--checkpoint_dir DIR]");
-  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
-  if (positional.size() > 1) {
-    demod::Fail(demod::kExitUsage, absl::StrCat("unexpected argument '", positional[1], "'"));
-  }
   return demod::Main();
 }

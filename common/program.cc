@@ -1,0 +1,46 @@
+#include "common/program.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+
+namespace demod {
+namespace {
+
+std::string& ProgramName() {
+  static std::string* name = new std::string("demod");
+  return *name;
+}
+
+}  // namespace
+
+void ParseFlagsOrExit(int argc, char** argv, absl::string_view program, absl::string_view usage) {
+  ProgramName() = std::string(program);
+  absl::SetProgramUsageMessage(usage);
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() > 1) {
+    ExitWithReason(kExitUsage, absl::StrCat("unexpected argument '", positional[1], "'"));
+  }
+}
+
+void ExitWithReason(int code, absl::string_view message) {
+  std::fprintf(stderr, "%s: %.*s\n", ProgramName().c_str(), static_cast<int>(message.size()),
+               message.data());
+  std::exit(code);
+}
+
+std::string ReadFileOrExit(const std::string& path, absl::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) ExitWithReason(kExitUsage, absl::StrCat("cannot read the ", what, " file ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace demod

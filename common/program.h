@@ -1,0 +1,37 @@
+// What demod's programs share at their edges: flags parsing that refuses stray arguments, a
+// one-line reason and an exit code on failure, and reading the small files flags name
+// (tokens, certificates).
+//
+//   int main(int argc, char** argv) {
+//     demod::ParseFlagsOrExit(argc, argv, "demod-worker", "demod-worker --coordinator ...");
+//     if (bad) demod::ExitWithReason(demod::kExitUsage, "--steps must be >= 0");
+//   }
+//
+// Not thread-safe before ParseFlagsOrExit returns; ExitWithReason may be called from any
+// thread after.
+#ifndef DEMOD_COMMON_PROGRAM_H_
+#define DEMOD_COMMON_PROGRAM_H_
+
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace demod {
+
+// Exit codes of every demod program.
+constexpr int kExitFailed = 1;  // could not do its job (start, train, reach a peer)
+constexpr int kExitUsage = 2;   // bad flags, configuration or input files
+
+// Parses absl flags; a positional argument exits with kExitUsage and names it. `program`
+// prefixes every later ExitWithReason line.
+void ParseFlagsOrExit(int argc, char** argv, absl::string_view program, absl::string_view usage);
+
+// "<program>: <message>" on stderr, then exit(code).
+[[noreturn]] void ExitWithReason(int code, absl::string_view message);
+
+// The file's bytes, or ExitWithReason(kExitUsage, "cannot read the <what> file <path>").
+std::string ReadFileOrExit(const std::string& path, absl::string_view what);
+
+}  // namespace demod
+
+#endif  // DEMOD_COMMON_PROGRAM_H_
