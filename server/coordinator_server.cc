@@ -106,6 +106,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                      " (address in use, malformed, or TLS files invalid)"));
   }
   server->server_->GetHealthCheckService()->SetServingStatus(true);
+  server->serving_ = true;
   server->ticker_ = std::thread([s = server.get()] { s->TickLoop(); });
   Log(LogLevel::kInfo,
       absl::StrCat("coordinator for run ", server->run_->config().run_id, " listening on port ",
@@ -156,7 +157,9 @@ void CoordinatorServer::Shutdown() {
     }
     if (ticker_.joinable()) ticker_.join();
     if (server_ != nullptr) server_->GetHealthCheckService()->SetServingStatus(false);
-    if (run_ != nullptr) run_->Shutdown();  // null when Start failed
+    // Only a coordinator that served has state worth saving: one that failed to start (a
+    // port in use, say) must not overwrite the state of the one already running there.
+    if (serving_) run_->Shutdown();
     // Streams were told and ended above; give their last writes a moment, then cancel the rest.
     if (server_ != nullptr) server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
   });

@@ -68,6 +68,7 @@ class CoordinatorServer {
   std::unique_ptr<CoordinatorService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  bool serving_ = false;  // Start succeeded
   std::thread ticker_;
 
   std::once_flag shutdown_once_;

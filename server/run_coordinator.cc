@@ -230,7 +230,9 @@ void RunCoordinator::Handle(WorkerId worker, const v1::WorkerMessage& message, a
   CompletePayload complete;
   {
     absl::MutexLock lock(&mu_);
-    if (members_.count(worker) == 0) return;  // already expelled; its last messages are moot
+    // Already expelled (its last messages are moot), or shutting down: nothing may close a
+    // step whose aggregate could no longer be delivered.
+    if (shut_down_ || members_.count(worker) == 0) return;
     absl::Status status = HandleLocked(worker, message, now, &complete);
     if (!status.ok()) Expel(worker, status, LeaveReason::kInvalidMessage, now);
     if (!status.ok() || complete.bytes.empty()) return;
@@ -240,7 +242,7 @@ void RunCoordinator::Handle(WorkerId worker, const v1::WorkerMessage& message, a
   // the layout table never changes once set, so nothing here can go stale.
   absl::StatusOr<StepPayload> payload = DecodeStepPayload(complete.bytes, *complete.layouts);
   absl::MutexLock lock(&mu_);
-  if (members_.count(worker) == 0) return;
+  if (shut_down_ || members_.count(worker) == 0) return;
   absl::Status status;
   if (!payload.ok()) {
     status = absl::Status(payload.status().code(), absl::StrCat("payload of step ", complete.step,
@@ -400,16 +402,24 @@ absl::Status RunCoordinator::OnFingerprint(WorkerId worker, const v1::Fingerprin
                                                    ", which has not closed (",
                                                    machine_.completed_steps(), " closed)"));
   }
-  if (relays_.count(worker) > 0) return absl::OkStatus();  // its parameters are on their way
+  // Only members that were active for the whole step vote: a worker receiving parameters, or
+  // activated later, has nothing comparable to report.
+  auto since = active_since_.find(worker);
+  if (relays_.count(worker) > 0 || since == active_since_.end() ||
+      since->second > fingerprint.step()) {
+    return absl::OkStatus();
+  }
   if (fingerprint.step() < fingerprint_step_) return absl::OkStatus();  // superseded
   if (fingerprint.step() > fingerprint_step_) {
     fingerprint_step_ = fingerprint.step();
     fingerprints_.clear();
   }
   fingerprints_[worker] = fingerprint.hash();
-  // Decide once every member holding the parameters has reported this step.
-  for (const auto& [id, member] : members_) {
-    if (relays_.count(id) == 0 && fingerprints_.count(id) == 0) return absl::OkStatus();
+  // Decide once every member that voted-eligible for this step has reported it.
+  for (const auto& [id, first_step] : active_since_) {
+    if (first_step <= fingerprint_step_ && relays_.count(id) == 0 && fingerprints_.count(id) == 0) {
+      return absl::OkStatus();
+    }
   }
   if (fingerprints_.size() < 2) return absl::OkStatus();
   const FingerprintVerdict verdict = VoteOnFingerprints(fingerprints_);
@@ -425,6 +435,7 @@ absl::Status RunCoordinator::OnFingerprint(WorkerId worker, const v1::Fingerprin
                      verdict.agreeing.size() + verdict.divergent.size(),
                      " agree): ", actions.ok() ? "resyncing" : actions.status().message()));
     if (!actions.ok()) continue;
+    active_since_.erase(divergent);
     SendControl(divergent,
                 MakeControl(v1::Control::KIND_RESYNC,
                             absl::StrCat("parameters differ from the majority's after step ",
@@ -444,6 +455,10 @@ void RunCoordinator::Apply(std::vector<Action> initial, absl::Time now) {
     std::vector<Action> more;
     switch (action.kind) {
       case Action::Kind::kWelcome: {
+        // Active now: any transfer is over (or moot: a joiner left without a donor becomes
+        // the seed), and its fingerprints count from this step on.
+        relays_.erase(action.worker);
+        active_since_[action.worker] = action.step;
         v1::Control control = MakeControl(v1::Control::KIND_ACTIVE, action.reason);
         control.add_steps(action.step);
         SendControl(action.worker, std::move(control));
@@ -620,12 +635,13 @@ void RunCoordinator::Forget(WorkerId worker, const std::string& event, const std
   relays_.erase(worker);
   early_payloads_.erase(worker);
   fingerprints_.erase(worker);
+  active_since_.erase(worker);
 }
 
 void RunCoordinator::Disconnected(WorkerId worker, absl::Time now) {
   absl::MutexLock lock(&mu_);
   auto it = members_.find(worker);
-  if (it == members_.end()) return;
+  if (shut_down_ || it == members_.end()) return;
   Log(LogLevel::kInfo, absl::StrCat("worker ", worker, " '", it->second.name, "' disconnected"));
   metrics_->WorkerLeft(it->second.name, LeaveReason::kDisconnected);
   Forget(worker, "leave", "disconnected", now);
@@ -686,6 +702,11 @@ void RunCoordinator::Record(const std::string& worker, const std::string& event,
                             const std::string& reason, absl::Time now) {
   persisted_.history.push_back(
       {machine_.completed_steps(), absl::ToUnixMillis(now), worker, event, reason});
+  // The store keeps the last kMaxHistory events; memory need not keep more.
+  if (persisted_.history.size() > 2 * RunStore::kMaxHistory) {
+    persisted_.history.erase(persisted_.history.begin(),
+                             persisted_.history.end() - RunStore::kMaxHistory);
+  }
 }
 
 void RunCoordinator::Save() {

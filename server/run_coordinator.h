@@ -163,6 +163,8 @@ class RunCoordinator {
   // Fingerprints of the latest fingerprinted step, by worker.
   int64_t fingerprint_step_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<WorkerId, uint64_t> fingerprints_ ABSL_GUARDED_BY(mu_);
+  // Active members and the first step each contributed to.
+  std::map<WorkerId, int64_t> active_since_ ABSL_GUARDED_BY(mu_);
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 

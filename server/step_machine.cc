@@ -215,6 +215,12 @@ absl::StatusOr<std::vector<Action>> StepMachine::Resync(WorkerId worker,
   // A payload already sent for the open step still counts; from the next boundary on the worker
   // waits for the parameters like a joiner.
   AssignDonor(worker, out, excluded);
+  // Joiners being served by a suspect get their parameters from someone else.
+  for (auto& [id, m] : members_) {
+    if (id != worker && m.state == Member::State::kSyncing && Contains(excluded, m.donor)) {
+      AssignDonor(id, out, excluded);
+    }
+  }
   return out;
 }
 
@@ -244,6 +250,7 @@ std::vector<Action> StepMachine::Leave(WorkerId worker, absl::Time now,
 
 std::vector<Action> StepMachine::Tick(absl::Time now) {
   std::vector<Action> out;
+  if (finished_) return out;  // members still draining their last messages are not silent
   std::vector<WorkerId> silent;
   for (const auto& [id, m] : members_) {
     if (now - m.last_seen > config_.heartbeat_timeout) silent.push_back(id);

@@ -321,8 +321,10 @@ void CoordinatorClient::HeartbeatLoop() {
 
 absl::StatusOr<ClientEvent> CoordinatorClient::Next(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
-  const auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !events_.empty(); };
-  if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout)) {
+  const auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !events_.empty() || ended_.has_value();
+  };
+  if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout) || events_.empty()) {
     if (ended_.has_value()) {
       ClientEvent end = EventOf(ClientEvent::Kind::kEnded, std::string(ended_->message()));
       end.status = *ended_;

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/logging.h"
 #include "common/payload_codec.h"
 #include "common/status_macros.h"
@@ -12,8 +13,11 @@ namespace demod {
 
 CoordinatorExchange::CoordinatorExchange(CoordinatorClient* client,
                                          std::vector<NamedTensor> parameters,
-                                         absl::Duration step_timeout)
-    : client_(client), parameters_(std::move(parameters)), step_timeout_(step_timeout) {}
+                                         absl::Duration step_timeout, const std::atomic<bool>* stop)
+    : client_(client),
+      parameters_(std::move(parameters)),
+      step_timeout_(step_timeout),
+      stop_(stop) {}
 
 absl::Status CoordinatorExchange::Register(const LayoutTable& table) {
   table_ = table;
@@ -21,7 +25,15 @@ absl::Status CoordinatorExchange::Register(const LayoutTable& table) {
 }
 
 absl::StatusOr<ClientEvent> CoordinatorExchange::NextEvent() {
-  DEMOD_ASSIGN_OR_RETURN(ClientEvent event, client_->Next(step_timeout_));
+  // Short waits, so a stop request is honoured while the run is paused or a step is slow.
+  const absl::Time give_up = absl::Now() + step_timeout_;
+  absl::StatusOr<ClientEvent> next = absl::DeadlineExceededError("");
+  while (true) {
+    if (stop_ != nullptr && stop_->load()) return absl::CancelledError("stop requested");
+    next = client_->Next(std::min(absl::Seconds(1), give_up - absl::Now()));
+    if (next.ok() || !absl::IsDeadlineExceeded(next.status()) || absl::Now() >= give_up) break;
+  }
+  DEMOD_ASSIGN_OR_RETURN(ClientEvent event, std::move(next));
   if (event.kind == ClientEvent::Kind::kEnded) {
     if (event.status.ok()) {
       return finished_ ? absl::FailedPreconditionError("the run has finished")
@@ -64,8 +76,15 @@ absl::Status CoordinatorExchange::Serve(ClientEvent& event) {
     case ClientEvent::Kind::kAggregate:
       pending_aggregates_[event.step] = std::move(event.bytes);
       return absl::OkStatus();
-    case ClientEvent::Kind::kActive:
     case ClientEvent::Kind::kState:
+      if (resync_requested_) {
+        // The fresh parameters can arrive before the step in progress closes; they are
+        // loaded by ReceiveParameters, which replays the aggregates kept since.
+        resync_state_ = std::move(event);
+        return absl::OkStatus();
+      }
+      break;
+    case ClientEvent::Kind::kActive:
     case ClientEvent::Kind::kEnded:
       break;
   }
@@ -84,6 +103,9 @@ absl::StatusOr<ExchangeResult> CoordinatorExchange::ExchangeStep(int64_t step,
   ExchangeResult result;
   const std::string bytes = std::move(pending_aggregates_[step]);
   pending_aggregates_.erase(pending_aggregates_.begin(), pending_aggregates_.upper_bound(step));
+  // After a resync notice the fresh parameters may be of an earlier step than this one:
+  // keep what is applied now, to apply again on top of them.
+  if (resync_requested_) applied_since_resync_[step] = bytes;
   DEMOD_ASSIGN_OR_RETURN(result.aggregate, DecodeStepAggregate(bytes, table_));
   const std::vector<uint32_t>& contributors = result.aggregate.contributors;
   result.own_contribution_included =
@@ -109,22 +131,32 @@ absl::StatusOr<int64_t> CoordinatorExchange::ReceiveParameters(
     applied_step_ = step;
     return absl::OkStatus();
   };
+  const auto load_state = [&](const ClientEvent& state) -> absl::Status {
+    DEMOD_RETURN_IF_ERROR(LoadTensors(state.bytes, parameters_));
+    have_state = true;
+    applied_step_ = state.step;
+    optimizer.set_step_count(state.step);
+    Log(LogLevel::kInfo, absl::StrCat("received ", state.bytes.size(),
+                                      " bytes of parameters (after step ", state.step, ")"));
+    // Aggregates closed since the join (or applied since a resync notice) go on top, in order.
+    std::map<int64_t, std::string> kept = std::move(applied_since_resync_);
+    applied_since_resync_.clear();
+    for (auto& [step, bytes] : pending_aggregates_) kept[step] = std::move(bytes);
+    pending_aggregates_.clear();
+    for (const auto& [step, bytes] : kept) DEMOD_RETURN_IF_ERROR(catch_up(step, bytes));
+    return absl::OkStatus();
+  };
+  if (resync_state_.has_value()) {
+    ClientEvent state = *std::move(resync_state_);
+    resync_state_.reset();
+    DEMOD_RETURN_IF_ERROR(load_state(state));
+  }
   while (true) {
     DEMOD_ASSIGN_OR_RETURN(ClientEvent event, NextEvent());
     switch (event.kind) {
-      case ClientEvent::Kind::kState: {
-        DEMOD_RETURN_IF_ERROR(LoadTensors(event.bytes, parameters_));
-        have_state = true;
-        applied_step_ = event.step;
-        optimizer.set_step_count(event.step);
-        Log(LogLevel::kInfo, absl::StrCat("received ", event.bytes.size(),
-                                          " bytes of parameters (after step ", event.step, ")"));
-        // Aggregates closed since the join arrived first; the parameters may be newer still.
-        std::map<int64_t, std::string> pending = std::move(pending_aggregates_);
-        pending_aggregates_.clear();
-        for (const auto& [step, bytes] : pending) DEMOD_RETURN_IF_ERROR(catch_up(step, bytes));
+      case ClientEvent::Kind::kState:
+        DEMOD_RETURN_IF_ERROR(load_state(event));
         break;
-      }
       case ClientEvent::Kind::kAggregate:
         if (have_state) {
           DEMOD_RETURN_IF_ERROR(catch_up(event.step, event.bytes));
@@ -134,7 +166,14 @@ absl::StatusOr<int64_t> CoordinatorExchange::ReceiveParameters(
         break;
       case ClientEvent::Kind::kActive:
         if (!have_state) {
-          return absl::InternalError("the coordinator activated this worker before its parameters");
+          // Every member that held the parameters left before sending them: this worker's
+          // own parameters are now the run's (the coordinator made it the seed).
+          Log(LogLevel::kWarning,
+              "no member is left to send the parameters: this worker's "
+              "own become the run's");
+          have_state = true;
+          expect_state = false;
+          pending_aggregates_.clear();
         }
         // A seed's parameters are the run's, whatever step they were saved at.
         if (!expect_state) applied_step_ = event.step - 1;

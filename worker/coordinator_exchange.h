@@ -16,9 +16,11 @@
 #ifndef DEMOD_WORKER_COORDINATOR_EXCHANGE_H_
 #define DEMOD_WORKER_COORDINATOR_EXCHANGE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,8 +36,9 @@ class CoordinatorExchange final : public Exchange {
  public:
   // `client` and the tensors of `parameters` must outlive the exchange. `step_timeout`: how
   // long to wait for one message before giving up on the coordinator (DEADLINE_EXCEEDED).
+  // `stop`, when set, is polled while waiting: a stop request ends the wait with CANCELLED.
   CoordinatorExchange(CoordinatorClient* client, std::vector<NamedTensor> parameters,
-                      absl::Duration step_timeout);
+                      absl::Duration step_timeout, const std::atomic<bool>* stop = nullptr);
 
   absl::Status Register(const LayoutTable& table) override;
   // UNAVAILABLE/ABORTED/... with the reason when the stream ended (shutdown, eviction);
@@ -64,12 +67,17 @@ class CoordinatorExchange final : public Exchange {
   CoordinatorClient* const client_;
   const std::vector<NamedTensor> parameters_;
   const absl::Duration step_timeout_;
+  const std::atomic<bool>* const stop_;
   LayoutTable table_;
   bool resync_requested_ = false;
   bool finished_ = false;
   int64_t parameters_sent_ = 0;
   int64_t applied_step_ = 0;  // the step the model's parameters are at
   std::vector<uint32_t> last_contributors_;
+  // Between a resync notice and ReceiveParameters: the fresh parameters if they came early, and
+  // the aggregates applied meanwhile (the parameters may be of an earlier step).
+  std::optional<ClientEvent> resync_state_;
+  std::map<int64_t, std::string> applied_since_resync_;
   // Aggregates that arrived ahead of the step being waited for (a joiner's catch-up).
   std::map<int64_t, std::string> pending_aggregates_;
 };

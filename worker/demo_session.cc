@@ -60,7 +60,7 @@ absl::StatusOr<std::unique_ptr<DemoSession>> DemoSession::Join(
                                     welcome.worker_id(), " after step ", welcome.completed_steps(),
                                     welcome.receives_state() ? "; receiving the parameters" : ""));
   session->exchange_ = std::make_unique<CoordinatorExchange>(
-      session->client_.get(), session->parameters_, options.step_timeout);
+      session->client_.get(), session->parameters_, options.step_timeout, options.stop);
   DEMOD_ASSIGN_OR_RETURN(DemoOptions demo_options, OptionsFromRun(welcome.run()));
   DEMOD_ASSIGN_OR_RETURN(
       session->optimizer_,
@@ -95,13 +95,19 @@ absl::Status DemoSession::Step() {
   }
   finished_ = step >= total_steps_;
   const int64_t interval = client_->welcome().run().fingerprint_interval();
-  if (interval > 0 && step % interval == 0) {
+  // Parameters the coordinator already found diverged are not worth a vote.
+  if (interval > 0 && step % interval == 0 && !exchange_->resync_requested()) {
     absl::Status sent = client_->SendFingerprint(step, Fingerprint(parameters_));
     if (!sent.ok() && !finished_) return sent;
   }
   if (exchange_->resync_requested() && !finished_) {
     const auto lr_at = [this](int64_t s) { return LearningRateAt(schedule_, s, total_steps_); };
-    DEMOD_RETURN_IF_ERROR(exchange_->ReceiveParameters(true, *optimizer_, lr_at).status());
+    absl::Status resynced = exchange_->ReceiveParameters(true, *optimizer_, lr_at).status();
+    if (!resynced.ok() && exchange_->finished()) {
+      finished_ = true;  // the run ended while the parameters were on their way
+      return absl::OkStatus();
+    }
+    return resynced;
   }
   return absl::OkStatus();
 }

@@ -26,6 +26,7 @@
 #ifndef DEMOD_WORKER_DEMO_SESSION_H_
 #define DEMOD_WORKER_DEMO_SESSION_H_
 
+#include <atomic>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -46,6 +47,9 @@ struct SessionOptions {
   // empty for zeros.
   std::string momentum;
   absl::Duration step_timeout = absl::Minutes(10);
+  // When set and it turns true, a wait for the coordinator ends with CANCELLED (a signal
+  // handler's stop request, say).
+  const std::atomic<bool>* stop = nullptr;
 };
 
 class DemoSession {

@@ -28,8 +28,11 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // The stream ended in a way a new connection can fix: the coordinator went away, restarted,
 // evicted this worker, or stopped answering.
 bool Reconnectable(const absl::Status& status) {
+  // ALREADY_EXISTS / RESOURCE_EXHAUSTED: this worker's previous stream has not been noticed
+  // gone yet (it is evicted within the heartbeat timeout).
   return absl::IsUnavailable(status) || absl::IsAborted(status) ||
-         absl::IsDeadlineExceeded(status) || absl::IsCancelled(status);
+         absl::IsDeadlineExceeded(status) || absl::IsCancelled(status) ||
+         absl::IsAlreadyExists(status) || absl::IsResourceExhausted(status);
 }
 
 std::string HumanBytes(double bytes) {
@@ -95,6 +98,7 @@ class Trainer::Impl {
     if (!run_id_.empty()) session_options.client.join.set_run_id(run_id_);
     session_options.momentum = momentum_;  // this worker's own, across reconnections
     session_options.step_timeout = options_.step_timeout;
+    session_options.stop = stop_;
     absl::StatusOr<std::unique_ptr<DemoSession>> session =
         DemoSession::Join(std::move(session_options), parameters_);
     if (absl::IsFailedPrecondition(session.status()) &&
@@ -102,11 +106,20 @@ class Trainer::Impl {
       summary_.run_finished = done_ = true;  // it finished while this worker was away
       return absl::OkStatus();
     }
-    if (!session.ok()) return session.status();
+    if (!session.ok()) return StoppedOr(session.status());
     run_id_ = (*session)->run_id();
     total_steps_ = (*session)->total_steps();
     absl::Status status = Train(**session);
     momentum_ = (*session)->momentum();
+    return StoppedOr(status);
+  }
+
+  // A wait cut short by a stop request is the end of this worker's work, not a failure.
+  absl::Status StoppedOr(const absl::Status& status) {
+    if (absl::IsCancelled(status) && stop_->load()) {
+      done_ = true;
+      return absl::OkStatus();
+    }
     return status;
   }
 
@@ -141,6 +154,12 @@ class Trainer::Impl {
       DEMOD_RETURN_IF_ERROR(session.Step());
       if (session.next_step() <= step) continue;  // the run ended before this step closed
       made_progress_ = true;
+      if (step == options_.fault_perturb_step) {
+        at::NoGradGuard no_grad;
+        parameters_.front().second.view(-1)[0].add_(1e-3);
+        Log(LogLevel::kWarning, absl::StrCat("fault injection: nudged '", parameters_.front().first,
+                                             "' after step ", step));
+      }
       const StepTraffic& traffic = session.last_traffic();
       ++summary_.steps;
       summary_.last_step = step;

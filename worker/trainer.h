@@ -45,6 +45,9 @@ struct TrainerOptions {
   int max_connect_attempts = 30;  // in a row, before giving up
   absl::Duration backoff_initial = absl::Milliseconds(250);
   absl::Duration backoff_max = absl::Seconds(10);
+  // Fault injection for tests: after this step, nudge one parameter of this worker only, so
+  // its next fingerprint disagrees and the coordinator resyncs it. 0: never.
+  int64_t fault_perturb_step = 0;
 };
 
 struct TrainingSummary {

@@ -51,6 +51,8 @@ ABSL_FLAG(std::string, tls_key, "", "client key (PEM) for mTLS");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for LibTorch (0: its default)");
 ABSL_FLAG(bool, progress, false, "a live status line on stderr (default: when it is a terminal)");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(int64_t, fault_perturb_step, 0,
+          "testing: nudge a parameter after this step, so the coordinator must resync it");
 
 namespace demod {
 namespace {
@@ -167,6 +169,7 @@ int Main() {
   options.checkpoint_interval = absl::GetFlag(FLAGS_checkpoint_interval);
   options.csv_path = absl::GetFlag(FLAGS_csv);
   options.progress = absl::GetFlag(FLAGS_progress) || isatty(STDERR_FILENO);
+  options.fault_perturb_step = absl::GetFlag(FLAGS_fault_perturb_step);
 
   // Signals are taken by one thread with sigwait: a stop finishes the step and checkpoints.
   sigset_t signals;

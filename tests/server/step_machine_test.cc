@@ -233,6 +233,28 @@ TEST(StepMachineTest, ResyncedWorkerFinishesTheOpenStepThenReceivesParametersAga
   EXPECT_EQ(m.open_step(), 2);
 }
 
+TEST(StepMachineTest, ResyncMovesJoinersAwayFromASuspectDonor) {
+  StepMachine m = Running(2);
+  auto joined = m.Join("joiner", At(1));
+  ASSERT_TRUE(joined.ok());
+  const WorkerId donor = joined->actions[0].donor;
+  const WorkerId other = donor == 1 ? 2 : 1;
+  auto resync = m.Resync(donor, {donor}, At(2));
+  ASSERT_TRUE(resync.ok()) << resync.status();
+  ASSERT_THAT(Kinds(*resync), ElementsAre(Kind::kRequestState, Kind::kRequestState));
+  for (const Action& a : *resync) EXPECT_EQ(a.donor, other) << ActionToString(a);
+  EXPECT_EQ((*resync)[1].worker, joined->id);
+}
+
+TEST(StepMachineTest, NothingTimesOutAfterTheRunFinished) {
+  RunConfig c = Config();
+  c.total_steps = 1;
+  StepMachine m = Running(1, c);
+  ASSERT_TRUE(m.Payload(1, 1, At(1)).ok());
+  ASSERT_TRUE(m.finished());
+  EXPECT_THAT(m.Tick(At(1000)), ElementsAre());
+}
+
 TEST(StepMachineTest, ResyncNeedsADonorOutsideTheSuspects) {
   StepMachine m = Running(2);
   EXPECT_EQ(m.Resync(1, {1, 2}, At(1)).status().code(), absl::StatusCode::kFailedPrecondition);
