@@ -221,6 +221,14 @@ absl::StatusOr<WorkerId> RunCoordinator::Join(const v1::Join& join,
   Log(LogLevel::kInfo,
       absl::StrCat("worker ", id, " '", member.name, "' joined (", join.hardware().device_name(),
                    receives_state ? "), receives the parameters" : "), holds the parameters"));
+  if (!receives_state && machine_.completed_steps() > 0 &&
+      join.resume_step() < machine_.completed_steps()) {
+    // The first worker after a restart is the seed: the run goes on from its parameters.
+    Log(LogLevel::kWarning,
+        absl::StrCat("the run's parameters are now worker '", member.name, "''s, from step ",
+                     join.resume_step(), "; the run had completed step ",
+                     machine_.completed_steps()));
+  }
   if (adopting) Save();
   Apply(std::move(joined->actions), now);
   return id;

@@ -3,9 +3,8 @@
 # small GPT on the SOTU text for 80 steps. A 4th worker joins at step 10; worker b is killed
 # with SIGKILL near step 20 and restarted from its checkpoint directory; worker c's parameters
 # are nudged after step 25, so the fingerprint vote at step 30 must resync someone. At the
-# end: the loss fell, all four
-# workers hold identical parameters (one fingerprint), every step's payload has the same
-# size and the coordinator received exactly the workers' payload bytes.
+# end: the loss fell, all four workers hold identical parameters (one fingerprint), every
+# step's payload has the same size and the coordinator received exactly the payload bytes.
 # Usage: training_process_test.sh <bin dir> <data dir>
 set -u
 bin="$1"
