@@ -1,9 +1,13 @@
 #include "common/program.h"
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/parse.h"
@@ -18,15 +22,33 @@ std::string& ProgramName() {
   return *name;
 }
 
+sigset_t StopSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  return signals;
+}
+
 }  // namespace
 
 void ParseFlagsOrExit(int argc, char** argv, absl::string_view program, absl::string_view usage) {
+  const sigset_t signals = StopSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ProgramName() = std::string(program);
   absl::SetProgramUsageMessage(usage);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() > 1) {
     ExitWithReason(kExitUsage, absl::StrCat("unexpected argument '", positional[1], "'"));
   }
+}
+
+void OnStopSignal(std::function<void(int signal)> on_signal) {
+  std::thread([on_signal = std::move(on_signal)] {
+    const sigset_t signals = StopSignals();
+    int signal = 0;
+    if (sigwait(&signals, &signal) == 0) on_signal(signal);
+  }).detach();
 }
 
 void ExitWithReason(int code, absl::string_view message) {

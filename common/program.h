@@ -12,6 +12,7 @@
 #ifndef DEMOD_COMMON_PROGRAM_H_
 #define DEMOD_COMMON_PROGRAM_H_
 
+#include <functional>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -23,8 +24,14 @@ constexpr int kExitFailed = 1;  // could not do its job (start, train, reach a p
 constexpr int kExitUsage = 2;   // bad flags, configuration or input files
 
 // Parses absl flags; a positional argument exits with kExitUsage and names it. `program`
-// prefixes every later ExitWithReason line.
+// prefixes every later ExitWithReason line. Also blocks SIGINT and SIGTERM in the calling
+// thread, so every thread started later inherits the mask and the signals wait for
+// OnStopSignal: call it first in main, before anything starts threads (LibTorch's OpenMP pool,
+// gRPC), or a signal may land in such a thread and kill the process with no cleanup.
 void ParseFlagsOrExit(int argc, char** argv, absl::string_view program, absl::string_view usage);
+
+// Starts a thread that waits for SIGINT or SIGTERM and then calls `on_signal` (once) with it.
+void OnStopSignal(std::function<void(int signal)> on_signal);
 
 // "<program>: <message>" on stderr, then exit(code).
 [[noreturn]] void ExitWithReason(int code, absl::string_view message);

@@ -6,7 +6,6 @@
 //
 // Exit codes: 0 when the run finished or a signal stopped the coordinator; 1 when it could not
 // start (address in use, unreadable state); 2 for bad flags or configuration.
-#include <signal.h>
 
 #include <cstdio>
 #include <fstream>
@@ -143,25 +142,15 @@ int Main() {
     options.tls = std::move(tls);
   }
 
-  // Signals are taken by one thread with sigwait, so no handler runs inside gRPC's threads.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
   absl::StatusOr<std::unique_ptr<CoordinatorServer>> server =
       CoordinatorServer::Start(std::move(options));
   if (!server.ok()) ExitWithReason(kExitFailed, server.status().ToString());
 
-  std::thread signal_waiter([&signals, s = server->get()] {
-    int signal = 0;
-    if (sigwait(&signals, &signal) == 0) {
-      Log(LogLevel::kInfo, absl::StrCat("signal ", signal, ": shutting down"));
-      s->Shutdown();
-    }
+  // A signal is taken by a thread of its own (program.h), not inside gRPC's threads.
+  OnStopSignal([s = server->get()](int signal) {
+    Log(LogLevel::kInfo, absl::StrCat("signal ", signal, ": shutting down"));
+    s->Shutdown();
   });
-  signal_waiter.detach();
 
   // Without --exit_when_finished, status and metrics stay up after the run, until a signal.
   (*server)->Wait(/*until_finished=*/absl::GetFlag(FLAGS_exit_when_finished));

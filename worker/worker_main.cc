@@ -6,7 +6,6 @@
 // (after a checkpoint); 1 when training could not go on (refused join, coordinator gone for
 // good, a checkpoint or data error); 2 for bad flags or a device this machine cannot run.
 #include <ATen/Parallel.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -171,20 +170,12 @@ int Main() {
   options.progress = absl::GetFlag(FLAGS_progress) || isatty(STDERR_FILENO);
   options.fault_perturb_step = absl::GetFlag(FLAGS_fault_perturb_step);
 
-  // Signals are taken by one thread with sigwait: a stop finishes the step and checkpoints.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   Trainer trainer(model->get(), dataset->get(), std::move(options));
-  std::thread([&signals, &trainer] {
-    int signal = 0;
-    if (sigwait(&signals, &signal) == 0) {
-      Log(LogLevel::kInfo, absl::StrCat("signal ", signal, ": stopping after this step"));
-      trainer.RequestStop();
-    }
-  }).detach();
+  // A stop finishes the step in progress (or ends a wait) and checkpoints.
+  OnStopSignal([&trainer](int signal) {
+    Log(LogLevel::kInfo, absl::StrCat("signal ", signal, ": stopping after this step"));
+    trainer.RequestStop();
+  });
 
   absl::StatusOr<TrainingSummary> summary = trainer.Run();
   if (!summary.ok()) ExitWithReason(kExitFailed, summary.status().ToString());
