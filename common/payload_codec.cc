@@ -2,6 +2,7 @@
 // to either must change both, and bump kFormatVersion.
 #include "common/payload_codec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -17,7 +18,7 @@
 namespace demod {
 namespace {
 
-constexpr uint16_t kFormatVersion = 1;
+constexpr uint16_t kFormatVersion = 2;
 constexpr char kPayloadMagic[] = "DMP1";
 constexpr char kAggregateMagic[] = "DMA1";
 constexpr size_t kMagicBytes = 4;
@@ -180,6 +181,21 @@ void AppendIndices(const std::vector<uint32_t>& indices, int width, std::string*
   }
 }
 
+// A tensor whose chunks are all full carries no indices on the wire (version 2): they can only
+// be 0 .. S-1 in every chunk. This is what makes a dense exchange cost only its values.
+void FillFullChunks(int64_t num_chunks, int64_t chunk_size, std::vector<uint32_t>* indices) {
+  indices->resize(static_cast<size_t>(num_chunks * chunk_size));
+  uint32_t* out = indices->data();
+  for (int64_t c = 0; c < num_chunks; ++c) {
+    for (int64_t i = 0; i < chunk_size; ++i) *out++ = static_cast<uint32_t>(i);
+  }
+}
+
+bool AllChunksFull(const std::vector<uint32_t>& counts, int64_t chunk_size) {
+  return std::all_of(counts.begin(), counts.end(),
+                     [chunk_size](uint32_t count) { return count == chunk_size; });
+}
+
 void ReadIndices(absl::string_view bytes, int width, std::vector<uint32_t>* indices) {
   const char* p = bytes.data();
   switch (width) {
@@ -316,8 +332,10 @@ absl::StatusOr<std::string> EncodeStepPayload(const StepPayload& payload,
   DEMOD_RETURN_IF_ERROR(ValidateStepPayload(payload, table));
   uint64_t total = kPayloadHeaderBytes + kCrcBytes;
   for (size_t t = 0; t < table.size(); ++t) {
-    const int64_t n = table[t].layout.num_selected();
-    total += kPayloadTensorHeaderBytes + n * IndexWidth(table[t].layout.chunk_size()) +
+    const ChunkLayout& layout = table[t].layout;
+    const int64_t n = layout.num_selected();
+    const bool full = layout.topk == layout.chunk_size();
+    total += kPayloadTensorHeaderBytes + (full ? 0 : n * IndexWidth(layout.chunk_size())) +
              EncodedValueBytes(payload.encoding, n);
   }
   std::string out;
@@ -330,7 +348,9 @@ absl::StatusOr<std::string> EncodeStepPayload(const StepPayload& payload,
     const ChunkLayout& layout = table[t].layout;
     PutU32(&out, static_cast<uint32_t>(layout.num_chunks()));
     PutU32(&out, static_cast<uint32_t>(layout.topk));
-    AppendIndices(payload.tensors[t].indices, IndexWidth(layout.chunk_size()), &out);
+    if (layout.topk != layout.chunk_size()) {
+      AppendIndices(payload.tensors[t].indices, IndexWidth(layout.chunk_size()), &out);
+    }
     AppendValues(payload.tensors[t].values, payload.encoding, &out);
   }
   PutCrc(&out);
@@ -372,18 +392,24 @@ absl::StatusOr<StepPayload> DecodeStepPayload(absl::string_view bytes, const Lay
     }
     // From here on sizes come from the table, which bounds them to 2^64 before any product.
     const uint64_t n = static_cast<uint64_t>(num_chunks) * topk;
-    const int width = IndexWidth(layout.chunk_size());
+    const bool full = layout.topk == layout.chunk_size();
+    const int width = full ? 0 : IndexWidth(layout.chunk_size());
     absl::string_view index_bytes, value_bytes;
-    if (n > reader.remaining() / width || !reader.ReadBytes(n * width, &index_bytes) ||
+    if ((width > 0 && n > reader.remaining() / width) ||
+        !reader.ReadBytes(n * width, &index_bytes) ||
         !reader.ReadBytes(EncodedValueBytes(payload.encoding, static_cast<int64_t>(n)),
                           &value_bytes)) {
       return Truncated(kPayloadKind, absl::StrCat("tensor '", named.name, "' needs ", n,
                                                   " entries, ", reader.remaining(), " bytes left"));
     }
     SparseTensor& tensor = payload.tensors[t];
-    tensor.indices.resize(n);
     tensor.values.resize(n);
-    ReadIndices(index_bytes, width, &tensor.indices);
+    if (full) {
+      FillFullChunks(layout.num_chunks(), layout.chunk_size(), &tensor.indices);
+    } else {
+      tensor.indices.resize(n);
+      ReadIndices(index_bytes, width, &tensor.indices);
+    }
     DEMOD_RETURN_IF_ERROR(ReadValues(value_bytes, payload.encoding, named.name, &tensor.values));
   }
   if (!reader.empty()) {
@@ -465,8 +491,10 @@ absl::StatusOr<std::string> EncodeStepAggregate(const StepAggregate& aggregate,
       kAggregateHeaderBytes + 4 * aggregate.contributors.size() + kTensorCountBytes + kCrcBytes;
   for (size_t t = 0; t < table.size(); ++t) {
     const ChunkLayout& layout = table[t].layout;
+    const uint64_t n = aggregate.tensors[t].indices.size();
+    const bool full = n == static_cast<uint64_t>(layout.num_elements());
     total += kAggregateTensorHeaderBytes + layout.num_chunks() * CountWidth(layout.chunk_size()) +
-             aggregate.tensors[t].indices.size() * (IndexWidth(layout.chunk_size()) + 4);
+             n * ((full ? 0 : IndexWidth(layout.chunk_size())) + 4);
   }
   std::string out;
   out.reserve(total);
@@ -484,7 +512,9 @@ absl::StatusOr<std::string> EncodeStepAggregate(const StepAggregate& aggregate,
       counts[c] = static_cast<uint32_t>(tensor.chunk_offsets[c + 1] - tensor.chunk_offsets[c]);
     }
     AppendIndices(counts, CountWidth(layout.chunk_size()), &out);
-    AppendIndices(tensor.indices, IndexWidth(layout.chunk_size()), &out);
+    if (!AllChunksFull(counts, layout.chunk_size())) {
+      AppendIndices(tensor.indices, IndexWidth(layout.chunk_size()), &out);
+    }
     AppendValues(tensor.values, ValueEncoding::kFloat32, &out);
   }
   PutCrc(&out);
@@ -549,18 +579,23 @@ absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,
       tensor.chunk_offsets[c + 1] = tensor.chunk_offsets[c] + counts[c];
     }
     const uint64_t n = tensor.chunk_offsets.back();
-    const size_t entry_bytes = IndexWidth(layout.chunk_size()) + 4;
+    const bool full = AllChunksFull(counts, layout.chunk_size());
+    const int width = full ? 0 : IndexWidth(layout.chunk_size());
+    const size_t entry_bytes = width + 4;
     absl::string_view index_bytes, value_bytes;
-    if (n > reader.remaining() / entry_bytes ||
-        !reader.ReadBytes(n * IndexWidth(layout.chunk_size()), &index_bytes) ||
+    if (n > reader.remaining() / entry_bytes || !reader.ReadBytes(n * width, &index_bytes) ||
         !reader.ReadBytes(n * 4, &value_bytes)) {
       return Truncated(kAggregateKind,
                        absl::StrCat("tensor '", named.name, "' needs ", n, " entries, ",
                                     reader.remaining(), " bytes left"));
     }
-    tensor.indices.resize(n);
     tensor.values.resize(n);
-    ReadIndices(index_bytes, IndexWidth(layout.chunk_size()), &tensor.indices);
+    if (full) {
+      FillFullChunks(layout.num_chunks(), layout.chunk_size(), &tensor.indices);
+    } else {
+      tensor.indices.resize(n);
+      ReadIndices(index_bytes, width, &tensor.indices);
+    }
     DEMOD_RETURN_IF_ERROR(
         ReadValues(value_bytes, ValueEncoding::kFloat32, named.name, &tensor.values));
   }

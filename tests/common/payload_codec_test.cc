@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/aggregation.h"
 #include "common/byte_coding.h"
 #include "common/crc32c.h"
 #include "gmock/gmock.h"
@@ -136,7 +137,7 @@ TEST(PayloadFormatTest, ExactBytesOfASmallPayload) {
   payload.tensors = {{{1, 3}, {1.0f, -2.0f}}};
   const std::string bytes = EncodeOrDie(payload, table);
 
-  std::string expected("DMP1\x01\x00", 6);
+  std::string expected("DMP1\x02\x00", 6);
   PutU64(&expected, 49);                                           // total length
   expected += std::string("\x00", 1);                              // encoding f32
   expected += std::string("\x05\x00\x00\x00\x00\x00\x00\x00", 8);  // step
@@ -156,15 +157,54 @@ TEST(PayloadFormatTest, SignBitsArePackedLeastSignificantFirst) {
   payload.tensors = {{{0, 1, 2, 3, 4, 5, 6, 7, 8, 9},
                       {0.5f, -0.1f, 0.0f, -3.0f, 2.0f, 1.0f, 1.0f, -1.0f, -1.0f, 1.0f}}};
   const std::string bytes = EncodeOrDie(payload, table);
-  // Header, tensor header, 10 one-byte indices, 2 bytes of sign bits, CRC.
-  ASSERT_EQ(bytes.size(), kPayloadHeaderBytes + kPayloadTensorHeaderBytes + 10 + 2 + kCrcBytes);
-  const size_t signs = kPayloadHeaderBytes + kPayloadTensorHeaderBytes + 10;
+  // Header, tensor header, 2 bytes of sign bits, CRC: k equals the chunk size, so the indices
+  // (0 .. 9) are implicit.
+  ASSERT_EQ(bytes.size(), kPayloadHeaderBytes + kPayloadTensorHeaderBytes + 2 + kCrcBytes);
+  const size_t signs = kPayloadHeaderBytes + kPayloadTensorHeaderBytes;
   EXPECT_EQ(static_cast<unsigned char>(bytes[signs]), 0b10001010);
   EXPECT_EQ(static_cast<unsigned char>(bytes[signs + 1]), 0b00000001);
 
   absl::StatusOr<StepPayload> decoded = DecodeStepPayload(bytes, table);
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   EXPECT_THAT(decoded->tensors[0].values, testing::ElementsAre(1, -1, 1, -1, 1, 1, 1, -1, -1, 1));
+}
+
+// A dense exchange (every coefficient of every chunk: the AdamW baseline) costs only its
+// values: the indices can only be 0 .. S-1 and are left out, in payloads and aggregates.
+TEST(PayloadFormatTest, FullChunksCarryNoIndices) {
+  const LayoutTable table = MakeTable({{"w", {8, 8}, 4, 16}, {"b", {8}, 4, 4}});
+  StepPayload payload;
+  payload.step = 3;
+  payload.encoding = ValueEncoding::kFloat32;
+  for (const NamedLayout& t : table) {
+    SparseTensor tensor;
+    for (int64_t c = 0; c < t.layout.num_chunks(); ++c) {
+      for (int64_t i = 0; i < t.layout.chunk_size(); ++i) {
+        tensor.indices.push_back(static_cast<uint32_t>(i));
+        tensor.values.push_back(static_cast<float>(c * 100 + i));
+      }
+    }
+    payload.tensors.push_back(tensor);
+  }
+  const std::string bytes = EncodeOrDie(payload, table);
+  EXPECT_EQ(bytes.size(),
+            kPayloadHeaderBytes + 2 * kPayloadTensorHeaderBytes + (64 + 8) * 4 + kCrcBytes);
+  absl::StatusOr<StepPayload> decoded = DecodeStepPayload(bytes, table);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->tensors[0].indices, payload.tensors[0].indices);
+  EXPECT_EQ(decoded->tensors[1].values, payload.tensors[1].values);
+
+  absl::StatusOr<StepAggregate> aggregate = AggregateStep({{7, &payload}}, table);
+  ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+  absl::StatusOr<std::string> aggregate_bytes = EncodeStepAggregate(*aggregate, table);
+  ASSERT_TRUE(aggregate_bytes.ok()) << aggregate_bytes.status();
+  // Header, one contributor, tensor count, per tensor its chunk count and counts, 4-byte values.
+  EXPECT_EQ(aggregate_bytes->size(),
+            kAggregateHeaderBytes + 4 + 4 + (4 + 4 * 1) + (4 + 2 * 1) + (64 + 8) * 4 + kCrcBytes);
+  absl::StatusOr<StepAggregate> back = DecodeStepAggregate(*aggregate_bytes, table);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->tensors[0].indices, aggregate->tensors[0].indices);
+  EXPECT_EQ(back->tensors[0].values, aggregate->tensors[0].values);
 }
 
 struct WidthCase {
@@ -396,11 +436,11 @@ TEST_F(PayloadDecodeTest, TrailingBytes) {
 
 TEST_F(PayloadDecodeTest, UnknownVersion) {
   std::string bytes = bytes_;
-  bytes[4] = 2;
+  bytes[4] = 1;  // version 1 spelled out every index, even of full chunks
   const absl::Status status = Decode(bytes);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(),
-              HasSubstr("unsupported payload format version 2; this build reads version 1"));
+              HasSubstr("unsupported payload format version 1; this build reads version 2"));
 }
 
 TEST_F(PayloadDecodeTest, BadMagic) {
@@ -512,7 +552,7 @@ TEST(PayloadDecodeLimitsTest, HugeTableDoesNotAllocate) {
   huge.chunk_cols = max;
   huge.topk = max;
   const LayoutTable table = {{"huge", huge}};
-  std::string bytes("DMP1\x01\x00", 6);
+  std::string bytes("DMP1\x02\x00", 6);
   PutU64(&bytes, 0);
   PutU8(&bytes, 0);
   PutU64(&bytes, 1);
@@ -570,8 +610,10 @@ TEST_P(AggregateRoundTripTest, DecodesWhatWasEncoded) {
   size_t expected_size = kAggregateHeaderBytes + 4 * aggregate.contributors.size() + 4 + kCrcBytes;
   for (size_t t = 0; t < table.size(); ++t) {
     const ChunkLayout& layout = table[t].layout;
+    const size_t n = aggregate.tensors[t].indices.size();
+    const bool full = n == static_cast<size_t>(layout.num_elements());  // indices implicit
     expected_size += 4 + layout.num_chunks() * CountWidth(layout.chunk_size()) +
-                     aggregate.tensors[t].indices.size() * (IndexWidth(layout.chunk_size()) + 4);
+                     n * ((full ? 0 : IndexWidth(layout.chunk_size())) + 4);
   }
   EXPECT_EQ(bytes->size(), expected_size);
 
@@ -606,7 +648,7 @@ TEST(AggregateFormatTest, ExactBytesOfASmallAggregate) {
   absl::StatusOr<std::string> bytes = EncodeStepAggregate(aggregate, table);
   ASSERT_TRUE(bytes.ok()) << bytes.status();
 
-  std::string expected("DMA1\x01\x00", 6);
+  std::string expected("DMA1\x02\x00", 6);
   PutU64(&expected, 63);
   PutU64(&expected, 2);  // step
   PutU32(&expected, 2);  // contributor count
