@@ -227,9 +227,9 @@ absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& con
   uint64_t total = 0;
   for (const NamedLayout& t : table) total += static_cast<uint64_t>(t.layout.num_selected());
   total *= sorted.size();
-  const size_t threads = std::min<size_t>(
-      {kMaxAggregationThreads, std::max(1u, std::thread::hardware_concurrency()),
-       static_cast<size_t>(total / kEntriesPerThread) + 1, table.size()});
+  const size_t threads =
+      std::min<size_t>({kMaxAggregationThreads, std::max(1u, std::thread::hardware_concurrency()),
+                        static_cast<size_t>(total / kEntriesPerThread) + 1, table.size()});
   std::vector<std::thread> helpers;
   size_t begin = 0;
   uint64_t done = 0;

@@ -178,6 +178,18 @@ absl::Status ReadValueEncoding(const YAML::Node& node, const FieldRef& field, Va
   return absl::OkStatus();
 }
 
+absl::Status ReadAlgorithm(const YAML::Node& node, const FieldRef& field,
+                           OptimizerConfig::Algorithm* out) {
+  if (node.IsScalar() && node.Scalar() == "demo") {
+    *out = OptimizerConfig::Algorithm::kDemo;
+  } else if (node.IsScalar() && node.Scalar() == "adamw") {
+    *out = OptimizerConfig::Algorithm::kAdamW;
+  } else {
+    return ExpectedError(field, "'demo' or 'adamw'", node);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReadDeadlineKind(const YAML::Node& node, const FieldRef& field,
                               DeadlinePolicy::Kind* out) {
   if (node.IsScalar() && node.Scalar() == "fixed") {
@@ -253,6 +265,7 @@ absl::Status ReadOptimizer(const YAML::Node& node, const FieldRef& field, Optimi
   return ReadMapping(
       node, field,
       {
+          {"algorithm", [&](auto& n, auto& f) { return ReadAlgorithm(n, f, &opt->algorithm); }},
           {"lr", [&](auto& n, auto& f) { return ReadLrSchedule(n, f, &opt->lr); }},
           {"compression_decay",
            [&](auto& n, auto& f) { return ReadDouble(n, f, &opt->compression_decay); }},
@@ -263,6 +276,9 @@ absl::Status ReadOptimizer(const YAML::Node& node, const FieldRef& field, Optimi
           {"weight_decay", [&](auto& n, auto& f) { return ReadDouble(n, f, &opt->weight_decay); }},
           {"value_encoding",
            [&](auto& n, auto& f) { return ReadValueEncoding(n, f, &opt->value_encoding); }},
+          {"adam_beta1", [&](auto& n, auto& f) { return ReadDouble(n, f, &opt->adam_beta1); }},
+          {"adam_beta2", [&](auto& n, auto& f) { return ReadDouble(n, f, &opt->adam_beta2); }},
+          {"adam_eps", [&](auto& n, auto& f) { return ReadDouble(n, f, &opt->adam_eps); }},
       });
 }
 
@@ -361,6 +377,22 @@ absl::Status RunConfig::Validate() const {
   if (!(std::isfinite(optimizer.weight_decay) && optimizer.weight_decay >= 0)) {
     return MustBe("optimizer.weight_decay", "finite and >= 0", optimizer.weight_decay);
   }
+  if (!(optimizer.adam_beta1 >= 0 && optimizer.adam_beta1 < 1)) {
+    return MustBe("optimizer.adam_beta1", "in [0, 1)", optimizer.adam_beta1);
+  }
+  if (!(optimizer.adam_beta2 >= 0 && optimizer.adam_beta2 < 1)) {
+    return MustBe("optimizer.adam_beta2", "in [0, 1)", optimizer.adam_beta2);
+  }
+  if (!(std::isfinite(optimizer.adam_eps) && optimizer.adam_eps > 0)) {
+    return MustBe("optimizer.adam_eps", "finite and > 0", optimizer.adam_eps);
+  }
+  if (optimizer.algorithm == OptimizerConfig::Algorithm::kAdamW &&
+      optimizer.value_encoding != ValueEncoding::kFloat32 &&
+      optimizer.value_encoding != ValueEncoding::kBFloat16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("optimizer.value_encoding must be f32 or bf16 with algorithm adamw, got ",
+                     ValueEncodingName(optimizer.value_encoding)));
+  }
   if (!IsValidValueEncoding(static_cast<uint8_t>(optimizer.value_encoding))) {
     return MustBe("optimizer.value_encoding", "one of f32, bf16, f16, sign",
                   static_cast<int>(optimizer.value_encoding));
@@ -432,6 +464,10 @@ absl::StatusOr<RunConfig> ParseRunConfig(absl::string_view text, const RunConfig
   return config;
 }
 
+absl::string_view AlgorithmName(OptimizerConfig::Algorithm algorithm) {
+  return algorithm == OptimizerConfig::Algorithm::kAdamW ? "adamw" : "demo";
+}
+
 std::string RunConfigToJson(const RunConfig& config) {
   const OptimizerConfig& opt = config.optimizer;
   const DeadlinePolicy& deadline = config.deadline;
@@ -441,12 +477,16 @@ std::string RunConfigToJson(const RunConfig& config) {
       {"final_factor", opt.lr.final_factor},
   };
   OrderedJson optimizer = {
+      {"algorithm", std::string(AlgorithmName(opt.algorithm))},
       {"lr", std::move(lr)},
       {"compression_decay", opt.compression_decay},
       {"compression_topk", opt.compression_topk},
       {"compression_chunk", opt.compression_chunk},
       {"weight_decay", opt.weight_decay},
       {"value_encoding", std::string(ValueEncodingName(opt.value_encoding))},
+      {"adam_beta1", opt.adam_beta1},
+      {"adam_beta2", opt.adam_beta2},
+      {"adam_eps", opt.adam_eps},
   };
   OrderedJson deadline_json = {
       {"kind", std::string(DeadlineKindName(deadline.kind))},

@@ -27,13 +27,24 @@ struct LrSchedule {
 double LearningRateAt(const LrSchedule& schedule, int64_t step, int64_t total_steps);
 
 struct OptimizerConfig {
+  // kDemo: the DeMo optimizer. kAdamW: the dense baseline, what an all-reduce of gradients
+  // does: every worker sends its whole gradient (f32 or bf16), the coordinator averages, and
+  // every worker applies AdamW to the mean (the compression_* fields do not apply, except
+  // compression_chunk, which shapes the dense frames).
+  enum class Algorithm { kDemo, kAdamW };
+  Algorithm algorithm = Algorithm::kDemo;
   LrSchedule lr;
   double compression_decay = 0.999;
   int64_t compression_topk = 32;
   int64_t compression_chunk = 64;
   double weight_decay = 0.0;
   ValueEncoding value_encoding = ValueEncoding::kBFloat16;
+  double adam_beta1 = 0.9;  // kAdamW
+  double adam_beta2 = 0.95;
+  double adam_eps = 1e-8;
 };
+// "demo" / "adamw".
+absl::string_view AlgorithmName(OptimizerConfig::Algorithm algorithm);
 
 // When a step closes if not every member has sent its payload.
 struct DeadlinePolicy {

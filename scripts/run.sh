@@ -8,6 +8,7 @@
 #
 #   scripts/run.sh [--workers 3] [--steps 600] [--model gpt|cnn] [--device cpu|cuda|auto]
 #                  [--value-encoding f32|bf16|f16|sign] [--batch-size 8] [--out runs/NAME]
+#                  [--optimizer demo|adamw] [--lr X]   (adamw: the dense baseline, f32/bf16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,9 +18,10 @@ model=gpt
 device=cpu
 encoding=bf16
 batch_size=8
-lr=1e-3
+lr=""
+optimizer=demo
 out=""
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --workers) workers="$2"; shift 2 ;;
@@ -29,6 +31,7 @@ while [ $# -gt 0 ]; do
     --value-encoding) encoding="$2"; shift 2 ;;
     --batch-size) batch_size="$2"; shift 2 ;;
     --lr) lr="$2"; shift 2 ;;
+    --optimizer) optimizer="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -36,6 +39,12 @@ while [ $# -gt 0 ]; do
 done
 [[ "$workers" =~ ^[1-9][0-9]*$ ]] || { echo "run: --workers must be a positive integer" >&2; exit 2; }
 [[ "$steps" =~ ^[1-9][0-9]*$ ]] || { echo "run: --steps must be a positive integer" >&2; exit 2; }
+case "$optimizer" in
+  demo) lr="${lr:-1e-3}" ;;
+  adamw) lr="${lr:-3e-3}"; [ "$encoding" = bf16 ] || [ "$encoding" = f32 ] ||
+    { echo "run: --optimizer adamw sends f32 or bf16 gradients" >&2; exit 2; } ;;
+  *) echo "run: --optimizer must be demo or adamw" >&2; exit 2 ;;
+esac
 case "$model" in
   gpt) data=sotu ;;
   cnn) data=fashion-mnist ;;
@@ -60,7 +69,7 @@ trap 'echo; echo "run: interrupted; stopping every process" >&2; exit 130' INT T
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$bin/demod-coordinator" --listen "127.0.0.1:$port" --metrics "" --run_id "$(basename "$out")" \
-  --min_workers "$workers" --total_steps "$steps" --lr "$lr" \
+  --min_workers "$workers" --total_steps "$steps" --lr "$lr" --optimizer "$optimizer" \
   --warmup_steps $((steps / 10)) --value_encoding "$encoding" --state_dir "$out/state" \
   >"$out/coordinator.log" 2>&1 &
 pids+=($!)
@@ -77,7 +86,7 @@ for i in $(seq 1 "$workers"); do
   pids+=($!)
 done
 echo "run: coordinator on 127.0.0.1:$port, $workers workers ($model on $data, $device," \
-  "$encoding values, $steps steps); logs and results in $out"
+  "$optimizer, $encoding values, $steps steps); logs and results in $out"
 
 started=$(date +%s)
 last_val="-"
@@ -133,12 +142,12 @@ set terminal pngcairo size 1100,800 noenhanced
 set output "$out/training.png"
 set datafile separator ","
 set key autotitle columnhead
-set multiplot layout 2,1 title "demod: $workers workers, $model on $data, $encoding values"
+set multiplot layout 2,1 title "demod: $workers workers, $model on $data, $optimizer, $encoding values"
 set xlabel "step"; set ylabel "loss"; set grid
 plot "$out/worker-1.csv" using 1:3 with lines title "training loss (worker-1)", \
      "$out/worker-1.csv" using 1:4 with points pointtype 7 title "validation loss"
 set ylabel "bytes per step (log)"; set logscale y
-plot "$out/worker-1.csv" using 1:9 with lines title "sent (DeMo payload)", \
+plot "$out/worker-1.csv" using 1:9 with lines title "sent (payload)", \
      "$out/worker-1.csv" using 1:10 with lines title "received (aggregate)", \
      "$out/worker-1.csv" using 1:11 with lines title "fp32 all-reduce (dense)"
 unset multiplot

@@ -48,6 +48,8 @@ ABSL_FLAG(std::optional<int64_t>, chunk, std::nullopt, "target DCT chunk size");
 ABSL_FLAG(std::optional<double>, decay, std::nullopt, "momentum decay (compression_decay)");
 ABSL_FLAG(std::optional<double>, weight_decay, std::nullopt, "decoupled weight decay");
 ABSL_FLAG(std::string, value_encoding, "", "f32, bf16, f16 or sign");
+ABSL_FLAG(std::string, optimizer, "",
+          "demo (default), or adamw: the dense baseline (whole gradients, f32 or bf16)");
 ABSL_FLAG(std::optional<double>, step_deadline_s, std::nullopt,
           "a fixed step deadline in seconds (default: adaptive)");
 ABSL_FLAG(std::optional<int64_t>, fingerprint_interval, std::nullopt,
@@ -96,6 +98,14 @@ RunConfig RunConfigFromFlags() {
   if (auto v = absl::GetFlag(FLAGS_step_deadline_s)) {
     config.deadline.kind = DeadlinePolicy::Kind::kFixed;
     config.deadline.fixed = absl::Seconds(*v);
+  }
+  if (absl::GetFlag(FLAGS_optimizer) == "adamw") {
+    config.optimizer.algorithm = OptimizerConfig::Algorithm::kAdamW;
+  } else if (absl::GetFlag(FLAGS_optimizer) == "demo") {
+    config.optimizer.algorithm = OptimizerConfig::Algorithm::kDemo;
+  } else if (!absl::GetFlag(FLAGS_optimizer).empty()) {
+    ExitWithReason(kExitUsage, absl::StrCat("--optimizer must be demo or adamw, got '",
+                                            absl::GetFlag(FLAGS_optimizer), "'"));
   }
   if (!absl::GetFlag(FLAGS_value_encoding).empty()) {
     absl::StatusOr<ValueEncoding> encoding =

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <deque>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -63,8 +64,19 @@ uint64_t MaxPayloadBytes(const LayoutTable& table) {
   return bytes;
 }
 
+// A joiner's state: the parameters and what the optimizer shares (AdamW's two moments), each
+// element at most 8 bytes, plus names and headers.
+constexpr uint64_t kMaxStateBytesPerElement = 4 * 8;
+
 uint64_t MaxStateBytes(const LayoutTable& table) {
-  return static_cast<uint64_t>(TotalElements(table)) * 8 + (1 << 20);
+  return static_cast<uint64_t>(TotalElements(table)) * kMaxStateBytesPerElement + (1 << 20);
+}
+
+// Entries per chunk in a payload: DeMo's top-k, or every coefficient for the dense baseline
+// (MakeLayoutTable clamps k to the chunk size).
+int64_t PayloadTopK(const OptimizerConfig& o) {
+  return o.algorithm == OptimizerConfig::Algorithm::kAdamW ? std::numeric_limits<int64_t>::max()
+                                                           : o.compression_topk;
 }
 
 std::string OptimizerEncodingName(ValueEncoding encoding) {
@@ -102,7 +114,7 @@ absl::StatusOr<std::unique_ptr<RunCoordinator>> RunCoordinator::Create(Options o
       }
       const OptimizerConfig& o = coordinator->config_.optimizer;
       DEMOD_ASSIGN_OR_RETURN(LayoutTable layouts,
-                             MakeLayoutTable(shapes, o.compression_chunk, o.compression_topk));
+                             MakeLayoutTable(shapes, o.compression_chunk, PayloadTopK(o)));
       coordinator->layouts_ = std::make_shared<const LayoutTable>(std::move(layouts));
       coordinator->max_payload_bytes_ = MaxPayloadBytes(*coordinator->layouts_);
       coordinator->max_state_bytes_ = MaxStateBytes(*coordinator->layouts_);
@@ -135,6 +147,10 @@ v1::RunSettings RunCoordinator::Settings() const {
   o->set_compression_chunk(config_.optimizer.compression_chunk);
   o->set_weight_decay(config_.optimizer.weight_decay);
   o->set_value_encoding(OptimizerEncodingName(config_.optimizer.value_encoding));
+  o->set_algorithm(std::string(AlgorithmName(config_.optimizer.algorithm)));
+  o->set_adam_beta1(config_.optimizer.adam_beta1);
+  o->set_adam_beta2(config_.optimizer.adam_beta2);
+  o->set_adam_eps(config_.optimizer.adam_eps);
   run.set_total_steps(config_.total_steps);
   run.set_fingerprint_interval(config_.fingerprint_interval);
   run.set_max_frame_bytes(config_.max_frame_bytes);
@@ -151,7 +167,7 @@ absl::Status RunCoordinator::AdoptTensorTable(const v1::Join& join) {
   }
   const OptimizerConfig& o = config_.optimizer;
   DEMOD_ASSIGN_OR_RETURN(LayoutTable layouts,
-                         MakeLayoutTable(shapes, o.compression_chunk, o.compression_topk));
+                         MakeLayoutTable(shapes, o.compression_chunk, PayloadTopK(o)));
   layouts_ = std::make_shared<const LayoutTable>(std::move(layouts));
   max_payload_bytes_ = MaxPayloadBytes(*layouts_);
   max_state_bytes_ = MaxStateBytes(*layouts_);

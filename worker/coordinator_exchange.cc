@@ -117,7 +117,7 @@ absl::StatusOr<ExchangeResult> CoordinatorExchange::ExchangeStep(int64_t step,
 }
 
 absl::StatusOr<int64_t> CoordinatorExchange::ReceiveParameters(
-    bool expect_state, DemoOptimizer& optimizer, const std::function<double(int64_t)>& lr_at) {
+    bool expect_state, StepOptimizer& optimizer, const std::function<double(int64_t)>& lr_at) {
   resync_requested_ = false;
   bool have_state = !expect_state;
   // Once the parameters are here every aggregate is applied as it arrives, so the parameters

@@ -26,9 +26,9 @@
 
 #include "absl/time/time.h"
 #include "worker/coordinator_client.h"
-#include "worker/demo_optimizer.h"
 #include "worker/exchange.h"
 #include "worker/parameter_state.h"
+#include "worker/step_optimizer.h"
 
 namespace demod {
 
@@ -48,8 +48,12 @@ class CoordinatorExchange final : public Exchange {
   // Waits until the worker may contribute and returns that step. With `expect_state`, loads
   // the parameters that arrive and catches up on later aggregates through `optimizer`
   // (`lr_at(step)` gives each step's learning rate); without, only waits for ACTIVE (a seed).
-  absl::StatusOr<int64_t> ReceiveParameters(bool expect_state, DemoOptimizer& optimizer,
+  absl::StatusOr<int64_t> ReceiveParameters(bool expect_state, StepOptimizer& optimizer,
                                             const std::function<double(int64_t)>& lr_at);
+
+  // What a donor sends and a joiner loads: the parameters given at construction, plus the
+  // optimizer's shared state (once the optimizer exists).
+  void set_state_tensors(std::vector<NamedTensor> tensors) { parameters_ = std::move(tensors); }
 
   // The coordinator said this worker's parameters diverged; ReceiveParameters comes next.
   bool resync_requested() const { return resync_requested_; }
@@ -65,7 +69,7 @@ class CoordinatorExchange final : public Exchange {
   absl::StatusOr<ClientEvent> NextEvent();
 
   CoordinatorClient* const client_;
-  const std::vector<NamedTensor> parameters_;
+  std::vector<NamedTensor> parameters_;  // with the optimizer's shared state
   const absl::Duration step_timeout_;
   const std::atomic<bool>* const stop_;
   LayoutTable table_;

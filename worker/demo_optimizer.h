@@ -30,19 +30,11 @@
 #include "common/sparse_payload.h"
 #include "worker/demo_options.h"
 #include "worker/exchange.h"
+#include "worker/step_optimizer.h"
 
 namespace demod {
 
-using NamedTensor = std::pair<std::string, at::Tensor>;
-
-// Bandwidth of the last step, in bytes on the wire.
-struct StepTraffic {
-  int64_t bytes_sent = 0;
-  int64_t bytes_received = 0;
-  int64_t dense_fp32_bytes = 0;  // what one fp32 gradient exchange of the same tensors is
-};
-
-class DemoOptimizer {
+class DemoOptimizer final : public StepOptimizer {
  public:
   // Registers the parameters' table with `exchange`. INVALID_ARGUMENT for bad options, an
   // undefined or non-floating parameter, or duplicate names.
@@ -58,28 +50,29 @@ class DemoOptimizer {
   // the tensor; an exchange error) the parameters are untouched and the step's finite
   // gradient stays in the momentum, as for a contribution that missed its step: the next
   // Step continues from there.
-  absl::Status Step();
+  absl::Status Step() override;
 
-  void ZeroGrad();
+  void ZeroGrad() override;
 
   // Applies the update of a step this worker did not contribute to (a joiner catching up on
   // the aggregates closed while its parameters were on their way, or a worker resyncing):
   // the parameters take the step's signed update at the current lr; momentum is untouched.
   // INVALID_ARGUMENT when the aggregate does not fit the table; the step count becomes its.
-  absl::Status CatchUp(const StepAggregate& aggregate);
+  absl::Status CatchUp(const StepAggregate& aggregate) override;
 
   // Where the next Step continues: the run's last closed step (after a join or a resume).
-  void set_step_count(int64_t step) { step_ = step; }
+  void set_step_count(int64_t step) override { step_ = step; }
 
   // The learning rate, e.g. for a schedule.
-  void set_lr(double lr) { options_.lr(lr); }
+  void set_lr(double lr) override { options_.lr(lr); }
+  double lr() const override { return options_.lr(); }
   const DemoOptions& options() const { return options_; }
   const LayoutTable& layout_table() const { return table_; }
-  int64_t step_count() const { return step_; }
+  int64_t step_count() const override { return step_; }
 
   // What the last step sent, before quantization to the wire encoding.
   const StepPayload& last_payload() const { return last_payload_; }
-  const StepTraffic& last_traffic() const { return last_traffic_; }
+  const StepTraffic& last_traffic() const override { return last_traffic_; }
 
   // Momentum of parameter i in the parameter domain (an inverse DCT; for inspection).
   at::Tensor Momentum(size_t i) const;
@@ -87,6 +80,8 @@ class DemoOptimizer {
   // The momentum buffers themselves (DCT domain, one per chunk-size group), named
   // "momentum.<group>": a checkpoint saves them and loads them back in place.
   std::vector<NamedTensor> MomentumBuffers() const;
+  std::vector<NamedTensor> LocalState() const override { return MomentumBuffers(); }
+  std::vector<NamedTensor> SharedState() const override { return {}; }
 
  private:
   // Tensors whose chunks have the same size and k share buffers, so the per-chunk work

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "worker/dense_adamw.h"
 #include "worker/parameter_state.h"
 
 namespace demod {
@@ -25,15 +26,39 @@ v1::DType ProtoDType(at::ScalarType type) {
   }
 }
 
-absl::StatusOr<DemoOptions> OptionsFromRun(const v1::RunSettings& run) {
+// The run's optimizer, as the coordinator's settings describe it.
+absl::StatusOr<std::unique_ptr<StepOptimizer>> MakeOptimizer(const v1::RunSettings& run,
+                                                             std::vector<NamedTensor> parameters,
+                                                             Exchange* exchange) {
   const v1::OptimizerSettings& o = run.optimizer();
   DEMOD_ASSIGN_OR_RETURN(ValueEncoding encoding, ParseValueEncoding(o.value_encoding()));
-  return DemoOptions(o.base_lr())
-      .compression_decay(o.compression_decay())
-      .compression_topk(o.compression_topk())
-      .compression_chunk(o.compression_chunk())
-      .weight_decay(o.weight_decay())
-      .value_encoding(encoding);
+  if (o.algorithm() == "adamw") {
+    AdamWOptions adamw;
+    adamw.lr = o.base_lr();
+    adamw.beta1 = o.adam_beta1();
+    adamw.beta2 = o.adam_beta2();
+    adamw.eps = o.adam_eps();
+    adamw.weight_decay = o.weight_decay();
+    adamw.chunk = o.compression_chunk();
+    adamw.encoding = encoding;
+    DEMOD_ASSIGN_OR_RETURN(std::unique_ptr<DenseAdamW> optimizer,
+                           DenseAdamW::Create(std::move(parameters), adamw, exchange));
+    return std::unique_ptr<StepOptimizer>(std::move(optimizer));
+  }
+  if (o.algorithm() != "demo" && !o.algorithm().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("the run uses optimizer '", o.algorithm(),
+                                                   "', which this worker does not know"));
+  }
+  DEMOD_ASSIGN_OR_RETURN(std::unique_ptr<DemoOptimizer> optimizer,
+                         DemoOptimizer::Create(std::move(parameters),
+                                               DemoOptions(o.base_lr())
+                                                   .compression_decay(o.compression_decay())
+                                                   .compression_topk(o.compression_topk())
+                                                   .compression_chunk(o.compression_chunk())
+                                                   .weight_decay(o.weight_decay())
+                                                   .value_encoding(encoding),
+                                               exchange));
+  return std::unique_ptr<StepOptimizer>(std::move(optimizer));
 }
 
 }  // namespace
@@ -61,12 +86,14 @@ absl::StatusOr<std::unique_ptr<DemoSession>> DemoSession::Join(
                                     welcome.receives_state() ? "; receiving the parameters" : ""));
   session->exchange_ = std::make_unique<CoordinatorExchange>(
       session->client_.get(), session->parameters_, options.step_timeout, options.stop);
-  DEMOD_ASSIGN_OR_RETURN(DemoOptions demo_options, OptionsFromRun(welcome.run()));
-  DEMOD_ASSIGN_OR_RETURN(
-      session->optimizer_,
-      DemoOptimizer::Create(session->parameters_, demo_options, session->exchange_.get()));
+  DEMOD_ASSIGN_OR_RETURN(session->optimizer_, MakeOptimizer(welcome.run(), session->parameters_,
+                                                            session->exchange_.get()));
+  // A joiner receives the optimizer's shared state (AdamW's moments) with the parameters.
+  std::vector<NamedTensor> state = session->parameters_;
+  for (NamedTensor& t : session->optimizer_->SharedState()) state.push_back(std::move(t));
+  session->exchange_->set_state_tensors(std::move(state));
   if (!options.momentum.empty()) {
-    DEMOD_RETURN_IF_ERROR(LoadTensors(options.momentum, session->optimizer_->MomentumBuffers()));
+    DEMOD_RETURN_IF_ERROR(LoadTensors(options.momentum, session->optimizer_->LocalState()));
   }
   DemoSession* s = session.get();
   DEMOD_RETURN_IF_ERROR(
@@ -125,8 +152,6 @@ absl::Status DemoSession::Report(double loss, uint64_t tokens, double compute_se
   return finished_ ? absl::OkStatus() : sent;
 }
 
-std::string DemoSession::momentum() const {
-  return SerializeTensors(optimizer_->MomentumBuffers());
-}
+std::string DemoSession::momentum() const { return SerializeTensors(optimizer_->LocalState()); }
 
 }  // namespace demod

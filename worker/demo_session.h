@@ -38,6 +38,7 @@
 #include "worker/coordinator_client.h"
 #include "worker/coordinator_exchange.h"
 #include "worker/demo_optimizer.h"
+#include "worker/step_optimizer.h"
 
 namespace demod {
 
@@ -71,13 +72,16 @@ class DemoSession {
   bool finished() const { return finished_; }
   int64_t next_step() const { return optimizer_->step_count() + 1; }
   int64_t total_steps() const { return total_steps_; }
-  double lr() const { return optimizer_->options().lr(); }
+  double lr() const { return optimizer_->lr(); }
   const std::string& run_id() const { return client_->welcome().run().run_id(); }
   uint32_t worker_id() const { return client_->worker_id(); }
   const std::vector<uint32_t>& last_contributors() const { return exchange_->last_contributors(); }
   const StepTraffic& last_traffic() const { return optimizer_->last_traffic(); }
-  // This worker's momentum, serialized (parameter_state.h), for a checkpoint or a next session.
+  // This worker's own optimizer state (DeMo's momentum), serialized (parameter_state.h), for a
+  // checkpoint or a next session.
   std::string momentum() const;
+  // "demo" or "adamw", as the run says.
+  const std::string& algorithm() const { return client_->welcome().run().optimizer().algorithm(); }
 
  private:
   DemoSession() = default;
@@ -85,7 +89,7 @@ class DemoSession {
   std::vector<NamedTensor> parameters_;
   std::unique_ptr<CoordinatorClient> client_;
   std::unique_ptr<CoordinatorExchange> exchange_;
-  std::unique_ptr<DemoOptimizer> optimizer_;
+  std::unique_ptr<StepOptimizer> optimizer_;  // DeMo, or the dense AdamW baseline
   LrSchedule schedule_;
   int64_t total_steps_ = 0;
   bool finished_ = false;

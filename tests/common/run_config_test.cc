@@ -38,6 +38,9 @@ RunConfig CustomBase() {
   c.optimizer.compression_chunk = 32;
   c.optimizer.weight_decay = 0.01;
   c.optimizer.value_encoding = ValueEncoding::kSign;
+  c.optimizer.adam_beta1 = 0.8;
+  c.optimizer.adam_beta2 = 0.99;
+  c.optimizer.adam_eps = 1e-6;
   c.min_workers = 2;
   c.max_workers = 16;
   c.total_steps = 500;
@@ -64,6 +67,10 @@ void ExpectSameConfig(const RunConfig& actual, const RunConfig& expected) {
   EXPECT_EQ(actual.optimizer.compression_chunk, expected.optimizer.compression_chunk);
   EXPECT_EQ(actual.optimizer.weight_decay, expected.optimizer.weight_decay);
   EXPECT_EQ(actual.optimizer.value_encoding, expected.optimizer.value_encoding);
+  EXPECT_EQ(actual.optimizer.algorithm, expected.optimizer.algorithm);
+  EXPECT_EQ(actual.optimizer.adam_beta1, expected.optimizer.adam_beta1);
+  EXPECT_EQ(actual.optimizer.adam_beta2, expected.optimizer.adam_beta2);
+  EXPECT_EQ(actual.optimizer.adam_eps, expected.optimizer.adam_eps);
   EXPECT_EQ(actual.min_workers, expected.min_workers);
   EXPECT_EQ(actual.max_workers, expected.max_workers);
   EXPECT_EQ(actual.total_steps, expected.total_steps);
@@ -146,6 +153,9 @@ RunConfig EveryFieldExpected() {
   c.optimizer.compression_chunk = 128;
   c.optimizer.weight_decay = 0.1;
   c.optimizer.value_encoding = ValueEncoding::kFloat16;
+  c.optimizer.adam_beta1 = 0.7;
+  c.optimizer.adam_beta2 = 0.98;
+  c.optimizer.adam_eps = 1e-7;
   c.min_workers = 3;
   c.max_workers = 12;
   c.total_steps = 20000;
@@ -175,6 +185,10 @@ optimizer:
   compression_chunk: 128
   weight_decay: 0.1
   value_encoding: f16
+  algorithm: demo
+  adam_beta1: 0.7
+  adam_beta2: 0.98
+  adam_eps: 1e-7
 min_workers: 3
 max_workers: 12
 total_steps: 20000
@@ -204,7 +218,8 @@ TEST(ParseRunConfigTest, EveryFieldFromJson) {
 		"compression_topk": 16,
 		"compression_chunk": 128,
 		"weight_decay": 0.1,
-		"value_encoding": "f16"
+		"value_encoding": "f16",
+		"algorithm": "demo", "adam_beta1": 0.7, "adam_beta2": 0.98, "adam_eps": 1e-7
 	},
 	"min_workers": 3,
 	"max_workers": 12,
@@ -672,7 +687,11 @@ TEST(RunConfigToJsonTest, EveryFieldChangedRoundTrips) {
   c.optimizer.compression_topk = 3;
   c.optimizer.compression_chunk = 128;
   c.optimizer.weight_decay = 1e-300;
-  c.optimizer.value_encoding = ValueEncoding::kFloat16;
+  c.optimizer.value_encoding = ValueEncoding::kFloat32;  // adamw takes f32 or bf16
+  c.optimizer.algorithm = OptimizerConfig::Algorithm::kAdamW;
+  c.optimizer.adam_beta1 = 0.85;
+  c.optimizer.adam_beta2 = 1.0 - 1.0 / 3.0 * 1e-3;
+  c.optimizer.adam_eps = 3e-9;
   c.min_workers = 3;
   c.max_workers = 4096;
   c.total_steps = int64_t{1} << 40;
@@ -691,6 +710,20 @@ TEST(RunConfigToJsonTest, EveryFieldChangedRoundTrips) {
 
   ExpectSameConfig(RoundTrip(c, ValidConfig()), c);
   ExpectSameConfig(RoundTrip(CustomBase(), ValidConfig()), CustomBase());
+}
+
+TEST(RunConfigTest, DenseBaselineNeedsDenseValues) {
+  absl::StatusOr<RunConfig> c =
+      ParseRunConfig("run_id: r\noptimizer: {algorithm: adamw, value_encoding: sign}\n");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("f32 or bf16 with algorithm adamw"));
+  c = ParseRunConfig("run_id: r\noptimizer: {algorithm: sgd}\n");
+  EXPECT_THAT(c.status().message(), HasSubstr("'demo' or 'adamw'"));
+  c = ParseRunConfig("run_id: r\noptimizer: {algorithm: adamw, adam_beta2: 1}\n");
+  EXPECT_THAT(c.status().message(), HasSubstr("optimizer.adam_beta2"));
+  c = ParseRunConfig("run_id: r\noptimizer: {algorithm: adamw, value_encoding: f32}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->optimizer.algorithm, OptimizerConfig::Algorithm::kAdamW);
 }
 
 TEST(RunConfigToJsonTest, EveryEncodingAndKindRoundTrips) {
@@ -712,7 +745,8 @@ TEST(RunConfigToJsonTest, NamesAndNesting) {
   c.deadline.kind = DeadlinePolicy::Kind::kFixed;
   c.deadline.fixed = absl::Milliseconds(2500);
   const std::string json = RunConfigToJson(c);
-  EXPECT_THAT(json, StartsWith(R"({"run_id":"test-run","optimizer":{"lr":{"base_lr":0.0004,)"));
+  EXPECT_THAT(json, StartsWith(R"({"run_id":"test-run","optimizer":{"algorithm":"demo",)"
+                               R"("lr":{"base_lr":0.0004,)"));
   EXPECT_THAT(json, HasSubstr(R"("value_encoding":"sign")"));
   EXPECT_THAT(json, HasSubstr(R"("deadline":{"kind":"fixed","fixed_s":2.5,)"));
   EXPECT_THAT(json, HasSubstr(R"("heartbeat_timeout_s":15.0,)"));
