@@ -1,5 +1,7 @@
 #include "worker/trainer.h"
 
+#include <ATen/core/grad_mode.h>
+
 #include <unistd.h>
 
 #include <algorithm>
