@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <thread>
 #include <utility>
 
@@ -82,7 +83,13 @@ absl::Status IndexOutOfRange(const Contribution& contribution, const NamedLayout
 
 absl::Status AppendMean(const NamedLayout& named, size_t chunk, uint32_t index, float sum,
                         uint32_t count, AggregateTensor* out) {
-  const float mean = sum / static_cast<float>(count);
+  float mean = sum / static_cast<float>(count);
+  if (std::isinf(sum)) {
+    // Finite values whose float sum overflowed: their mean is within +-FLT_MAX, and the bound
+    // of the sum's sign is the nearest float to it that this order of summation can give. An
+    // error here would let two workers sending huge (finite) values stop the whole run.
+    mean = std::copysign(std::numeric_limits<float>::max(), sum);
+  }
   if (!std::isfinite(mean)) {
     return absl::InvalidArgumentError(absl::StrCat("tensor '", named.name, "' chunk ", chunk,
                                                    ": mean of ", count, " values at index ", index,

@@ -25,7 +25,8 @@ struct Contribution {
 
 // Fails with INVALID_ARGUMENT when contributions is empty, a payload is null, two share a worker
 // id, their steps differ, a payload's tensor count or a tensor's entry count does not match the
-// table, an index is out of its chunk's range, or a mean overflows float32. Payloads that break
+// table, or an index is out of its chunk's range. A sum that overflows float32 gives a mean of
+// +-FLT_MAX (the mean of finite values is within that bound). Payloads that break
 // the table's other rules (order within a chunk, finite values) give a deterministic but
 // meaningless aggregate: validate them first (DecodeStepPayload does).
 absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& contributions,

@@ -6,6 +6,7 @@
 # /tmp/deps, builds demod-coordinator and demod-worker against the wheel's LibTorch into
 # build-device-full/, trains the small GPT on data/sotu (carried) for 40 steps with one worker
 # on each device, and checks both end with one fingerprint and no resync was needed.
+# ENCODING (bf16) and OPTIMIZER (demo, or adamw for the dense baseline) choose the run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 deps=/tmp/deps
@@ -31,6 +32,7 @@ bin="$build/bin"
 work=$(mktemp -d)
 "$bin/demod-coordinator" --listen 127.0.0.1:7700 --metrics "" --min_workers 2 --total_steps 40 \
   --lr 2e-3 --warmup_steps 4 --fingerprint_interval 10 --value_encoding "${ENCODING:-bf16}" \
+  --optimizer "${OPTIMIZER:-demo}" \
   >"$work/coordinator.log" 2>&1 &
 sleep 1
 common=(--coordinator 127.0.0.1:7700 --data_dir data --gpt_layers 2 --gpt_d_model 64

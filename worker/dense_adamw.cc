@@ -19,7 +19,8 @@ namespace {
 at::Tensor ToChunkOrder(const at::Tensor& x, const ChunkLayout& layout) {
   at::Tensor m = x.reshape(layout.matrix_shape);
   if (!layout.is_2d()) return m.reshape({-1});
-  return m.view({layout.chunk_grid[0], layout.chunk_rows, layout.chunk_grid[1], layout.chunk_cols})
+  return m
+      .reshape({layout.chunk_grid[0], layout.chunk_rows, layout.chunk_grid[1], layout.chunk_cols})
       .permute({0, 2, 1, 3})
       .reshape({-1});
 }
@@ -63,8 +64,9 @@ DenseAdamW::DenseAdamW(std::vector<NamedTensor> params, const AdamWOptions& opti
                        LayoutTable table, Exchange* exchange)
     : params_(std::move(params)), options_(options), table_(std::move(table)), exchange_(exchange) {
   for (const auto& [name, p] : params_) {
-    m_.push_back(at::zeros_like(p, p.options().dtype(at::kFloat)));
-    v_.push_back(at::zeros_like(p, p.options().dtype(at::kFloat)));
+    // The moments live on the CPU whatever the parameters' device: see Apply.
+    m_.push_back(at::zeros(p.sizes(), at::kFloat));
+    v_.push_back(at::zeros(p.sizes(), at::kFloat));
     traffic_.dense_fp32_bytes += p.numel() * 4;
   }
 }
@@ -150,12 +152,18 @@ absl::Status DenseAdamW::Apply(const StepAggregate& aggregate, int64_t step) {
     }
     const at::Tensor flat = at::from_blob(const_cast<float*>(agg.values.data()),
                                           {static_cast<int64_t>(agg.values.size())}, at::kFloat);
-    const at::Tensor g = FromChunkOrder(flat, layout).reshape(p.sizes()).to(m_[i].device());
+    const at::Tensor g = FromChunkOrder(flat, layout).reshape(p.sizes());
+    // The update runs on the CPU for every device, as DeMo's decode does: CUDA's kernels round
+    // differently (fused multiply-adds, division by reciprocal), and a CPU and a CUDA worker
+    // on an H200 split apart within 10 steps. Elementwise CPU kernels give the same bits on
+    // every worker whatever its thread count; the parameters make a round trip to the device.
+    at::Tensor host = p.to(at::kCPU, at::kFloat, /*non_blocking=*/false, /*copy=*/true);
     m_[i].mul_(b1).add_(g, 1 - b1);
     v_[i].mul_(b2).addcmul_(g, g, 1 - b2);
     const at::Tensor update = (m_[i] / bias1) / ((v_[i] / bias2).sqrt_().add_(options_.eps));
-    if (options_.weight_decay != 0) p.mul_(1 - lr * options_.weight_decay);
-    p.sub_(update.mul_(lr).to(p.scalar_type()));
+    if (options_.weight_decay != 0) host.mul_(1 - lr * options_.weight_decay);
+    host.sub_(update.mul_(lr));
+    p.copy_(host);
   }
   step_ = step;
   return absl::OkStatus();

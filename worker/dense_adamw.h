@@ -7,7 +7,10 @@
 //   m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
 //   p <- p (1 - lr wd) - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 // with t the run's step, so a joiner that received p, m and v (SharedState) continues exactly.
-// Elementwise tensor operations, the same on every CPU worker whatever its thread count.
+// The update runs on the CPU for every device (elementwise kernels, the same bits on every
+// worker whatever its thread count or device), so CPU and CUDA workers stay identical.
+// The moments are shared, not this worker's own: a checkpoint does not hold them, and a
+// restarted worker that becomes the seed (every other worker gone) starts them from zero.
 //
 // Used from one thread.
 #ifndef DEMOD_WORKER_DENSE_ADAMW_H_
