@@ -47,7 +47,13 @@ void OnStopSignal(std::function<void(int signal)> on_signal) {
   std::thread([on_signal = std::move(on_signal)] {
     const sigset_t signals = StopSignals();
     int signal = 0;
-    if (sigwait(&signals, &signal) == 0) on_signal(signal);
+    if (sigwait(&signals, &signal) != 0) return;
+    on_signal(signal);
+    // A second signal means the orderly stop is taking too long for whoever is waiting.
+    if (sigwait(&signals, &signal) == 0) {
+      std::fprintf(stderr, "%s: second signal %d: exiting now\n", ProgramName().c_str(), signal);
+      std::_Exit(kExitFailed);
+    }
   }).detach();
 }
 

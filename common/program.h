@@ -30,7 +30,8 @@ constexpr int kExitUsage = 2;   // bad flags, configuration or input files
 // gRPC), or a signal may land in such a thread and kill the process with no cleanup.
 void ParseFlagsOrExit(int argc, char** argv, absl::string_view program, absl::string_view usage);
 
-// Starts a thread that waits for SIGINT or SIGTERM and then calls `on_signal` (once) with it.
+// Starts a thread that waits for SIGINT or SIGTERM and then calls `on_signal` (once) with it;
+// a second such signal ends the process at once with kExitFailed.
 void OnStopSignal(std::function<void(int signal)> on_signal);
 
 // "<program>: <message>" on stderr, then exit(code).
