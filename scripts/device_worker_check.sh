@@ -7,6 +7,18 @@
 # build-device-full/, trains the small GPT on data/sotu (carried) for 40 steps with one worker
 # on each device, and checks both end with one fingerprint and no resync was needed.
 # ENCODING (bf16) and OPTIMIZER (demo, or adamw for the dense baseline) choose the run.
+#
+# The packages (22 MB; on a Debian 12 machine, in the repository's root, with .debs/ listed in
+# .git/info/exclude), then carry .debs and data/sotu:
+#   mkdir -p .debs && (cd .debs && apt-get download civetweb libabsl-dev libabsl20220623 \
+#     libbrotli1 libc-ares-dev libc-ares2 libcivetweb-dev libcivetweb1 libcurl4 \
+#     libcurl4-openssl-dev libgrpc++-dev libgrpc++1.51 libgrpc-dev libgrpc29 libgssapi-krb5-2 \
+#     libldap-2.5-0 libnghttp2-14 libpkgconf3 libprometheus-cpp-core1.0 \
+#     libprometheus-cpp-pull1.0 libprometheus-cpp-push1.0 libprotobuf-dev libprotobuf-lite32 \
+#     libprotobuf32 libprotoc32 libpsl5 libre2-9 libre2-dev librtmp1 libsasl2-2 \
+#     libsasl2-modules-db libssh2-1 libssl-dev libssl3 libyaml-cpp-dev libyaml-cpp0.7 \
+#     nlohmann-json3-dev pkgconf pkgconf-bin prometheus-cpp-dev protobuf-compiler \
+#     protobuf-compiler-grpc rpcsvc-proto zlib1g zlib1g-dev)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 deps=/tmp/deps
