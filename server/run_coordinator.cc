@@ -535,9 +535,7 @@ void RunCoordinator::Apply(std::vector<Action> initial, absl::Time now) {
     pending.insert(pending.end(), std::make_move_iterator(more.begin()),
                    std::make_move_iterator(more.end()));
   }
-  int active = 0;
-  for (const MemberView& m : machine_.members()) active += m.active;
-  metrics_->SetActiveWorkers(active);
+  metrics_->SetActiveWorkers(machine_.active_count());
 }
 
 void RunCoordinator::RequestState(const Action& request) {

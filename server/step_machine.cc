@@ -64,7 +64,7 @@ std::optional<absl::Time> StepMachine::deadline() const {
   return open_->deadline;
 }
 
-int StepMachine::ActiveCount() const {
+int StepMachine::active_count() const {
   int n = 0;
   for (const auto& [id, m] : members_) n += m.state == Member::State::kActive;
   return n;
@@ -348,7 +348,7 @@ void StepMachine::AtBoundary(absl::Time now, std::vector<Action>& out) {
     out.push_back(Make(Action::Kind::kWelcome, id, next,
                        absl::StrCat("worker ", id, " contributes from step ", next)));
   }
-  const int active = ActiveCount();
+  const int active = active_count();
   if (active < config_.min_workers) {
     if (!paused_) {
       paused_ = true;

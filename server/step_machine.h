@@ -107,6 +107,7 @@ class StepMachine {
   bool paused() const { return paused_; }
   bool finished() const { return finished_; }
   std::vector<MemberView> members() const;
+  int active_count() const;  // members contributing from the current boundary on
   // The deadline a step opened now would get.
   absl::Duration StepBudget() const;
 
@@ -127,7 +128,6 @@ class StepMachine {
     std::vector<WorkerId> received;
   };
 
-  int ActiveCount() const;
   // Members holding the run's parameters, outside `excluded`.
   std::vector<WorkerId> Holders(const std::vector<WorkerId>& excluded) const;
   std::optional<WorkerId> NextDonor(const std::vector<WorkerId>& excluded = {});
