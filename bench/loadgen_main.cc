@@ -60,6 +60,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bench/benchmark_gpt.h"
+#include "bench/synthetic_selection.h"
 #include "common/layout_table.h"
 #include "common/payload_codec.h"
 #include "common/status_macros.h"
@@ -101,65 +102,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-// ---------------------------------------------------------------------------------------------
-// Synthetic selections.
-
-// For one step, per tensor, the positions of every chunk that workers pick from (`per_chunk`
-// of them per chunk, chunk-major). Real DeMo workers select overlapping coefficients (the same
-// model, similar data); independent random picks over the whole chunk would make the
-// aggregate the union of N unrelated selections, nearly dense at large N.
-struct Candidates {
-  std::vector<int64_t> per_chunk;                // by tensor; 0: the whole chunk
-  std::vector<std::vector<uint32_t>> positions;  // by tensor
-};
-
-Candidates DrawCandidates(const LayoutTable& table, int64_t per_chunk, std::mt19937_64& random) {
-  Candidates c;
-  for (const NamedLayout& t : table) {
-    const ChunkLayout& layout = t.layout;
-    const int64_t n = per_chunk == 0 ? 0 : std::clamp(per_chunk, layout.topk, layout.chunk_size());
-    c.per_chunk.push_back(n == layout.chunk_size() ? 0 : n);
-    std::vector<uint32_t>& out = c.positions.emplace_back();
-    if (c.per_chunk.back() == 0) continue;
-    std::vector<uint32_t> all(layout.chunk_size());
-    std::iota(all.begin(), all.end(), 0u);
-    for (int64_t chunk = 0; chunk < layout.num_chunks(); ++chunk) {
-      for (int64_t i = 0; i < n; ++i) {  // partial Fisher-Yates
-        std::swap(all[i], all[std::uniform_int_distribution<int64_t>(i, all.size() - 1)(random)]);
-      }
-      out.insert(out.end(), all.begin(), all.begin() + n);
-    }
-  }
-  return c;
-}
-
-// A worker's payload: topk distinct positions per chunk out of the step's candidates, with
-// normal values. Tensors whose candidates are the whole chunk use SyntheticPayload's rule.
-StepPayload SelectPayload(const LayoutTable& table, const Candidates& candidates, int64_t step,
-                          ValueEncoding encoding, std::mt19937_64& random) {
-  StepPayload payload = SyntheticPayload(table, step, encoding, random);
-  std::normal_distribution<float> value(0.0f, 1.0f);
-  std::vector<uint32_t> pool;
-  for (size_t t = 0; t < table.size(); ++t) {
-    const int64_t n = candidates.per_chunk[t];
-    if (n == 0) continue;
-    const ChunkLayout& layout = table[t].layout;
-    SparseTensor& tensor = payload.tensors[t];
-    for (int64_t chunk = 0; chunk < layout.num_chunks(); ++chunk) {
-      const uint32_t* from = candidates.positions[t].data() + chunk * n;
-      pool.assign(from, from + n);
-      for (int64_t i = 0; i < layout.topk; ++i) {
-        std::swap(pool[i], pool[std::uniform_int_distribution<int64_t>(i, n - 1)(random)]);
-      }
-      std::sort(pool.begin(), pool.begin() + layout.topk);
-      std::copy(pool.begin(), pool.begin() + layout.topk,
-                tensor.indices.begin() + chunk * layout.topk);
-    }
-    for (float& v : tensor.values) v = QuantizeValue(encoding, value(random));
-  }
-  return payload;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Raw loopback TCP: one connection, a sender thread writing 1 MiB buffers, this thread reading.

@@ -1,23 +1,18 @@
 // DeMo step vs torch AdamW step on the parameter shapes of a small GPT (d_model 256, 6 layers,
-// vocabulary 256, context 256: 4.94M parameters), and the throughput of the wire codec and the
-// aggregation. Run with 2 threads (OMP_NUM_THREADS / --threads is not parsed: see main).
+// vocabulary 256, context 256: 4.94M parameters). The wire codec and the aggregation alone:
+// demod-bench-codec. Run with 2 threads (OMP_NUM_THREADS / --threads is not parsed: see main).
 //
 //   build/bin/demod-bench-optimizer --benchmark_counters_tabular=true
 #include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
 #include <torch/optim/adamw.h>
 
-#include <algorithm>
 #include <cstdlib>
-#include <numeric>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "bench/benchmark_gpt.h"
-#include "common/aggregation.h"
 #include "common/layout_table.h"
-#include "common/payload_codec.h"
 #include "worker/demo_optimizer.h"
 #include "worker/in_process_exchange.h"
 
@@ -78,84 +73,6 @@ BENCHMARK(BM_DemoStep)
     ->Arg(static_cast<int>(ValueEncoding::kSign))
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
-
-// Payloads of W workers with random selections, the shape of a GPT step.
-struct SyntheticStep {
-  LayoutTable table;
-  std::vector<StepPayload> payloads;
-  std::vector<std::string> encoded;
-};
-
-SyntheticStep MakeSyntheticStep(int workers, ValueEncoding encoding) {
-  SyntheticStep s;
-  s.table = *MakeLayoutTable(BenchmarkGptShapes(), 64, 32);
-  std::mt19937 rng(7);
-  for (int w = 0; w < workers; ++w) {
-    StepPayload p;
-    p.step = 1;
-    p.encoding = encoding;
-    for (const NamedLayout& t : s.table) {
-      SparseTensor st;
-      std::vector<uint32_t> all(t.layout.chunk_size());
-      std::iota(all.begin(), all.end(), 0);
-      std::normal_distribution<float> normal;
-      for (int64_t c = 0; c < t.layout.num_chunks(); ++c) {
-        std::shuffle(all.begin(), all.end(), rng);
-        std::vector<uint32_t> pick(all.begin(), all.begin() + t.layout.topk);
-        std::sort(pick.begin(), pick.end());
-        for (uint32_t i : pick) {
-          st.indices.push_back(i);
-          st.values.push_back(normal(rng));
-        }
-      }
-      p.tensors.push_back(std::move(st));
-    }
-    s.encoded.push_back(*EncodeStepPayload(p, s.table));
-    s.payloads.push_back(std::move(p));
-  }
-  return s;
-}
-
-void BM_EncodePayload(benchmark::State& state) {
-  SyntheticStep s = MakeSyntheticStep(1, static_cast<ValueEncoding>(state.range(0)));
-  for (auto _ : state) benchmark::DoNotOptimize(EncodeStepPayload(s.payloads[0], s.table));
-  state.SetBytesProcessed(state.iterations() * s.encoded[0].size());
-}
-BENCHMARK(BM_EncodePayload)->Arg(0)->Arg(1)->Arg(3)->Unit(benchmark::kMicrosecond);
-
-void BM_DecodePayload(benchmark::State& state) {
-  SyntheticStep s = MakeSyntheticStep(1, static_cast<ValueEncoding>(state.range(0)));
-  for (auto _ : state) benchmark::DoNotOptimize(DecodeStepPayload(s.encoded[0], s.table));
-  state.SetBytesProcessed(state.iterations() * s.encoded[0].size());
-}
-BENCHMARK(BM_DecodePayload)->Arg(0)->Arg(1)->Arg(3)->Unit(benchmark::kMicrosecond);
-
-void BM_Aggregate(benchmark::State& state) {
-  const int workers = static_cast<int>(state.range(0));
-  SyntheticStep s = MakeSyntheticStep(workers, ValueEncoding::kBFloat16);
-  std::vector<Contribution> contributions;
-  for (int w = 0; w < workers; ++w)
-    contributions.push_back({static_cast<uint32_t>(w), &s.payloads[w]});
-  int64_t in_bytes = 0;
-  for (const std::string& e : s.encoded) in_bytes += e.size();
-  for (auto _ : state) benchmark::DoNotOptimize(AggregateStep(contributions, s.table));
-  state.SetBytesProcessed(state.iterations() * in_bytes);
-  StepAggregate agg = *AggregateStep(contributions, s.table);
-  state.counters["down_bytes"] = static_cast<double>(EncodeStepAggregate(agg, s.table)->size());
-}
-BENCHMARK(BM_Aggregate)->Arg(2)->Arg(8)->Arg(32)->Unit(benchmark::kMicrosecond);
-
-void BM_DecodeAggregate(benchmark::State& state) {
-  SyntheticStep s = MakeSyntheticStep(static_cast<int>(state.range(0)), ValueEncoding::kBFloat16);
-  std::vector<Contribution> contributions;
-  for (size_t w = 0; w < s.payloads.size(); ++w) {
-    contributions.push_back({static_cast<uint32_t>(w), &s.payloads[w]});
-  }
-  std::string bytes = *EncodeStepAggregate(*AggregateStep(contributions, s.table), s.table);
-  for (auto _ : state) benchmark::DoNotOptimize(DecodeStepAggregate(bytes, s.table));
-  state.SetBytesProcessed(state.iterations() * bytes.size());
-}
-BENCHMARK(BM_DecodeAggregate)->Arg(8)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace demod

@@ -6,6 +6,8 @@
 #include <thread>
 #include <utility>
 
+#include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
 #include "absl/numeric/bits.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -65,7 +67,7 @@ absl::Status CheckContributions(const std::vector<Contribution>& sorted, const L
 constexpr int64_t kDenseChunkLimit = int64_t{1} << 16;
 
 struct Scratch {
-  // Dense path. Between chunks every count and every touched bit is zero.
+  // Dense path. Between chunks every sum is -0, every count 0 and every touched bit clear.
   std::vector<float> sums;
   std::vector<uint32_t> counts;
   std::vector<uint64_t> touched;  // bit i: coefficient i has a value in the current chunk
@@ -81,27 +83,46 @@ absl::Status IndexOutOfRange(const Contribution& contribution, const NamedLayout
                    ": index ", index, " out of range for chunk of ", named.layout.chunk_size()));
 }
 
+// The mean of finite values whose float sum is not finite. An overflowed sum (infinity) gives
+// the float bound of its sign: the mean is within +-FLT_MAX, and the bound is the nearest float
+// to it that this order of summation can give. An error here would let two workers sending
+// huge (finite) values stop the whole run. A NaN sum means a value was not finite: an error.
+ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<float> MeanOfNonFiniteSum(const NamedLayout& named,
+                                                                 size_t chunk, uint32_t index,
+                                                                 float sum, uint32_t count) {
+  if (std::isinf(sum)) return std::copysign(std::numeric_limits<float>::max(), sum);
+  return absl::InvalidArgumentError(absl::StrCat("tensor '", named.name, "' chunk ", chunk,
+                                                 ": mean of ", count, " values at index ", index,
+                                                 " is not finite"));
+}
+
+inline float Mean(float sum, uint32_t count) { return sum / static_cast<float>(count); }
+
 absl::Status AppendMean(const NamedLayout& named, size_t chunk, uint32_t index, float sum,
                         uint32_t count, AggregateTensor* out) {
-  float mean = sum / static_cast<float>(count);
-  if (std::isinf(sum)) {
-    // Finite values whose float sum overflowed: their mean is within +-FLT_MAX, and the bound
-    // of the sum's sign is the nearest float to it that this order of summation can give. An
-    // error here would let two workers sending huge (finite) values stop the whole run.
-    mean = std::copysign(std::numeric_limits<float>::max(), sum);
-  }
-  if (!std::isfinite(mean)) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor '", named.name, "' chunk ", chunk,
-                                                   ": mean of ", count, " values at index ", index,
-                                                   " is not finite"));
+  float mean = Mean(sum, count);
+  if (ABSL_PREDICT_FALSE(!std::isfinite(sum))) {
+    DEMOD_ASSIGN_OR_RETURN(mean, MeanOfNonFiniteSum(named, chunk, index, sum, count));
   }
   out->indices.push_back(index);
   out->values.push_back(mean);
   return absl::OkStatus();
 }
 
-// Visiting contributors in ascending worker id makes each slot's sum accumulate in that order;
-// scanning the touched bitmap then yields the union in index order without sorting.
+// Room for `more` entries at the end of `v`, growing geometrically (reserve alone would grow
+// by exactly what each chunk needs, and copy the whole vector every time).
+template <typename T>
+T* Extend(std::vector<T>& v, size_t more) {
+  const size_t size = v.size();
+  if (v.capacity() < size + more) v.reserve(std::max(size + more, 2 * v.capacity()));
+  v.resize(size + more);
+  return v.data() + size;
+}
+
+// Visiting contributors in ascending worker id makes each slot's sum accumulate in that order.
+// Sums start at -0, the identity of float addition (-0 + x == x for every x, -0 included), so
+// each slot's first value is taken as is. Scanning the touched bitmap then yields the union in
+// index order without sorting.
 absl::Status AggregateChunkDense(const std::vector<Contribution>& sorted, size_t t, size_t c,
                                  const NamedLayout& named, Scratch* scratch, AggregateTensor* out) {
   const auto k = static_cast<size_t>(named.layout.topk);
@@ -109,24 +130,37 @@ absl::Status AggregateChunkDense(const std::vector<Contribution>& sorted, size_t
   float* sums = scratch->sums.data();
   uint32_t* counts = scratch->counts.data();
   uint64_t* touched = scratch->touched.data();
+  size_t distinct = 0;
   for (const Contribution& contribution : sorted) {
     const SparseTensor& tensor = contribution.payload->tensors[t];
     const uint32_t* indices = tensor.indices.data() + c * k;
     const float* values = tensor.values.data() + c * k;
     for (size_t i = 0; i < k; ++i) {
       const uint32_t index = indices[i];
-      if (index >= chunk_size) return IndexOutOfRange(contribution, named, c, index);
-      // The first value is taken as is rather than added to 0, which would turn -0 into +0.
-      sums[index] = counts[index] == 0 ? values[i] : sums[index] + values[i];
+      // An error leaves the scratch dirty: it ends the aggregation that owns it.
+      if (ABSL_PREDICT_FALSE(index >= chunk_size)) {
+        return IndexOutOfRange(contribution, named, c, index);
+      }
+      sums[index] += values[i];
+      distinct += counts[index] == 0;
       ++counts[index];
       touched[index / 64] |= uint64_t{1} << (index % 64);
     }
   }
+  uint32_t* out_indices = Extend(out->indices, distinct);
+  float* out_values = Extend(out->values, distinct);
   const size_t words = (chunk_size + 63) / 64;
   for (size_t word = 0; word < words; ++word) {
     for (uint64_t bits = touched[word]; bits != 0; bits &= bits - 1) {
       const auto index = static_cast<uint32_t>(word * 64 + absl::countr_zero(bits));
-      DEMOD_RETURN_IF_ERROR(AppendMean(named, c, index, sums[index], counts[index], out));
+      const float sum = sums[index];
+      float mean = Mean(sum, counts[index]);
+      if (ABSL_PREDICT_FALSE(!std::isfinite(sum))) {
+        DEMOD_ASSIGN_OR_RETURN(mean, MeanOfNonFiniteSum(named, c, index, sum, counts[index]));
+      }
+      *out_indices++ = index;
+      *out_values++ = mean;
+      sums[index] = -0.0f;
       counts[index] = 0;
     }
     touched[word] = 0;
@@ -181,7 +215,7 @@ absl::Status AggregateTensorEntries(const std::vector<Contribution>& sorted, siz
   if (dense) {
     const auto chunk_size = static_cast<size_t>(layout.chunk_size());
     if (scratch->counts.size() < chunk_size) {
-      scratch->sums.resize(chunk_size);
+      scratch->sums.resize(chunk_size, -0.0f);
       scratch->counts.resize(chunk_size, 0);
       scratch->touched.resize((chunk_size + 63) / 64, 0);
     }

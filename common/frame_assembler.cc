@@ -71,4 +71,15 @@ absl::StatusOr<std::optional<std::string>> FrameAssembler::Add(int64_t id, uint6
   return std::optional<std::string>(std::move(buffer_));
 }
 
+absl::StatusOr<std::optional<std::string>> FrameAssembler::AddOwned(int64_t id,
+                                                                    uint64_t total_bytes,
+                                                                    uint64_t offset,
+                                                                    std::string data) {
+  const bool whole = !id_.has_value() && offset == 0 && data.size() == total_bytes &&
+                     !data.empty() && data.size() <= max_frame_bytes_ &&
+                     total_bytes <= max_message_bytes_;
+  if (!whole) return Add(id, total_bytes, offset, absl::string_view(data));
+  return std::optional<std::string>(std::move(data));
+}
+
 }  // namespace demod

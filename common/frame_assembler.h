@@ -39,6 +39,9 @@ class FrameAssembler {
   // empty again.
   absl::StatusOr<std::optional<std::string>> Add(int64_t id, uint64_t total_bytes, uint64_t offset,
                                                  absl::string_view data);
+  // Add, taking the frame's bytes: a message that fits one frame is returned without a copy.
+  absl::StatusOr<std::optional<std::string>> AddOwned(int64_t id, uint64_t total_bytes,
+                                                      uint64_t offset, std::string data);
 
   // Whether part of a message has arrived.
   bool in_progress() const { return id_.has_value(); }

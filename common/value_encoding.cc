@@ -71,8 +71,6 @@ uint16_t FloatToBFloat16(float value) {
   return static_cast<uint16_t>((bits + rounding) >> 16);
 }
 
-float BFloat16ToFloat(uint16_t bits) { return BitsToFloat(static_cast<uint32_t>(bits) << 16); }
-
 uint16_t FloatToHalf(float value) {
   const uint32_t bits = FloatBits(value);
   const auto sign = static_cast<uint16_t>((bits >> 16) & 0x8000);

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/base/casts.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
@@ -36,7 +37,10 @@ int64_t EncodedValueBytes(ValueEncoding encoding, int64_t n);
 // Plain IEEE-style conversions: round-to-nearest-even, overflow becomes infinity, NaN stays NaN
 // (quieted, sign kept), half subnormals are produced and read exactly.
 uint16_t FloatToBFloat16(float value);
-float BFloat16ToFloat(uint16_t bits);
+// Exact: bf16 is float32's upper half. Inline: decoders call it for every value.
+inline float BFloat16ToFloat(uint16_t bits) {
+  return absl::bit_cast<float>(static_cast<uint32_t>(bits) << 16);
+}
 uint16_t FloatToHalf(float value);
 float HalfToFloat(uint16_t bits);
 

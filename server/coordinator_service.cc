@@ -9,11 +9,15 @@
 #include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
 
 namespace demod {
 namespace {
 
-using Reactor = grpc::ServerBidiReactor<v1::WorkerMessage, v1::CoordinatorMessage>;
+// Train is served raw: messages arrive and leave as serialized bytes. The coordinator parses
+// what workers send itself (so a malformed message gets INVALID_ARGUMENT with a reason), and
+// writes each outbound message's one serialized form to every stream that sends it.
+using Reactor = grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>;
 
 // The sending half of one Train stream. gRPC allows one write in flight per stream: messages
 // wait here, and the next is written when the last is done. Reactor calls are made outside
@@ -22,33 +26,40 @@ class StreamOutbox final : public MemberChannel {
  public:
   explicit StreamOutbox(Reactor* reactor) : reactor_(reactor) {}
 
-  void Send(std::shared_ptr<const v1::CoordinatorMessage> message) override {
-    const v1::CoordinatorMessage* first = nullptr;
-    {
-      absl::MutexLock lock(&mu_);
-      if (ending_) return;
-      queue_.push_back(std::move(message));
-      if (writing_) return;
-      writing_ = true;
-      first = queue_.front().get();
-    }
-    reactor_->StartWrite(first);
+  void Send(std::shared_ptr<const OutboundMessage> message) override {
+    absl::MutexLock lock(&mu_);
+    if (!ending_) queue_.push_back(std::move(message));
   }
 
   void End(const absl::Status& status) override {
+    absl::MutexLock lock(&mu_);
+    if (ending_) return;
+    ending_ = true;
+    finish_status_ = ToGrpcStatus(status);
+  }
+
+  void Flush() override {
+    std::shared_ptr<const OutboundMessage> next;
     {
       absl::MutexLock lock(&mu_);
-      if (ending_) return;
-      ending_ = true;
-      finish_status_ = ToGrpcStatus(status);
-      if (writing_ || finished_) return;  // WriteDone finishes once the queue is empty
-      finished_ = true;
+      if (writing_ || finished_) return;
+      if (queue_.empty()) {
+        if (!ending_) return;
+        finished_ = true;
+      } else {
+        writing_ = true;
+        next = queue_.front();
+      }
     }
-    reactor_->Finish(finish_status_);
+    if (next == nullptr) {
+      reactor_->Finish(finish_status_);
+    } else {
+      Write(*next);
+    }
   }
 
   void WriteDone(bool ok) {
-    const v1::CoordinatorMessage* next = nullptr;
+    std::shared_ptr<const OutboundMessage> next;
     bool finish = false;
     {
       absl::MutexLock lock(&mu_);
@@ -62,13 +73,13 @@ class StreamOutbox final : public MemberChannel {
         }
       }
       if (!queue_.empty()) {
-        next = queue_.front().get();
+        next = queue_.front();
       } else {
         writing_ = false;
         if (ending_ && !finished_) finished_ = finish = true;
       }
     }
-    if (next != nullptr) reactor_->StartWrite(next);
+    if (next != nullptr) Write(*next);
     if (finish) reactor_->Finish(finish_status_);
   }
 
@@ -78,13 +89,20 @@ class StreamOutbox final : public MemberChannel {
   }
 
  private:
+  // Only the thread that set writing_ (or WriteDone's) gets here, once per write.
+  void Write(const OutboundMessage& message) {
+    in_flight_ = message.wire();  // shares the slices; lives until WriteDone
+    reactor_->StartWrite(&in_flight_);
+  }
+
   Reactor* const reactor_;
   mutable absl::Mutex mu_;
-  std::deque<std::shared_ptr<const v1::CoordinatorMessage>> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::shared_ptr<const OutboundMessage>> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::Status finish_status_;  // written once, before finished_ is set
+  grpc::Status finish_status_;  // written before ending_ is set, read once finished_ is
+  grpc::ByteBuffer in_flight_;  // the message being written
 };
 
 class TrainStream final : public Reactor {
@@ -92,7 +110,7 @@ class TrainStream final : public Reactor {
   TrainStream(RunCoordinator* run, const grpc::Status& auth)
       : run_(run), outbox_(std::make_shared<StreamOutbox>(this)) {
     if (!auth.ok()) {
-      outbox_->End(
+      EndStream(
           absl::Status(static_cast<absl::StatusCode>(auth.error_code()), auth.error_message()));
       return;
     }
@@ -103,22 +121,27 @@ class TrainStream final : public Reactor {
     if (!ok) {
       // The worker closed its side or the connection broke: it has left the run.
       Leave();
-      outbox_->End(absl::OkStatus());
+      EndStream(absl::OkStatus());
+      return;
+    }
+    v1::WorkerMessage message;
+    if (!grpc::SerializationTraits<v1::WorkerMessage>::Deserialize(&in_, &message).ok()) {
+      EndStream(absl::InvalidArgumentError("malformed message: not a demod.v1.WorkerMessage"));
       return;
     }
     if (!id_.has_value()) {
-      if (in_.kind_case() != v1::WorkerMessage::kJoin) {
-        outbox_->End(absl::InvalidArgumentError("the first message of a stream must be a join"));
+      if (message.kind_case() != v1::WorkerMessage::kJoin) {
+        EndStream(absl::InvalidArgumentError("the first message of a stream must be a join"));
         return;
       }
-      absl::StatusOr<WorkerId> id = run_->Join(in_.join(), outbox_, absl::Now());
+      absl::StatusOr<WorkerId> id = run_->Join(message.join(), outbox_, absl::Now());
       if (!id.ok()) {
-        outbox_->End(id.status());
+        EndStream(id.status());
         return;
       }
       id_ = *id;
     } else {
-      run_->Handle(*id_, in_, absl::Now());
+      run_->Handle(*id_, std::move(message), absl::Now());
     }
     // Once the stream is ending nothing more is read; the pending read would only fail.
     if (!outbox_->ending()) StartRead(&in_);
@@ -127,7 +150,7 @@ class TrainStream final : public Reactor {
   void OnWriteDone(bool ok) override { outbox_->WriteDone(ok); }
 
   // The worker leaves in OnDone, which follows: OnCancel may overlap other reactions.
-  void OnCancel() override { outbox_->End(absl::CancelledError("the call was cancelled")); }
+  void OnCancel() override { EndStream(absl::CancelledError("the call was cancelled")); }
 
   void OnDone() override {
     Leave();
@@ -135,6 +158,11 @@ class TrainStream final : public Reactor {
   }
 
  private:
+  void EndStream(const absl::Status& status) {
+    outbox_->End(status);
+    outbox_->Flush();
+  }
+
   void Leave() {
     if (id_.has_value() && !left_) {
       left_ = true;
@@ -144,7 +172,7 @@ class TrainStream final : public Reactor {
 
   RunCoordinator* const run_;
   std::shared_ptr<StreamOutbox> outbox_;
-  v1::WorkerMessage in_;
+  grpc::ByteBuffer in_;
   // Touched only by OnReadDone and OnDone, which never overlap, so these need no lock.
   std::optional<WorkerId> id_;
   bool left_ = false;
@@ -184,7 +212,7 @@ grpc::Status CoordinatorService::Authenticate(const grpc::CallbackServerContext&
   return grpc::Status::OK;
 }
 
-grpc::ServerBidiReactor<v1::WorkerMessage, v1::CoordinatorMessage>* CoordinatorService::Train(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* CoordinatorService::Train(
     grpc::CallbackServerContext* context) {
   return new TrainStream(run_, Authenticate(*context));
 }

@@ -22,12 +22,15 @@
 
 namespace demod {
 
-class CoordinatorService final : public v1::Coordinator::CallbackService {
+// Train is a raw method (serialized messages in and out: see coordinator_service.cc).
+class CoordinatorService final
+    : public v1::Coordinator::WithRawCallbackMethod_Train<
+          v1::Coordinator::WithCallbackMethod_GetStatus<v1::Coordinator::Service>> {
  public:
   // `run` must outlive the service. An empty token disables the check.
   CoordinatorService(RunCoordinator* run, std::string token);
 
-  grpc::ServerBidiReactor<v1::WorkerMessage, v1::CoordinatorMessage>* Train(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Train(
       grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
                                       const v1::GetStatusRequest* request,

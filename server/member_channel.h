@@ -2,14 +2,18 @@
 // shell implements it over a bidirectional stream; RunCoordinator only queues messages and
 // ends streams through it, so its decisions never wait on a network write.
 //
-// Implementations are thread-safe, and Send and End never block on the peer.
+// Send and End only queue; Flush starts delivering what is queued. They are separate because
+// gRPC may perform a write inline, on the calling thread: RunCoordinator queues under its lock
+// and flushes after releasing it, so no stream's write holds up the run.
+//
+// Implementations are thread-safe, and no call blocks on the peer.
 #ifndef DEMOD_SERVER_MEMBER_CHANNEL_H_
 #define DEMOD_SERVER_MEMBER_CHANNEL_H_
 
 #include <memory>
 
 #include "absl/status/status.h"
-#include "demod/v1/coordinator.pb.h"
+#include "server/outbound_message.h"
 
 namespace demod {
 
@@ -17,13 +21,17 @@ class MemberChannel {
  public:
   virtual ~MemberChannel() = default;
 
-  // Queues a message; messages are delivered in the order sent. A message may be shared by
+  // Queues a message; messages are delivered in the order queued. A message may be shared by
   // many channels (a step's aggregate frames are built once). Dropped after End.
-  virtual void Send(std::shared_ptr<const v1::CoordinatorMessage> message) = 0;
+  virtual void Send(std::shared_ptr<const OutboundMessage> message) = 0;
 
   // Ends the stream with `status` once the queued messages are delivered (an eviction notice
   // reaches the worker before the stream's end). Later calls are ignored.
   virtual void End(const absl::Status& status) = 0;
+
+  // Starts delivering what Send and End queued, unless a delivery is already under way (which
+  // then carries on through the queue). Idempotent.
+  virtual void Flush() = 0;
 };
 
 }  // namespace demod

@@ -24,10 +24,10 @@ namespace {
 constexpr uint32_t kProtocolVersion = 1;
 constexpr size_t kMaxWorkerNameBytes = 128;
 
-std::shared_ptr<const v1::CoordinatorMessage> ControlMessage(v1::Control control) {
-  auto message = std::make_shared<v1::CoordinatorMessage>();
-  *message->mutable_control() = std::move(control);
-  return message;
+std::shared_ptr<const OutboundMessage> ControlMessage(v1::Control control) {
+  v1::CoordinatorMessage message;
+  *message.mutable_control() = std::move(control);
+  return std::make_shared<const OutboundMessage>(std::move(message));
 }
 
 v1::Control MakeControl(v1::Control::Kind kind, std::string reason = {}) {
@@ -181,6 +181,14 @@ absl::Status RunCoordinator::AdoptTensorTable(const v1::Join& join) {
 absl::StatusOr<WorkerId> RunCoordinator::Join(const v1::Join& join,
                                               std::shared_ptr<MemberChannel> channel,
                                               absl::Time now) {
+  absl::StatusOr<WorkerId> id = Admit(join, std::move(channel), now);
+  FlushChannels();
+  return id;
+}
+
+absl::StatusOr<WorkerId> RunCoordinator::Admit(const v1::Join& join,
+                                               std::shared_ptr<MemberChannel> channel,
+                                               absl::Time now) {
   absl::MutexLock lock(&mu_);
   if (shut_down_) return absl::UnavailableError("the coordinator is shutting down");
   if (join.protocol_version() != kProtocolVersion) {
@@ -219,12 +227,12 @@ absl::StatusOr<WorkerId> RunCoordinator::Join(const v1::Join& join,
   for (const Action& a : joined->actions) {
     receives_state |= a.kind == Action::Kind::kRequestState && a.worker == id;
   }
-  auto welcome = std::make_shared<v1::CoordinatorMessage>();
-  welcome->mutable_welcome()->set_worker_id(id);
-  *welcome->mutable_welcome()->mutable_run() = Settings();
-  welcome->mutable_welcome()->set_completed_steps(machine_.completed_steps());
-  welcome->mutable_welcome()->set_receives_state(receives_state);
-  member.channel->Send(std::move(welcome));
+  v1::CoordinatorMessage welcome;
+  welcome.mutable_welcome()->set_worker_id(id);
+  *welcome.mutable_welcome()->mutable_run() = Settings();
+  welcome.mutable_welcome()->set_completed_steps(machine_.completed_steps());
+  welcome.mutable_welcome()->set_receives_state(receives_state);
+  SendTo(id, std::make_shared<const OutboundMessage>(std::move(welcome)));
   metrics_->WorkerJoined(member.name);
   member.bytes_received = join.ByteSizeLong();
   metrics_->BytesReceived(member.name, member.bytes_received);
@@ -250,7 +258,7 @@ absl::StatusOr<WorkerId> RunCoordinator::Join(const v1::Join& join,
   return id;
 }
 
-void RunCoordinator::Handle(WorkerId worker, const v1::WorkerMessage& message, absl::Time now) {
+void RunCoordinator::Handle(WorkerId worker, v1::WorkerMessage message, absl::Time now) {
   CompletePayload complete;
   {
     absl::MutexLock lock(&mu_);
@@ -258,29 +266,36 @@ void RunCoordinator::Handle(WorkerId worker, const v1::WorkerMessage& message, a
     // step whose aggregate could no longer be delivered.
     if (shut_down_ || members_.count(worker) == 0) return;
     absl::Status status = HandleLocked(worker, message, now, &complete);
-    if (!status.ok()) Expel(worker, status, LeaveReason::kInvalidMessage, now);
-    if (!status.ok() || complete.bytes.empty()) return;
+    if (!status.ok()) {
+      Expel(worker, status, LeaveReason::kInvalidMessage, now);
+      complete.bytes.clear();
+    }
   }
-  // Checksum and validation, the bulk of a payload's cost, run outside the lock: payloads of
-  // different workers decode in parallel. A stream's messages are handled one at a time, and
-  // the layout table never changes once set, so nothing here can go stale.
-  absl::StatusOr<StepPayload> payload = DecodeStepPayload(complete.bytes, *complete.layouts);
-  absl::MutexLock lock(&mu_);
-  if (shut_down_ || members_.count(worker) == 0) return;
-  absl::Status status;
-  if (!payload.ok()) {
-    status = absl::Status(payload.status().code(), absl::StrCat("payload of step ", complete.step,
-                                                                ": ", payload.status().message()));
-  } else if (payload->step != complete.step) {
-    status = absl::InvalidArgumentError(absl::StrCat("payload frames of step ", complete.step,
-                                                     " carry a payload of step ", payload->step));
-  } else {
-    status = OnPayload(worker, *std::move(payload), complete.bytes.size(), now);
+  if (!complete.bytes.empty()) {
+    // Checksum and validation, the bulk of a payload's cost, run outside the lock: payloads of
+    // different workers decode in parallel. A stream's messages are handled one at a time, and
+    // the layout table never changes once set, so nothing here can go stale.
+    absl::StatusOr<StepPayload> payload = DecodeStepPayload(complete.bytes, *complete.layouts);
+    absl::MutexLock lock(&mu_);
+    if (!shut_down_ && members_.count(worker) > 0) {
+      absl::Status status;
+      if (!payload.ok()) {
+        status = absl::Status(
+            payload.status().code(),
+            absl::StrCat("payload of step ", complete.step, ": ", payload.status().message()));
+      } else if (payload->step != complete.step) {
+        status = absl::InvalidArgumentError(absl::StrCat(
+            "payload frames of step ", complete.step, " carry a payload of step ", payload->step));
+      } else {
+        status = OnPayload(worker, *std::move(payload), complete.bytes.size(), now);
+      }
+      if (!status.ok()) Expel(worker, status, LeaveReason::kInvalidMessage, now);
+    }
   }
-  if (!status.ok()) Expel(worker, status, LeaveReason::kInvalidMessage, now);
+  FlushChannels();
 }
 
-absl::Status RunCoordinator::HandleLocked(WorkerId worker, const v1::WorkerMessage& message,
+absl::Status RunCoordinator::HandleLocked(WorkerId worker, v1::WorkerMessage& message,
                                           absl::Time now, CompletePayload* complete) {
   Member& member = members_.at(worker);
   const uint64_t size = message.ByteSizeLong();
@@ -290,9 +305,9 @@ absl::Status RunCoordinator::HandleLocked(WorkerId worker, const v1::WorkerMessa
   if (!seen.ok()) return seen.status();
   switch (message.kind_case()) {
     case v1::WorkerMessage::kPayload:
-      return OnPayloadFrame(worker, message.payload(), complete);
+      return OnPayloadFrame(worker, *message.mutable_payload(), complete);
     case v1::WorkerMessage::kState:
-      return OnStateFrame(worker, message.state(), now);
+      return OnStateFrame(worker, *message.mutable_state(), now);
     case v1::WorkerMessage::kFingerprint:
       return OnFingerprint(worker, message.fingerprint(), now);
     case v1::WorkerMessage::kReport: {
@@ -315,7 +330,7 @@ absl::Status RunCoordinator::HandleLocked(WorkerId worker, const v1::WorkerMessa
   return absl::InvalidArgumentError("a message of no known kind (newer protocol?)");
 }
 
-absl::Status RunCoordinator::OnPayloadFrame(WorkerId worker, const v1::PayloadFrame& frame,
+absl::Status RunCoordinator::OnPayloadFrame(WorkerId worker, v1::PayloadFrame& frame,
                                             CompletePayload* complete) {
   if (frame.step() < 1) {
     return absl::InvalidArgumentError(
@@ -324,7 +339,8 @@ absl::Status RunCoordinator::OnPayloadFrame(WorkerId worker, const v1::PayloadFr
   Member& member = members_.at(worker);
   DEMOD_ASSIGN_OR_RETURN(
       std::optional<std::string> bytes,
-      member.payload_frames.Add(frame.step(), frame.total_bytes(), frame.offset(), frame.data()));
+      member.payload_frames.AddOwned(frame.step(), frame.total_bytes(), frame.offset(),
+                                     std::move(*frame.mutable_data())));
   if (!bytes.has_value()) return absl::OkStatus();
   if (bytes->empty()) {
     return absl::InvalidArgumentError(absl::StrCat("payload of step ", frame.step(), " is empty"));
@@ -370,8 +386,7 @@ absl::Status RunCoordinator::OnPayload(WorkerId worker, StepPayload payload, uin
   return absl::OkStatus();
 }
 
-absl::Status RunCoordinator::OnStateFrame(WorkerId donor, const v1::StateFrame& frame,
-                                          absl::Time now) {
+absl::Status RunCoordinator::OnStateFrame(WorkerId donor, v1::StateFrame& frame, absl::Time now) {
   auto relay = relays_.find(frame.joiner_id());
   if (relay == relays_.end() || relay->second.donor != donor) {
     // The joiner left or got another donor while this one was streaming: nothing to relay.
@@ -405,9 +420,9 @@ absl::Status RunCoordinator::OnStateFrame(WorkerId donor, const v1::StateFrame& 
   }
   r.next_offset += frame.data().size();
   const WorkerId joiner = frame.joiner_id();
-  auto message = std::make_shared<v1::CoordinatorMessage>();
-  *message->mutable_state() = frame;
-  SendTo(joiner, std::move(message));
+  v1::CoordinatorMessage message;
+  *message.mutable_state() = std::move(frame);
+  SendTo(joiner, std::make_shared<const OutboundMessage>(std::move(message)));
   if (r.next_offset < r.total_bytes) return absl::OkStatus();
   metrics_->StateTransfer(r.total_bytes);
   Log(LogLevel::kInfo,
@@ -515,8 +530,8 @@ void RunCoordinator::Apply(std::vector<Action> initial, absl::Time now) {
         Log(LogLevel::kWarning,
             absl::StrCat("worker ", action.worker, " '", members_.at(action.worker).name,
                          "' evicted: ", action.reason));
-        members_.at(action.worker)
-            .channel->End(absl::AbortedError(absl::StrCat("evicted: ", action.reason)));
+        EndStream(members_.at(action.worker),
+                  absl::AbortedError(absl::StrCat("evicted: ", action.reason)));
         Forget(action.worker, "evict", action.reason, now);
         break;
       }
@@ -529,7 +544,7 @@ void RunCoordinator::Apply(std::vector<Action> initial, absl::Time now) {
       case Action::Kind::kFinish:
         Log(LogLevel::kInfo, absl::StrCat("run ", config_.run_id, " finished: ", action.reason));
         Broadcast(MakeControl(v1::Control::KIND_FINISHED, action.reason));
-        for (auto& [id, member] : members_) member.channel->End(absl::OkStatus());
+        for (auto& [id, member] : members_) EndStream(member, absl::OkStatus());
         break;
     }
     pending.insert(pending.end(), std::make_move_iterator(more.begin()),
@@ -586,20 +601,27 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
   // Saved before the aggregate leaves, so no worker is ever ahead of the saved step.
   persisted_.completed_steps = close.step;
   Save();
-  std::vector<std::shared_ptr<const v1::CoordinatorMessage>> frames;
-  for (const Frame& f : SplitIntoFrames(*encoded, config_.max_frame_bytes)) {
-    auto message = std::make_shared<v1::CoordinatorMessage>();
-    v1::AggregateFrame* frame = message->mutable_aggregate();
+  // Built once and shared by every member's stream, which writes the same serialized bytes.
+  std::vector<std::shared_ptr<const OutboundMessage>> frames;
+  const uint64_t total_bytes = encoded->size();
+  const std::vector<Frame> parts = SplitIntoFrames(*encoded, config_.max_frame_bytes);
+  for (const Frame& f : parts) {
+    v1::CoordinatorMessage message;
+    v1::AggregateFrame* frame = message.mutable_aggregate();
     frame->set_step(close.step);
-    frame->set_total_bytes(encoded->size());
+    frame->set_total_bytes(total_bytes);
     frame->set_offset(f.offset);
-    frame->set_data(f.data.data(), f.data.size());
-    frames.push_back(std::move(message));
+    if (parts.size() == 1) {
+      frame->set_data(*std::move(encoded));  // the common case: no copy
+    } else {
+      frame->set_data(f.data.data(), f.data.size());
+    }
+    frames.push_back(std::make_shared<const OutboundMessage>(std::move(message)));
   }
   uint64_t bytes_out = 0;
   for (auto& [id, member] : members_) {
     for (const auto& frame : frames) SendTo(id, frame);
-    bytes_out += encoded->size();
+    bytes_out += total_bytes;
   }
   StepInProgress step;
   if (step_.has_value()) {
@@ -638,7 +660,7 @@ void RunCoordinator::Expel(WorkerId worker, const absl::Status& status, LeaveRea
   if (it == members_.end()) return;
   Log(LogLevel::kWarning,
       absl::StrCat("worker ", worker, " '", it->second.name, "' removed: ", status.ToString()));
-  it->second.channel->End(status);
+  EndStream(it->second, status);
   metrics_->WorkerLeft(it->second.name, metric_reason);
   const std::string reason(status.message());
   Forget(worker, "leave", reason, now);
@@ -661,19 +683,25 @@ void RunCoordinator::Forget(WorkerId worker, const std::string& event, const std
 }
 
 void RunCoordinator::Disconnected(WorkerId worker, absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  auto it = members_.find(worker);
-  if (shut_down_ || it == members_.end()) return;
-  Log(LogLevel::kInfo, absl::StrCat("worker ", worker, " '", it->second.name, "' disconnected"));
-  metrics_->WorkerLeft(it->second.name, LeaveReason::kDisconnected);
-  Forget(worker, "leave", "disconnected", now);
-  Apply(machine_.Leave(worker, now, "disconnected"), now);
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = members_.find(worker);
+    if (shut_down_ || it == members_.end()) return;
+    Log(LogLevel::kInfo, absl::StrCat("worker ", worker, " '", it->second.name, "' disconnected"));
+    metrics_->WorkerLeft(it->second.name, LeaveReason::kDisconnected);
+    Forget(worker, "leave", "disconnected", now);
+    Apply(machine_.Leave(worker, now, "disconnected"), now);
+  }
+  FlushChannels();
 }
 
 void RunCoordinator::Tick(absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  if (shut_down_) return;
-  Apply(machine_.Tick(now), now);
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_) return;
+    Apply(machine_.Tick(now), now);
+  }
+  FlushChannels();
 }
 
 std::optional<absl::Time> RunCoordinator::NextDeadline() const {
@@ -682,8 +710,11 @@ std::optional<absl::Time> RunCoordinator::NextDeadline() const {
 }
 
 void RunCoordinator::Shutdown() {
-  absl::MutexLock lock(&mu_);
-  ShutdownLocked();
+  {
+    absl::MutexLock lock(&mu_);
+    ShutdownLocked();
+  }
+  FlushChannels();
 }
 
 void RunCoordinator::ShutdownLocked() {
@@ -691,7 +722,7 @@ void RunCoordinator::ShutdownLocked() {
   shut_down_ = true;
   Broadcast(MakeControl(v1::Control::KIND_SHUTTING_DOWN, "the coordinator is shutting down"));
   for (auto& [id, member] : members_) {
-    member.channel->End(absl::UnavailableError("the coordinator is shutting down"));
+    EndStream(member, absl::UnavailableError("the coordinator is shutting down"));
   }
   Save();
 }
@@ -701,14 +732,28 @@ bool RunCoordinator::finished() const {
   return machine_.finished();
 }
 
-void RunCoordinator::SendTo(WorkerId worker,
-                            std::shared_ptr<const v1::CoordinatorMessage> message) {
+void RunCoordinator::SendTo(WorkerId worker, std::shared_ptr<const OutboundMessage> message) {
   auto it = members_.find(worker);
   if (it == members_.end()) return;
-  const uint64_t size = message->ByteSizeLong();
-  it->second.bytes_sent += size;
-  metrics_->BytesSent(it->second.name, size);
+  it->second.bytes_sent += message->size();
+  metrics_->BytesSent(it->second.name, message->size());
   it->second.channel->Send(std::move(message));
+  unflushed_.push_back(it->second.channel);
+}
+
+void RunCoordinator::EndStream(Member& member, const absl::Status& status) {
+  member.channel->End(status);
+  unflushed_.push_back(member.channel);
+}
+
+void RunCoordinator::FlushChannels() {
+  std::vector<std::shared_ptr<MemberChannel>> channels;
+  {
+    absl::MutexLock lock(&mu_);
+    channels.swap(unflushed_);
+  }
+  // A channel appears once per message queued; flushing it again is cheap and harmless.
+  for (const std::shared_ptr<MemberChannel>& channel : channels) channel->Flush();
 }
 
 void RunCoordinator::SendControl(WorkerId worker, v1::Control control) {
@@ -716,7 +761,7 @@ void RunCoordinator::SendControl(WorkerId worker, v1::Control control) {
 }
 
 void RunCoordinator::Broadcast(const v1::Control& control) {
-  std::shared_ptr<const v1::CoordinatorMessage> message = ControlMessage(control);
+  std::shared_ptr<const OutboundMessage> message = ControlMessage(control);
   for (auto& [id, member] : members_) SendTo(id, message);
 }
 

@@ -15,7 +15,8 @@
 //   is sent, so no worker is ever ahead of the saved step).
 // Anything malformed ends only its sender's stream with INVALID_ARGUMENT and the reason.
 //
-// Thread-safe: every entry point takes one mutex. Time is an argument; the shell reads clocks.
+// Thread-safe: every entry point takes one mutex, and starts the writes it queued only after
+// releasing it. Time is an argument; the shell reads clocks.
 #ifndef DEMOD_SERVER_RUN_COORDINATOR_H_
 #define DEMOD_SERVER_RUN_COORDINATOR_H_
 
@@ -37,6 +38,7 @@
 #include "demod/v1/coordinator.pb.h"
 #include "server/coordinator_metrics.h"
 #include "server/member_channel.h"
+#include "server/outbound_message.h"
 #include "server/run_store.h"
 #include "server/step_machine.h"
 
@@ -58,9 +60,10 @@ class RunCoordinator {
   // `channel` and its id returned; on error the caller ends the stream with the status.
   absl::StatusOr<WorkerId> Join(const v1::Join& join, std::shared_ptr<MemberChannel> channel,
                                 absl::Time now);
-  // Every later message of a member's stream. A message that breaks the protocol ends that
-  // stream (through its channel) and removes the member.
-  void Handle(WorkerId worker, const v1::WorkerMessage& message, absl::Time now);
+  // Every later message of a member's stream (taken, so that frame data moves rather than
+  // copies). A message that breaks the protocol ends that stream (through its channel) and
+  // removes the member.
+  void Handle(WorkerId worker, v1::WorkerMessage message, absl::Time now);
   // The member's stream ended (the worker left or the connection broke).
   void Disconnected(WorkerId worker, absl::Time now);
   // Deadlines and heartbeat timeouts.
@@ -108,13 +111,16 @@ class RunCoordinator {
 
   // Returns the status that ends the worker's stream, or OK; fills `complete` when a
   // payload's last frame arrived.
-  absl::Status HandleLocked(WorkerId worker, const v1::WorkerMessage& message, absl::Time now,
+  // Join without the flush.
+  absl::StatusOr<WorkerId> Admit(const v1::Join& join, std::shared_ptr<MemberChannel> channel,
+                                 absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status HandleLocked(WorkerId worker, v1::WorkerMessage& message, absl::Time now,
                             CompletePayload* complete) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status OnPayloadFrame(WorkerId worker, const v1::PayloadFrame& frame,
-                              CompletePayload* complete) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OnPayloadFrame(WorkerId worker, v1::PayloadFrame& frame, CompletePayload* complete)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OnPayload(WorkerId worker, StepPayload payload, uint64_t bytes, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status OnStateFrame(WorkerId donor, const v1::StateFrame& frame, absl::Time now)
+  absl::Status OnStateFrame(WorkerId donor, v1::StateFrame& frame, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OnFingerprint(WorkerId worker, const v1::Fingerprint& fingerprint, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -131,8 +137,11 @@ class RunCoordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Forget(WorkerId worker, const std::string& event, const std::string& reason, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SendTo(WorkerId worker, std::shared_ptr<const v1::CoordinatorMessage> message)
+  void SendTo(WorkerId worker, std::shared_ptr<const OutboundMessage> message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndStream(Member& member, const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Starts the writes queued under the lock; every entry point that may queue calls it last.
+  void FlushChannels() ABSL_LOCKS_EXCLUDED(mu_);
   void SendControl(WorkerId worker, v1::Control control) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Broadcast(const v1::Control& control) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Record(const std::string& worker, const std::string& event, const std::string& reason,
@@ -166,6 +175,8 @@ class RunCoordinator {
   // Active members and the first step each contributed to.
   std::map<WorkerId, int64_t> active_since_ ABSL_GUARDED_BY(mu_);
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  // Channels with messages or an end queued since the last FlushChannels.
+  std::vector<std::shared_ptr<MemberChannel>> unflushed_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace demod

@@ -68,18 +68,36 @@ TEST(FrameAssemblerTest, RejectsEveryInconsistency) {
       {"empty before the end", {{1, 8, 0, "abcd"}, {1, 8, 4, ""}}, "empty frame at offset 4"},
       {"first frame not at 0", {{1, 8, 4, "abcd"}}, "offset 4, expected 0"},
   };
-  for (const Case& c : cases) {
-    FrameAssembler assembler(100, 10);
-    absl::StatusOr<std::optional<std::string>> result;
-    for (const auto& [id, total, offset, data] : c.frames) {
-      result = assembler.Add(id, total, offset, data);
+  for (bool moved : {false, true}) {
+    for (const Case& c : cases) {
+      FrameAssembler assembler(100, 10);
+      absl::StatusOr<std::optional<std::string>> result;
+      for (const auto& [id, total, offset, data] : c.frames) {
+        result = moved ? assembler.AddOwned(id, total, offset, data)
+                       : assembler.Add(id, total, offset, absl::string_view(data));
+      }
+      EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << c.name;
+      EXPECT_THAT(result.status().message(), HasSubstr(c.message)) << c.name;
+      EXPECT_FALSE(assembler.in_progress()) << c.name;
+      // The assembler starts afresh after an error.
+      EXPECT_EQ(**assembler.Add(9, 2, 0, "ok"), "ok") << c.name;
     }
-    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << c.name;
-    EXPECT_THAT(result.status().message(), HasSubstr(c.message)) << c.name;
-    EXPECT_FALSE(assembler.in_progress()) << c.name;
-    // The assembler starts afresh after an error.
-    EXPECT_EQ(**assembler.Add(9, 2, 0, "ok"), "ok") << c.name;
   }
+}
+
+TEST(FrameAssemblerTest, HandsBackAOneFrameMessageWithoutCopying) {
+  FrameAssembler assembler(1000, 500);
+  std::string frame = Bytes(300);
+  const char* buffer = frame.data();
+  absl::StatusOr<std::optional<std::string>> whole =
+      assembler.AddOwned(1, 300, 0, std::move(frame));
+  ASSERT_TRUE(whole.ok() && whole->has_value());
+  EXPECT_EQ(**whole, Bytes(300));
+  EXPECT_EQ((*whole)->data(), buffer);
+  // Taken frames of a longer message are assembled as the others are.
+  EXPECT_FALSE(assembler.AddOwned(2, 6, 0, "abc")->has_value());
+  EXPECT_EQ(**assembler.AddOwned(2, 6, 3, "def"), "abcdef");
+  EXPECT_EQ(**assembler.AddOwned(3, 0, 0, ""), "");
 }
 
 }  // namespace

@@ -344,6 +344,38 @@ struct RawStream {
   std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, v1::CoordinatorMessage>> stream;
 };
 
+// Opens a Train stream, writes `bytes` as its first message (whatever they are) and returns
+// how the stream ended.
+grpc::Status TrainWithBytes(const std::string& target, const std::string& bytes) {
+  grpc::GenericStub stub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::CompletionQueue queue;
+  grpc::ClientContext context;
+  const auto wait = [&queue] {
+    void* tag = nullptr;
+    bool ok = false;
+    return queue.Next(&tag, &ok) && ok;
+  };
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call =
+      stub.PrepareCall(&context, "/demod.v1.Coordinator/Train", &queue);
+  call->StartCall(nullptr);
+  wait();
+  grpc::Slice slice(bytes);
+  call->Write(grpc::ByteBuffer(&slice, 1), nullptr);
+  wait();
+  grpc::ByteBuffer reply;
+  call->Read(&reply, nullptr);
+  while (wait()) call->Read(&reply, nullptr);  // until the server ends the stream
+  grpc::Status status;
+  call->Finish(&status, nullptr);
+  wait();
+  queue.Shutdown();
+  void* tag = nullptr;
+  bool ok = false;
+  while (queue.Next(&tag, &ok)) {
+  }
+  return status;
+}
+
 v1::WorkerMessage JoinMessage(const std::string& name) {
   v1::WorkerMessage m;
   m.mutable_join()->set_protocol_version(1);
@@ -413,6 +445,12 @@ TEST_F(CoordinatorServiceTest, MalformedFramesEndOnlyTheirStream) {
     grpc::Status status = raw.Drain();
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_THAT(status.error_message(), HasSubstr("must be a join"));
+  }
+  {
+    // Bytes that are no protobuf at all (0xff: field 31 of wire type 7, which does not exist).
+    grpc::Status status = TrainWithBytes(target_, std::string("\xff\xff\xff", 3));
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("not a demod.v1.WorkerMessage"));
   }
   // a was never disturbed (beyond being asked to donate to joiners that are gone): its steps
   // go on.
