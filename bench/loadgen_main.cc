@@ -103,6 +103,13 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+// This process's CPU time, all threads, user + system.
+double OwnCpuSeconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Raw loopback TCP: one connection, a sender thread writing 1 MiB buffers, this thread reading.
 
@@ -422,7 +429,15 @@ class Shared {
   void StepStarts(int64_t step) {
     starts_[step - 1] = Clock::now();
     if (step == spec_.warmup + 1) measure_start_ = Measure();
+    step_cpu_start_ = OwnCpuSeconds();
   }
+  // Runs at the release of step `step`'s closing barrier, once every worker has the aggregate.
+  void StepEnds(int64_t step) {
+    if (step > spec_.warmup) workers_cpu_seconds_ += OwnCpuSeconds() - step_cpu_start_;
+  }
+  // This process's CPU time (the synthetic workers' and their gRPC threads') within the
+  // measured steps: what the workers' side of the exchange costs on the shared CPUs.
+  double workers_cpu_seconds() const { return workers_cpu_seconds_; }
   // Runs at the release of the last step's closing barrier.
   void MeasuredPhaseEnds() { measure_end_ = Measure(); }
 
@@ -491,6 +506,8 @@ class Shared {
   std::vector<Clock::time_point> starts_;
   Measurement measure_start_;
   Measurement measure_end_;
+  double step_cpu_start_ = 0;  // written and read by barrier completions only
+  double workers_cpu_seconds_ = 0;
   std::mt19937_64 candidate_random_;
   Candidates candidates_;
 
@@ -581,7 +598,8 @@ absl::Status RunWorker(int index, Shared& shared) {
     // Everyone has the aggregate before anyone prepares the next step, so no worker's encode
     // competes for the CPUs with another's receive.
     const bool last = step == total_steps;
-    if (!shared.barrier().ArriveAndWait([&shared, last] {
+    if (!shared.barrier().ArriveAndWait([&shared, step, last] {
+          shared.StepEnds(step);
           if (last) {
             shared.MeasuredPhaseEnds();
           } else {
@@ -629,8 +647,9 @@ struct RunResult {
   double relay_mb_s = 0;
   double relay_ratio = 0;  // relay / raw TCP
   double cpu_ms_per_step = 0;
-  double cores_busy = 0;   // coordinator CPU seconds / sum of step walls
-  double cores_phase = 0;  // coordinator CPU seconds / measured phase wall
+  double cores_busy = 0;               // coordinator CPU seconds / sum of step walls
+  double cores_phase = 0;              // coordinator CPU seconds / measured phase wall
+  double workers_cpu_ms_per_step = 0;  // this process, within the measured steps
   int64_t peak_rss_kib = 0;
 };
 
@@ -763,6 +782,7 @@ absl::StatusOr<RunResult> RunOnce(RunSpec spec, const std::string& coordinator_b
   r.cpu_ms_per_step = cpu / spec.steps * 1e3;
   r.cores_busy = cpu / wall_sum;
   r.cores_phase = cpu / Seconds(shared.measure_end().when - shared.measure_start().when);
+  r.workers_cpu_ms_per_step = shared.workers_cpu_seconds() / spec.steps * 1e3;
   r.peak_rss_kib = shared.measure_end().sample->peak_rss_kib;
   if (!absl::GetFlag(FLAGS_keep_logs)) unlink(log_path.c_str());
   return r;
@@ -857,18 +877,17 @@ absl::Status Main() {
   std::printf(
       "| N | payload/worker | aggregate | transfer @TCP | latency p50 | latency p99 | "
       "2 ms + transfer | upload p50 | step wall p50 | ingest | relay | relay/TCP | coord CPU/step "
-      "| "
-      "coord cores (steps / phase) | coord peak RSS |\n");
-  std::printf("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+      "| coord cores (steps / phase) | coord peak RSS | workers CPU/step |\n");
+  std::printf("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
   for (const RunResult& r : results) {
     std::printf(
         "| %d | %.1f KB | %.1f KB | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms | "
         "%.0f MB/s | "
-        "%.0f MB/s | %.1f%% | %.2f ms | %.2f / %.2f | %.1f MiB |\n",
+        "%.0f MB/s | %.1f%% | %.2f ms | %.2f / %.2f | %.1f MiB | %.2f ms |\n",
         r.workers, r.payload_bytes / 1e3, r.aggregate_bytes / 1e3, r.transfer_ms, r.latency_p50_ms,
         r.latency_p99_ms, 2.0 + r.transfer_ms, r.upload_p50_ms, r.wall_p50_ms, r.ingest_mb_s,
         r.relay_mb_s, r.relay_ratio * 100, r.cpu_ms_per_step, r.cores_busy, r.cores_phase,
-        r.peak_rss_kib / 1024.0);
+        r.peak_rss_kib / 1024.0, r.workers_cpu_ms_per_step);
   }
   return absl::OkStatus();
 }

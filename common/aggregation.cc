@@ -68,9 +68,14 @@ constexpr int64_t kDenseChunkLimit = int64_t{1} << 16;
 
 struct Scratch {
   // Dense path. Between chunks every sum is -0, every count 0 and every touched bit clear.
-  std::vector<float> sums;
-  std::vector<uint32_t> counts;
+  // A coefficient's sum and count share a slot (one cache line touched per entry, not two).
+  struct Slot {
+    float sum = -0.0f;
+    uint32_t count = 0;
+  };
+  std::vector<Slot> slots;
   std::vector<uint64_t> touched;  // bit i: coefficient i has a value in the current chunk
+  std::vector<uint64_t> summary;  // bit i: touched[i] is not 0
   // Merge path.
   std::vector<Entry> merged;
   std::vector<Entry> spare;
@@ -121,15 +126,21 @@ T* Extend(std::vector<T>& v, size_t more) {
 
 // Visiting contributors in ascending worker id makes each slot's sum accumulate in that order.
 // Sums start at -0, the identity of float addition (-0 + x == x for every x, -0 included), so
-// each slot's first value is taken as is. Scanning the touched bitmap then yields the union in
-// index order without sorting.
+// each slot's first value is taken as is. The touched bitmap then yields the union in index
+// order without sorting; its summary (a bit per bitmap word) skips the empty words.
+//
+// The union comes out of the bitmap without a data-dependent branch per word: a word rarely
+// holds more than 4 touched coefficients, so 4 are written unconditionally and only the count
+// kept (the extra writes land where the next word's go, or in 3 entries of slack). Branching
+// on every word's bits instead mispredicts about once per word, which cost more than all the
+// adding.
 absl::Status AggregateChunkDense(const std::vector<Contribution>& sorted, size_t t, size_t c,
                                  const NamedLayout& named, Scratch* scratch, AggregateTensor* out) {
   const auto k = static_cast<size_t>(named.layout.topk);
   const auto chunk_size = static_cast<uint32_t>(named.layout.chunk_size());
-  float* sums = scratch->sums.data();
-  uint32_t* counts = scratch->counts.data();
+  Scratch::Slot* slots = scratch->slots.data();
   uint64_t* touched = scratch->touched.data();
+  uint64_t* summary = scratch->summary.data();
   size_t distinct = 0;
   for (const Contribution& contribution : sorted) {
     const SparseTensor& tensor = contribution.payload->tensors[t];
@@ -141,29 +152,51 @@ absl::Status AggregateChunkDense(const std::vector<Contribution>& sorted, size_t
       if (ABSL_PREDICT_FALSE(index >= chunk_size)) {
         return IndexOutOfRange(contribution, named, c, index);
       }
-      sums[index] += values[i];
-      distinct += counts[index] == 0;
-      ++counts[index];
+      Scratch::Slot& slot = slots[index];
+      slot.sum += values[i];
+      distinct += slot.count == 0;
+      ++slot.count;
       touched[index / 64] |= uint64_t{1} << (index % 64);
     }
   }
-  uint32_t* out_indices = Extend(out->indices, distinct);
-  float* out_values = Extend(out->values, distinct);
+  // The summary is built here rather than above, where every entry would update the same
+  // summary word and wait for the previous entry's store.
   const size_t words = (chunk_size + 63) / 64;
   for (size_t word = 0; word < words; ++word) {
-    for (uint64_t bits = touched[word]; bits != 0; bits &= bits - 1) {
-      const auto index = static_cast<uint32_t>(word * 64 + absl::countr_zero(bits));
-      const float sum = sums[index];
-      float mean = Mean(sum, counts[index]);
-      if (ABSL_PREDICT_FALSE(!std::isfinite(sum))) {
-        DEMOD_ASSIGN_OR_RETURN(mean, MeanOfNonFiniteSum(named, c, index, sum, counts[index]));
+    summary[word / 64] |= static_cast<uint64_t>(touched[word] != 0) << (word % 64);
+  }
+  constexpr size_t kUnrolled = 4;
+  const size_t begin = out->indices.size();
+  uint32_t* union_indices = Extend(out->indices, distinct + kUnrolled - 1);
+  size_t n = 0;
+  for (size_t s = 0; s < (chunk_size + 4095) / 4096; ++s) {
+    for (uint64_t words = summary[s]; words != 0; words &= words - 1) {
+      const size_t word = s * 64 + absl::countr_zero(words);
+      uint64_t bits = touched[word];
+      touched[word] = 0;
+      const auto base = static_cast<uint32_t>(word * 64);
+      const auto count = static_cast<size_t>(absl::popcount(bits));
+      for (size_t r = 0; r < kUnrolled; ++r) {
+        union_indices[n + r] = base + static_cast<uint32_t>(absl::countr_zero(bits));
+        bits &= bits - 1;
       }
-      *out_indices++ = index;
-      *out_values++ = mean;
-      sums[index] = -0.0f;
-      counts[index] = 0;
+      n += std::min(count, kUnrolled);
+      for (; bits != 0; bits &= bits - 1) {
+        union_indices[n++] = base + static_cast<uint32_t>(absl::countr_zero(bits));
+      }
     }
-    touched[word] = 0;
+    summary[s] = 0;
+  }
+  out->indices.resize(begin + distinct);
+  float* means = Extend(out->values, distinct);
+  for (size_t i = 0; i < distinct; ++i) {
+    Scratch::Slot& slot = slots[union_indices[i]];
+    means[i] = Mean(slot.sum, slot.count);
+    if (ABSL_PREDICT_FALSE(!std::isfinite(slot.sum))) {
+      DEMOD_ASSIGN_OR_RETURN(means[i],
+                             MeanOfNonFiniteSum(named, c, union_indices[i], slot.sum, slot.count));
+    }
+    slot = Scratch::Slot();
   }
   return absl::OkStatus();
 }
@@ -214,10 +247,10 @@ absl::Status AggregateTensorEntries(const std::vector<Contribution>& sorted, siz
   const bool dense = layout.chunk_size() <= kDenseChunkLimit;
   if (dense) {
     const auto chunk_size = static_cast<size_t>(layout.chunk_size());
-    if (scratch->counts.size() < chunk_size) {
-      scratch->sums.resize(chunk_size, -0.0f);
-      scratch->counts.resize(chunk_size, 0);
+    if (scratch->slots.size() < chunk_size) {
+      scratch->slots.resize(chunk_size);
       scratch->touched.resize((chunk_size + 63) / 64, 0);
+      scratch->summary.resize((chunk_size + 4095) / 4096, 0);
     }
   }
   out->chunk_offsets.resize(num_chunks + 1);

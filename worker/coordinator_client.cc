@@ -28,7 +28,7 @@ ClientEvent EventOf(ClientEvent::Kind kind, std::string reason = {}) {
 // Appends one frame to a message being put back together; frames of a message arrive in order.
 // A frame at offset 0 starts the message over (a parameter transfer restarted by a new donor).
 absl::StatusOr<bool> AddFrame(const char* what, int64_t step, uint64_t total, uint64_t offset,
-                              const std::string& data, std::optional<int64_t>& current_step,
+                              std::string&& data, std::optional<int64_t>& current_step,
                               uint64_t& current_total, std::string& buffer) {
   if (offset == 0) {
     if (total > kMaxIncomingMessageBytes) {
@@ -37,6 +37,10 @@ absl::StatusOr<bool> AddFrame(const char* what, int64_t step, uint64_t total, ui
     }
     current_step = step;
     current_total = total;
+    if (data.size() == total) {  // a whole message in one frame (the common case): no copy
+      buffer = std::move(data);
+      return true;
+    }
     buffer.clear();
     buffer.reserve(total);
   }
@@ -185,12 +189,13 @@ void CoordinatorClient::Push(ClientEvent event) {
   events_.push_back(std::move(event));
 }
 
-absl::Status CoordinatorClient::Dispatch(const v1::CoordinatorMessage& message) {
+absl::Status CoordinatorClient::Dispatch(v1::CoordinatorMessage& message) {
   switch (message.kind_case()) {
     case v1::CoordinatorMessage::kAggregate: {
-      const v1::AggregateFrame& f = message.aggregate();
-      absl::StatusOr<bool> done = AddFrame("aggregate", f.step(), f.total_bytes(), f.offset(),
-                                           f.data(), aggregate_step_, aggregate_total_, aggregate_);
+      v1::AggregateFrame& f = *message.mutable_aggregate();
+      absl::StatusOr<bool> done =
+          AddFrame("aggregate", f.step(), f.total_bytes(), f.offset(), std::move(*f.mutable_data()),
+                   aggregate_step_, aggregate_total_, aggregate_);
       if (!done.ok()) return done.status();
       if (*done) {
         ClientEvent event = EventOf(ClientEvent::Kind::kAggregate);
@@ -203,9 +208,10 @@ absl::Status CoordinatorClient::Dispatch(const v1::CoordinatorMessage& message) 
       return absl::OkStatus();
     }
     case v1::CoordinatorMessage::kState: {
-      const v1::StateFrame& f = message.state();
-      absl::StatusOr<bool> done = AddFrame("parameter", f.step(), f.total_bytes(), f.offset(),
-                                           f.data(), state_step_, state_total_, state_);
+      v1::StateFrame& f = *message.mutable_state();
+      absl::StatusOr<bool> done =
+          AddFrame("parameter", f.step(), f.total_bytes(), f.offset(), std::move(*f.mutable_data()),
+                   state_step_, state_total_, state_);
       if (!done.ok()) return done.status();
       if (*done) {
         ClientEvent event = EventOf(ClientEvent::Kind::kState);

@@ -110,7 +110,8 @@ class CoordinatorClient {
   void HeartbeatLoop();
   void Push(ClientEvent event) ABSL_LOCKS_EXCLUDED(mu_);
   // Turns one message into events; a malformed one ends the stream.
-  absl::Status Dispatch(const v1::CoordinatorMessage& message);
+  // Takes frame data out of `message` rather than copying it.
+  absl::Status Dispatch(v1::CoordinatorMessage& message);
 
   std::unique_ptr<v1::Coordinator::Stub> stub_;
   grpc::ClientContext context_;

@@ -157,7 +157,10 @@ StepAggregate ReferenceAggregate(std::vector<std::pair<uint32_t, const StepPaylo
   return out;
 }
 
-StepPayload RandomPayload(const LayoutTable& table, int64_t step, std::mt19937* rng) {
+// Each worker picks topk of the first `pool_factor` x topk positions of every chunk, so that
+// workers often pick the same coefficients; pool_factor 0 picks from the whole chunk.
+StepPayload RandomPayload(const LayoutTable& table, int64_t step, std::mt19937* rng,
+                          int64_t pool_factor = 2) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   StepPayload payload;
   payload.step = step;
@@ -166,9 +169,10 @@ StepPayload RandomPayload(const LayoutTable& table, int64_t step, std::mt19937* 
     SparseTensor tensor;
     std::vector<uint32_t> all(layout.chunk_size());
     for (int64_t c = 0; c < layout.num_chunks(); ++c) {
-      // Draw from the first 2k positions so that workers often pick the same coefficients.
       for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint32_t>(i);
-      const size_t pool = std::min(all.size(), static_cast<size_t>(2 * layout.topk));
+      const size_t pool =
+          pool_factor == 0 ? all.size()
+                           : std::min(all.size(), static_cast<size_t>(pool_factor * layout.topk));
       std::shuffle(all.begin(), all.begin() + pool, *rng);
       std::vector<uint32_t> chosen(all.begin(), all.begin() + layout.topk);
       std::sort(chosen.begin(), chosen.end());
@@ -216,6 +220,36 @@ TEST(AggregateStepTest, MatchesTheReferenceAndIgnoresInputOrder) {
       contributions.begin(), contributions.end(),
       [](const Contribution& a, const Contribution& b) { return a.worker_id < b.worker_id; }));
   EXPECT_EQ(permutations, 120);
+}
+
+// Selections spread over whole chunks, as real ones are: chunks of one bitmap word or of many,
+// sizes that are not multiples of 64, words holding 0 to many selected coefficients.
+TEST(AggregateStepTest, MatchesTheReferenceForSpreadSelections) {
+  LayoutTable table;
+  table.push_back({"square", *MakeChunkLayout({128, 128}, 64, 32)});  // chunks of 4096
+  table.push_back({"wide", *MakeChunkLayout({20000}, 20000, 700)});   // 5 summary words
+  table.push_back({"odd", *MakeChunkLayout({3, 333}, 333, 17)});      // 999, not 64-aligned
+  table.push_back({"tiny", *MakeChunkLayout({10}, 10, 3)});
+  ASSERT_EQ(table[1].layout.chunk_size(), 20000);
+  for (int64_t pool_factor : {0, 1, 2, 8}) {
+    for (int workers : {1, 2, 8, 33}) {
+      SCOPED_TRACE(testing::Message() << "pool " << pool_factor << ", workers " << workers);
+      std::mt19937 rng(static_cast<uint32_t>(100 * pool_factor + workers));
+      std::vector<StepPayload> payloads;
+      for (int w = 0; w < workers; ++w) {
+        payloads.push_back(RandomPayload(table, 4, &rng, pool_factor));
+      }
+      std::vector<std::pair<uint32_t, const StepPayload*>> inputs;
+      std::vector<Contribution> contributions;
+      for (int w = 0; w < workers; ++w) {
+        inputs.push_back({static_cast<uint32_t>(3 * w), &payloads[w]});
+        contributions.push_back({static_cast<uint32_t>(3 * w), &payloads[w]});
+      }
+      absl::StatusOr<StepAggregate> aggregate = AggregateStep(contributions, table);
+      ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+      ExpectBitIdentical(*aggregate, ReferenceAggregate(inputs, table));
+    }
+  }
 }
 
 TEST(AggregateStepTest, ResultEncodesAndDecodes) {
