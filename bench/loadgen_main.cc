@@ -10,8 +10,10 @@
 // Per N it prints one row of a markdown table (stdout); progress goes to stderr. Definitions:
 //   t_start  the last worker arrived at the step's barrier (payloads are already encoded)
 //   t_sent   the last worker's SendPayload returned
+//   t_in     the coordinator read the step's last payload (its log line for the step says when,
+//            to the microsecond, on the wall clock this program shares with it)
 //   t_done   the last worker holds the whole aggregate
-//   coordination latency = t_done - t_sent; step wall = t_done - t_start
+//   coordination latency = t_done - t_in; upload = t_sent - t_start; step wall = t_done - t_start
 // MB are 10^6 bytes; byte counts are encoded payloads and aggregates (gRPC framing not counted).
 //
 // Links no LibTorch: it measures the coordinator, not the optimizer. Exit code 0 when every N
@@ -37,6 +39,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <numeric>
 #include <optional>
@@ -381,6 +384,7 @@ struct WorkerStep {
   uint64_t payload_bytes = 0;
   Clock::time_point sent;
   Clock::time_point done;
+  absl::Time done_at;  // `done` on the wall clock, which the coordinator's log shares
   uint64_t aggregate_bytes = 0;
   uint32_t aggregate_crc = 0;  // the aggregate's own trailing CRC-32C: equal bytes, equal CRC
 };
@@ -590,6 +594,7 @@ absl::Status RunWorker(int index, Shared& shared) {
       DEMOD_ASSIGN_OR_RETURN(ClientEvent event, client->Next(spec.event_timeout));
       if (event.kind == ClientEvent::Kind::kAggregate && event.step == step) {
         record.done = Clock::now();
+        record.done_at = absl::Now();
         aggregate = std::move(event.bytes);
         break;
       }
@@ -633,6 +638,34 @@ absl::Status RunWorker(int index, Shared& shared) {
 
 // ---------------------------------------------------------------------------------------------
 // One run per worker count.
+
+// When each step's last payload arrived, from the coordinator's per-step log lines
+// ("step 12 closed in ...; last payload in at 2026-11-27T14:15:26.123456Z)").
+using StepTimes = std::map<int64_t, absl::Time>;
+
+absl::StatusOr<StepTimes> LastPayloadTimes(const std::string& log_path) {
+  std::ifstream log(log_path);
+  if (!log) return absl::NotFoundError(absl::StrCat("cannot read ", log_path));
+  StepTimes times;
+  const std::string kIn = "; last payload in at ";
+  std::string line;
+  while (std::getline(log, line)) {
+    const size_t step_at = line.find(" info step ");
+    const size_t in_at = line.find(kIn);
+    if (step_at == std::string::npos || in_at == std::string::npos) continue;
+    int64_t step = 0;
+    absl::Time at;
+    std::string error;
+    const absl::string_view rest = absl::string_view(line).substr(step_at + 11);
+    const absl::string_view stamp = absl::string_view(line).substr(in_at + kIn.size(), 27);
+    if (!absl::SimpleAtoi(rest.substr(0, rest.find(' ')), &step) ||
+        !absl::ParseTime("%Y-%m-%dT%H:%M:%E6SZ", stamp, &at, &error)) {
+      return absl::InternalError(absl::StrCat("unreadable step line in ", log_path, ": ", line));
+    }
+    times[step] = at;
+  }
+  return times;
+}
 
 struct RunResult {
   int workers = 0;
@@ -736,12 +769,14 @@ absl::StatusOr<RunResult> RunOnce(RunSpec spec, const std::string& coordinator_b
     if (!m->sample.ok()) return m->sample.status();
   }
 
+  DEMOD_ASSIGN_OR_RETURN(const StepTimes last_payload_in, LastPayloadTimes(log_path));
   RunResult r;
   r.workers = n;
   std::vector<double> latencies, walls, uploads;
   double wall_sum = 0, upload = 0;
   for (int64_t step = spec.warmup + 1; step <= spec.warmup + spec.steps; ++step) {
     Clock::time_point sent = shared.step(0, step).sent, done = shared.step(0, step).done;
+    absl::Time done_at = shared.step(0, step).done_at;
     for (int w = 0; w < n; ++w) {
       const WorkerStep& s = shared.step(w, step);
       const WorkerStep& first = shared.step(0, step);
@@ -752,8 +787,15 @@ absl::StatusOr<RunResult> RunOnce(RunSpec spec, const std::string& coordinator_b
       upload += s.payload_bytes;
       sent = std::max(sent, s.sent);
       done = std::max(done, s.done);
+      done_at = std::max(done_at, s.done_at);
     }
-    latencies.push_back(Seconds(done - sent) * 1e3);
+    auto in = last_payload_in.find(step);
+    if (in == last_payload_in.end()) {
+      return absl::InternalError(absl::StrCat("N=", n, ": the coordinator's log (", log_path,
+                                              ") does not say when step ", step,
+                                              "'s last payload arrived"));
+    }
+    latencies.push_back(absl::ToDoubleMilliseconds(done_at - in->second));
     const double wall = Seconds(done - shared.start(step));
     walls.push_back(wall * 1e3);
     uploads.push_back(Seconds(sent - shared.start(step)) * 1e3);

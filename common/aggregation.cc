@@ -240,8 +240,8 @@ absl::Status AggregateChunkMerge(const std::vector<Contribution>& sorted, size_t
 }
 
 absl::Status AggregateTensorEntries(const std::vector<Contribution>& sorted, size_t t,
-                                    const NamedLayout& named, Scratch* scratch,
-                                    AggregateTensor* out) {
+                                    const NamedLayout& named, ValueEncoding encoding,
+                                    Scratch* scratch, AggregateTensor* out) {
   const ChunkLayout& layout = named.layout;
   const auto num_chunks = static_cast<size_t>(layout.num_chunks());
   const bool dense = layout.chunk_size() <= kDenseChunkLimit;
@@ -263,7 +263,17 @@ absl::Status AggregateTensorEntries(const std::vector<Contribution>& sorted, siz
                                 : AggregateChunkMerge(sorted, t, c, named, scratch, out));
     out->chunk_offsets[c + 1] = out->indices.size();
   }
+  QuantizeValues(encoding, out->values.data(), out->values.size());
   return absl::OkStatus();
+}
+
+// bf16 or f16 when every contributor sent that, f32 otherwise (see StepAggregate).
+ValueEncoding EncodingOf(const std::vector<Contribution>& sorted) {
+  const ValueEncoding first = sorted[0].payload->encoding;
+  for (const Contribution& contribution : sorted) {
+    if (contribution.payload->encoding != first) return ValueEncoding::kFloat32;
+  }
+  return AggregateEncoding(first);
 }
 
 }  // namespace
@@ -282,6 +292,7 @@ absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& con
 
   StepAggregate aggregate;
   aggregate.step = sorted[0].payload->step;
+  aggregate.encoding = EncodingOf(sorted);
   aggregate.contributors.reserve(sorted.size());
   for (const Contribution& contribution : sorted) {
     aggregate.contributors.push_back(contribution.worker_id);
@@ -294,7 +305,8 @@ absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& con
   const auto aggregate_range = [&](size_t begin, size_t end) {
     Scratch scratch;  // reused across chunks and tensors
     for (size_t t = begin; t < end; ++t) {
-      status[t] = AggregateTensorEntries(sorted, t, table[t], &scratch, &aggregate.tensors[t]);
+      status[t] = AggregateTensorEntries(sorted, t, table[t], aggregate.encoding, &scratch,
+                                         &aggregate.tensors[t]);
       if (!status[t].ok()) return;
     }
   };

@@ -1,6 +1,8 @@
 // Aggregation of several workers' payloads for one step, with the reference DeMo semantics:
 // for each coefficient, the mean of the values sent for it by the workers that selected it
 // (a coefficient chosen by one worker keeps that worker's value); unselected ones are absent.
+// When every payload is bf16 (or f16) the means are rounded to it, and the aggregate travels so
+// (StepAggregate::encoding).
 //
 // Determinism: contributions are combined in ascending worker id, whatever order they arrive
 // in, and the output is sorted by (chunk, index). Every caller that aggregates the same set of

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 
+#include "absl/base/casts.h"
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -18,7 +19,7 @@
 namespace demod {
 namespace {
 
-constexpr uint16_t kFormatVersion = 2;
+constexpr uint16_t kFormatVersion = 3;
 constexpr char kPayloadMagic[] = "DMP1";
 constexpr char kAggregateMagic[] = "DMA1";
 constexpr size_t kMagicBytes = 4;
@@ -27,8 +28,9 @@ constexpr size_t kFrameHeaderBytes = kMagicBytes + 2 + 8;
 constexpr size_t kCrcBytes = 4;
 // Frame header + encoding u8 + step u64 + tensor count u32.
 constexpr size_t kPayloadHeaderBytes = kFrameHeaderBytes + 1 + 8 + 4;
-// Frame header + step u64 + contributor count u32 (then the ids, then the tensor count u32).
-constexpr size_t kAggregateHeaderBytes = kFrameHeaderBytes + 8 + 4;
+// Frame header + encoding u8 + step u64 + contributor count u32 (then the ids, then the tensor
+// count u32).
+constexpr size_t kAggregateHeaderBytes = kFrameHeaderBytes + 1 + 8 + 4;
 constexpr size_t kTensorCountBytes = 4;
 constexpr size_t kPayloadTensorHeaderBytes = 4 + 4;  // num_chunks, topk
 constexpr size_t kAggregateTensorHeaderBytes = 4;    // num_chunks
@@ -444,7 +446,29 @@ absl::StatusOr<StepPayload> DecodeStepPayload(absl::string_view bytes, const Lay
   return payload;
 }
 
+// Aggregate values travel as f32, bf16 or f16 (the means of signs are not signs).
+absl::Status CheckAggregateEncoding(uint8_t raw) {
+  if (!IsValidValueEncoding(raw) || static_cast<ValueEncoding>(raw) == ValueEncoding::kSign) {
+    return absl::InvalidArgumentError(absl::StrCat("aggregate value encoding ",
+                                                   static_cast<int>(raw),
+                                                   " is not one of 0 (f32), 1 (bf16), 2 (f16)"));
+  }
+  return absl::OkStatus();
+}
+
+// Whether every value is exactly representable in `encoding`, so that encoding loses nothing.
+bool ValuesRepresentable(const std::vector<float>& values, ValueEncoding encoding) {
+  if (encoding == ValueEncoding::kFloat32) return true;
+  uint32_t lost = 0;
+  for (float value : values) {
+    lost |=
+        absl::bit_cast<uint32_t>(QuantizeValue(encoding, value)) ^ absl::bit_cast<uint32_t>(value);
+  }
+  return lost == 0;
+}
+
 absl::Status ValidateStepAggregate(const StepAggregate& aggregate, const LayoutTable& table) {
+  DEMOD_RETURN_IF_ERROR(CheckAggregateEncoding(static_cast<uint8_t>(aggregate.encoding)));
   for (size_t i = 1; i < aggregate.contributors.size(); ++i) {
     const uint32_t previous = aggregate.contributors[i - 1];
     const uint32_t current = aggregate.contributors[i];
@@ -490,6 +514,10 @@ absl::Status ValidateStepAggregate(const StepAggregate& aggregate, const LayoutT
             absl::StrCat(prefix(), "chunk offsets decrease at chunk ", c));
       }
     }
+    if (!ValuesRepresentable(tensor.values, aggregate.encoding)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(prefix(), "a value is not exactly ", ValueEncodingName(aggregate.encoding)));
+    }
     for (size_t c = 0; c < num_chunks; ++c) {
       if (offsets[c + 1] - offsets[c] > static_cast<uint64_t>(layout.chunk_size())) {
         return absl::InvalidArgumentError(
@@ -518,11 +546,13 @@ absl::StatusOr<std::string> EncodeStepAggregate(const StepAggregate& aggregate,
     const uint64_t n = aggregate.tensors[t].indices.size();
     const bool full = n == static_cast<uint64_t>(layout.num_elements());
     total += kAggregateTensorHeaderBytes + layout.num_chunks() * CountWidth(layout.chunk_size()) +
-             n * ((full ? 0 : IndexWidth(layout.chunk_size())) + 4);
+             n * (full ? 0 : IndexWidth(layout.chunk_size())) +
+             EncodedValueBytes(aggregate.encoding, static_cast<int64_t>(n));
   }
   std::string out;
   out.reserve(total);
   PutFrameHeader(kAggregateKind, total, &out);
+  PutU8(&out, static_cast<uint8_t>(aggregate.encoding));
   PutU64(&out, static_cast<uint64_t>(aggregate.step));
   PutU32(&out, static_cast<uint32_t>(aggregate.contributors.size()));
   for (uint32_t id : aggregate.contributors) PutU32(&out, id);
@@ -539,7 +569,7 @@ absl::StatusOr<std::string> EncodeStepAggregate(const StepAggregate& aggregate,
     if (!AllChunksFull(counts, layout.chunk_size())) {
       AppendIndices(tensor.indices, IndexWidth(layout.chunk_size()), &out);
     }
-    AppendValues(tensor.values, ValueEncoding::kFloat32, &out);
+    AppendValues(tensor.values, aggregate.encoding, &out);
   }
   PutCrc(&out);
   return out;
@@ -550,11 +580,15 @@ absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,
   DEMOD_ASSIGN_OR_RETURN(const absl::string_view body, CheckFrame(bytes, kAggregateKind));
   ByteReader reader(body);
   StepAggregate aggregate;
+  uint8_t raw_encoding;
   uint64_t step;
   uint32_t contributor_count;
-  if (!reader.ReadU64(&step) || !reader.ReadU32(&contributor_count)) {
+  if (!reader.ReadU8(&raw_encoding) || !reader.ReadU64(&step) ||
+      !reader.ReadU32(&contributor_count)) {
     return Truncated(kAggregateKind, "header");
   }
+  DEMOD_RETURN_IF_ERROR(CheckAggregateEncoding(raw_encoding));
+  aggregate.encoding = static_cast<ValueEncoding>(raw_encoding);
   aggregate.step = static_cast<int64_t>(step);
   absl::string_view id_bytes;
   if (contributor_count > reader.remaining() / 4 ||
@@ -605,10 +639,11 @@ absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,
     const uint64_t n = tensor.chunk_offsets.back();
     const bool full = AllChunksFull(counts, layout.chunk_size());
     const int width = full ? 0 : IndexWidth(layout.chunk_size());
-    const size_t entry_bytes = width + 4;
+    const size_t value_width = aggregate.encoding == ValueEncoding::kFloat32 ? 4 : 2;
+    const size_t entry_bytes = width + value_width;
     absl::string_view index_bytes, value_bytes;
     if (n > reader.remaining() / entry_bytes || !reader.ReadBytes(n * width, &index_bytes) ||
-        !reader.ReadBytes(n * 4, &value_bytes)) {
+        !reader.ReadBytes(n * value_width, &value_bytes)) {
       return Truncated(kAggregateKind,
                        absl::StrCat("tensor '", named.name, "' needs ", n, " entries, ",
                                     reader.remaining(), " bytes left"));
@@ -620,8 +655,7 @@ absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,
       tensor.indices.resize(n);
       ReadIndices(index_bytes, width, &tensor.indices);
     }
-    DEMOD_RETURN_IF_ERROR(
-        ReadValues(value_bytes, ValueEncoding::kFloat32, named.name, &tensor.values));
+    DEMOD_RETURN_IF_ERROR(ReadValues(value_bytes, aggregate.encoding, named.name, &tensor.values));
   }
   if (!reader.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(

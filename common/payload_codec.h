@@ -38,7 +38,7 @@ int CountWidth(int64_t chunk_size);
 absl::StatusOr<std::string> EncodeStepPayload(const StepPayload& payload, const LayoutTable& table);
 absl::StatusOr<StepPayload> DecodeStepPayload(absl::string_view bytes, const LayoutTable& table);
 
-// Aggregate values travel as float32.
+// Aggregate values travel in the aggregate's encoding: f32, bf16 or f16.
 absl::StatusOr<std::string> EncodeStepAggregate(const StepAggregate& aggregate,
                                                 const LayoutTable& table);
 absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,
@@ -47,9 +47,10 @@ absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,
 // Checks an in-memory payload against the table (what the decoder checks after parsing).
 absl::Status ValidateStepPayload(const StepPayload& payload, const LayoutTable& table);
 
-// The same for an aggregate: contributors strictly increasing; per tensor, num_chunks + 1 chunk
-// offsets from 0, non-decreasing, ending at indices.size() == values.size(), at most
-// chunk_size entries per chunk, indices in range and strictly increasing, finite values.
+// The same for an aggregate: an encoding of f32, bf16 or f16; contributors strictly increasing;
+// per tensor, num_chunks + 1 chunk offsets from 0, non-decreasing, ending at indices.size() ==
+// values.size(), at most chunk_size entries per chunk, indices in range and strictly increasing,
+// finite values, each exactly representable in the encoding.
 absl::Status ValidateStepAggregate(const StepAggregate& aggregate, const LayoutTable& table);
 
 }  // namespace demod

@@ -5,7 +5,8 @@
 // within each chunk. An index is the position inside its chunk (i * chunk_cols + j).
 //
 // A StepAggregate holds, for every tensor, the union of the coefficients the contributors
-// selected, each with the mean of the values sent for it, sorted by (chunk, index).
+// selected, each with the mean of the values sent for it (rounded to the aggregate's
+// encoding), sorted by (chunk, index).
 //
 // Plain values; no internal synchronisation.
 #ifndef DEMOD_COMMON_SPARSE_PAYLOAD_H_
@@ -41,6 +42,10 @@ struct AggregateTensor {
 
 struct StepAggregate {
   int64_t step = 0;
+  // How the values travel: bf16 or f16 when every contributor sent that encoding (the means
+  // are rounded to it, as precise as what was sent), f32 otherwise. values hold exactly what
+  // decodes.
+  ValueEncoding encoding = ValueEncoding::kFloat32;
   std::vector<uint32_t> contributors;  // worker ids whose payloads are included, ascending
   std::vector<AggregateTensor> tensors;
 };

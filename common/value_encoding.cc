@@ -13,8 +13,6 @@ namespace {
 uint32_t FloatBits(float value) { return absl::bit_cast<uint32_t>(value); }
 float BitsToFloat(uint32_t bits) { return absl::bit_cast<float>(bits); }
 
-constexpr uint16_t kBFloat16MaxFinite = 0x7F7F;
-constexpr uint16_t kBFloat16Infinity = 0x7F80;
 constexpr uint16_t kHalfMaxFinite = 0x7BFF;
 constexpr uint16_t kHalfInfinity = 0x7C00;
 
@@ -56,19 +54,6 @@ int64_t EncodedValueBytes(ValueEncoding encoding, int64_t n) {
       return (n + 7) / 8;
   }
   return 0;
-}
-
-uint16_t FloatToBFloat16(float value) {
-  const uint32_t bits = FloatBits(value);
-  if (std::isnan(value)) {
-    // Truncating could clear every mantissa bit and turn the NaN into infinity; setting the
-    // quiet bit keeps it a NaN.
-    return static_cast<uint16_t>((bits >> 16) | 0x0040);
-  }
-  // Adding 0x7FFF plus the lowest kept bit rounds to nearest, ties to even; a carry out of the
-  // mantissa correctly bumps the exponent (up to infinity).
-  const uint32_t rounding = 0x7FFF + ((bits >> 16) & 1);
-  return static_cast<uint16_t>((bits + rounding) >> 16);
 }
 
 uint16_t FloatToHalf(float value) {
@@ -117,14 +102,6 @@ float HalfToFloat(uint16_t bits) {
   return BitsToFloat(sign | ((exponent + 112) << 23) | (mantissa << 13));
 }
 
-uint16_t FloatToBFloat16Saturating(float value) {
-  const uint16_t bits = FloatToBFloat16(value);
-  if ((bits & 0x7FFF) == kBFloat16Infinity && std::isfinite(value)) {
-    return static_cast<uint16_t>((bits & 0x8000) | kBFloat16MaxFinite);
-  }
-  return bits;
-}
-
 uint16_t FloatToHalfSaturating(float value) {
   const uint16_t bits = FloatToHalf(value);
   if ((bits & 0x7FFF) == kHalfInfinity && std::isfinite(value)) {
@@ -145,6 +122,22 @@ float QuantizeValue(ValueEncoding encoding, float value) {
       return SignBit(value) ? -1.0f : 1.0f;
   }
   return value;
+}
+
+void QuantizeValues(ValueEncoding encoding, float* values, size_t n) {
+  switch (encoding) {
+    case ValueEncoding::kFloat32:
+      return;
+    case ValueEncoding::kBFloat16:
+      for (size_t i = 0; i < n; ++i) {
+        values[i] = BFloat16ToFloat(FloatToBFloat16Saturating(values[i]));
+      }
+      return;
+    case ValueEncoding::kFloat16:
+    case ValueEncoding::kSign:
+      for (size_t i = 0; i < n; ++i) values[i] = QuantizeValue(encoding, values[i]);
+      return;
+  }
 }
 
 }  // namespace demod

@@ -10,6 +10,8 @@
 #ifndef DEMOD_COMMON_VALUE_ENCODING_H_
 #define DEMOD_COMMON_VALUE_ENCODING_H_
 
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -36,8 +38,20 @@ int64_t EncodedValueBytes(ValueEncoding encoding, int64_t n);
 
 // Plain IEEE-style conversions: round-to-nearest-even, overflow becomes infinity, NaN stays NaN
 // (quieted, sign kept), half subnormals are produced and read exactly.
-uint16_t FloatToBFloat16(float value);
-// Exact: bf16 is float32's upper half. Inline: decoders call it for every value.
+// (The bf16 conversions are inline: codecs call them for every value.)
+inline uint16_t FloatToBFloat16(float value) {
+  const auto bits = absl::bit_cast<uint32_t>(value);
+  if (std::isnan(value)) {
+    // Truncating could clear every mantissa bit and turn the NaN into infinity; setting the
+    // quiet bit keeps it a NaN.
+    return static_cast<uint16_t>((bits >> 16) | 0x0040);
+  }
+  // Adding 0x7FFF plus the lowest kept bit rounds to nearest, ties to even; a carry out of the
+  // mantissa correctly bumps the exponent (up to infinity).
+  const uint32_t rounding = 0x7FFF + ((bits >> 16) & 1);
+  return static_cast<uint16_t>((bits + rounding) >> 16);
+}
+// Exact: bf16 is float32's upper half.
 inline float BFloat16ToFloat(uint16_t bits) {
   return absl::bit_cast<float>(static_cast<uint32_t>(bits) << 16);
 }
@@ -47,17 +61,35 @@ float HalfToFloat(uint16_t bits);
 // As above, except that a finite value that would round to infinity becomes the largest finite
 // value of the same sign (bf16 0x7F7F = 3.3895e38, half 0x7BFF = 65504). Infinity and NaN pass
 // through. These are what the payload encoder writes.
-uint16_t FloatToBFloat16Saturating(float value);
+inline uint16_t FloatToBFloat16Saturating(float value) {
+  constexpr uint16_t kInfinity = 0x7F80, kMaxFinite = 0x7F7F;
+  const uint16_t bits = FloatToBFloat16(value);
+  if ((bits & 0x7FFF) == kInfinity && std::isfinite(value)) {
+    return static_cast<uint16_t>((bits & 0x8000) | kMaxFinite);
+  }
+  return bits;
+}
 uint16_t FloatToHalfSaturating(float value);
 
 // The kSign bit for `value`: 0 for value >= 0 (including -0), 1 otherwise (negative or NaN).
 // A 0 bit decodes as +1, a 1 bit as -1.
 inline bool SignBit(float value) { return !(value >= 0.0f); }
 
+// The encoding of a step's aggregate values given its payloads' (when they all share one):
+// bf16 and f16 means are rounded to the payloads' precision and travel in half the bytes; the
+// means of f32 values stay f32, and those of signs (multiples of 1/n) travel as f32.
+inline ValueEncoding AggregateEncoding(ValueEncoding payloads) {
+  return payloads == ValueEncoding::kBFloat16 || payloads == ValueEncoding::kFloat16
+             ? payloads
+             : ValueEncoding::kFloat32;
+}
+
 // The value a receiver decodes after `value` went through `encoding`: the rounding of bf16 /
 // f16, +1 / -1 for kSign (zero counts as +1). bf16 and f16 values beyond their range saturate
 // (f16 to +-65504) so a finite input never decodes as infinity.
 float QuantizeValue(ValueEncoding encoding, float value);
+// QuantizeValue over n values, in place.
+void QuantizeValues(ValueEncoding encoding, float* values, size_t n);
 
 }  // namespace demod
 

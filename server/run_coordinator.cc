@@ -286,6 +286,10 @@ void RunCoordinator::Handle(WorkerId worker, v1::WorkerMessage message, absl::Ti
       } else if (payload->step != complete.step) {
         status = absl::InvalidArgumentError(absl::StrCat(
             "payload frames of step ", complete.step, " carry a payload of step ", payload->step));
+      } else if (payload->encoding != config_.optimizer.value_encoding) {
+        status = absl::InvalidArgumentError(absl::StrCat(
+            "payload of step ", complete.step, ": values in ", ValueEncodingName(payload->encoding),
+            ", the run's are ", ValueEncodingName(config_.optimizer.value_encoding)));
       } else {
         status = OnPayload(worker, *std::move(payload), complete.bytes.size(), now);
       }
@@ -651,7 +655,15 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
                    absl::FormatDuration(absl::Trunc(duration, absl::Microseconds(100))),
                    ": contributors [", absl::StrJoin(close.workers, ","), "] of ",
                    step.expected.size(), ", ", bytes_in, " bytes in, ", bytes_out, " bytes out (",
-                   close.reason, ")"));
+                   close.reason,
+                   // To the microsecond, so that a tool on this host can time the step's
+                   // coordination (demod-loadgen does: last payload in -> aggregate delivered).
+                   step.last_payload.has_value()
+                       ? absl::StrCat("; last payload in at ",
+                                      absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", *step.last_payload,
+                                                       absl::UTCTimeZone()))
+                       : std::string(),
+                   ")"));
 }
 
 void RunCoordinator::Expel(WorkerId worker, const absl::Status& status, LeaveReason metric_reason,

@@ -83,6 +83,33 @@ TEST(AggregateStepTest, MeanOverTheWorkersThatSelectedACoefficient) {
   EXPECT_TRUE(ValidateStepAggregate(*aggregate, table).ok());
 }
 
+// bf16 payloads give a bf16 aggregate: each mean rounded to bf16, as precise as what was sent.
+// Mixed encodings (a misconfigured worker) fall back to f32.
+TEST(AggregateStepTest, MeansOfHalfPrecisionPayloadsAreRoundedToTheirEncoding) {
+  LayoutTable table;
+  table.push_back({"a", *MakeChunkLayout({4}, 4, 1)});
+  StepPayload p = MakePayload(1, {{{0}, {1.0f}}});
+  StepPayload q = MakePayload(1, {{{0}, {1.0078125f}}});  // the next bf16 after 1
+  for (ValueEncoding encoding : {ValueEncoding::kBFloat16, ValueEncoding::kFloat16}) {
+    p.encoding = q.encoding = encoding;
+    absl::StatusOr<StepAggregate> aggregate = AggregateStep({{0, &p}, {1, &q}}, table);
+    ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+    EXPECT_EQ(aggregate->encoding, encoding);
+    // The mean, 1.00390625, needs 9 significant bits: bf16 rounds it to even (1.0), f16 keeps it.
+    EXPECT_EQ(aggregate->tensors[0].values[0],
+              encoding == ValueEncoding::kBFloat16 ? 1.0f : 1.00390625f);
+    EXPECT_TRUE(EncodeStepAggregate(*aggregate, table).ok());
+  }
+  p.encoding = ValueEncoding::kBFloat16;
+  q.encoding = ValueEncoding::kFloat32;
+  absl::StatusOr<StepAggregate> mixed = AggregateStep({{0, &p}, {1, &q}}, table);
+  ASSERT_TRUE(mixed.ok()) << mixed.status();
+  EXPECT_EQ(mixed->encoding, ValueEncoding::kFloat32);
+  EXPECT_EQ(mixed->tensors[0].values[0], 1.00390625f);
+  p.encoding = q.encoding = ValueEncoding::kSign;  // means of signs are multiples of 1/n
+  EXPECT_EQ(AggregateStep({{0, &p}, {1, &q}}, table)->encoding, ValueEncoding::kFloat32);
+}
+
 TEST(AggregateStepTest, NegativeZeroSurvivesASingleSelector) {
   LayoutTable table;
   table.push_back({"x", *MakeChunkLayout({2}, 2, 1)});

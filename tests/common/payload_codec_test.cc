@@ -31,7 +31,7 @@ constexpr size_t kFrameHeaderBytes = 14;
 constexpr size_t kEncodingOffset = 14;
 constexpr size_t kPayloadHeaderBytes = 27;
 constexpr size_t kPayloadTensorHeaderBytes = 8;
-constexpr size_t kAggregateHeaderBytes = 26;  // before the contributor ids
+constexpr size_t kAggregateHeaderBytes = 27;  // before the contributor ids
 constexpr size_t kCrcBytes = 4;
 
 constexpr ValueEncoding kAllEncodings[] = {ValueEncoding::kFloat32, ValueEncoding::kBFloat16,
@@ -137,7 +137,7 @@ TEST(PayloadFormatTest, ExactBytesOfASmallPayload) {
   payload.tensors = {{{1, 3}, {1.0f, -2.0f}}};
   const std::string bytes = EncodeOrDie(payload, table);
 
-  std::string expected("DMP1\x02\x00", 6);
+  std::string expected("DMP1\x03\x00", 6);
   PutU64(&expected, 49);                                           // total length
   expected += std::string("\x00", 1);                              // encoding f32
   expected += std::string("\x05\x00\x00\x00\x00\x00\x00\x00", 8);  // step
@@ -440,7 +440,7 @@ TEST_F(PayloadDecodeTest, UnknownVersion) {
   const absl::Status status = Decode(bytes);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(),
-              HasSubstr("unsupported payload format version 1; this build reads version 2"));
+              HasSubstr("unsupported payload format version 1; this build reads version 3"));
 }
 
 TEST_F(PayloadDecodeTest, BadMagic) {
@@ -552,7 +552,7 @@ TEST(PayloadDecodeLimitsTest, HugeTableDoesNotAllocate) {
   huge.chunk_cols = max;
   huge.topk = max;
   const LayoutTable table = {{"huge", huge}};
-  std::string bytes("DMP1\x02\x00", 6);
+  std::string bytes("DMP1\x03\x00", 6);
   PutU64(&bytes, 0);
   PutU8(&bytes, 0);
   PutU64(&bytes, 1);
@@ -648,8 +648,9 @@ TEST(AggregateFormatTest, ExactBytesOfASmallAggregate) {
   absl::StatusOr<std::string> bytes = EncodeStepAggregate(aggregate, table);
   ASSERT_TRUE(bytes.ok()) << bytes.status();
 
-  std::string expected("DMA1\x02\x00", 6);
-  PutU64(&expected, 63);
+  std::string expected("DMA1\x03\x00", 6);
+  PutU64(&expected, 64);
+  PutU8(&expected, 0);   // values f32
   PutU64(&expected, 2);  // step
   PutU32(&expected, 2);  // contributor count
   PutU32(&expected, 1);
@@ -663,7 +664,52 @@ TEST(AggregateFormatTest, ExactBytesOfASmallAggregate) {
   PutF32(&expected, -1.0f);
   PutU32(&expected, Crc32c(expected));
   EXPECT_EQ(*bytes, expected);
-  EXPECT_EQ(bytes->size(), 63u);
+  EXPECT_EQ(bytes->size(), 64u);
+}
+
+// The means of bf16 (or f16) payloads travel in 2 bytes, exactly as AggregateStep rounded them.
+TEST(AggregateFormatTest, HalfPrecisionValuesTakeTwoBytes) {
+  const LayoutTable table = MakeTable({{"b", {8}, 4, 2}});
+  StepAggregate aggregate;
+  aggregate.step = 2;
+  aggregate.contributors = {1, 6};
+  aggregate.tensors = {{{0, 3, 3}, {0, 2, 3}, {0.5f, 1.0f, -1.0f}}};
+  absl::StatusOr<std::string> f32 = EncodeStepAggregate(aggregate, table);
+  ASSERT_TRUE(f32.ok()) << f32.status();
+  for (ValueEncoding encoding : {ValueEncoding::kBFloat16, ValueEncoding::kFloat16}) {
+    SCOPED_TRACE(ValueEncodingName(encoding));
+    aggregate.encoding = encoding;
+    absl::StatusOr<std::string> bytes = EncodeStepAggregate(aggregate, table);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    EXPECT_EQ(bytes->size(), f32->size() - 3 * 2);
+    EXPECT_EQ((*bytes)[kFrameHeaderBytes], static_cast<char>(encoding));
+    absl::StatusOr<StepAggregate> decoded = DecodeStepAggregate(*bytes, table);
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    EXPECT_EQ(decoded->encoding, encoding);
+    EXPECT_EQ(decoded->tensors[0].values, aggregate.tensors[0].values);
+  }
+}
+
+TEST(AggregateFormatTest, ValuesMustBeExactInTheEncodingAndSignIsRefused) {
+  const LayoutTable table = MakeTable({{"b", {8}, 4, 2}});
+  StepAggregate aggregate;
+  aggregate.contributors = {1};
+  aggregate.tensors = {{{0, 1, 1}, {2}, {1.00390625f}}};  // 1 + 2^-8: 9 significant bits
+  aggregate.encoding = ValueEncoding::kBFloat16;
+  EXPECT_THAT(EncodeStepAggregate(aggregate, table).status().message(),
+              HasSubstr("tensor 'b': a value is not exactly bf16"));
+  aggregate.encoding = ValueEncoding::kFloat16;
+  EXPECT_TRUE(EncodeStepAggregate(aggregate, table).ok());  // f16 has 11 significant bits
+  aggregate.encoding = ValueEncoding::kSign;
+  EXPECT_THAT(EncodeStepAggregate(aggregate, table).status().message(),
+              HasSubstr("aggregate value encoding 3 is not one of 0 (f32), 1 (bf16), 2 (f16)"));
+
+  aggregate.encoding = ValueEncoding::kFloat32;
+  std::string bytes = *EncodeStepAggregate(aggregate, table);
+  bytes[kFrameHeaderBytes] = 3;
+  Reseal(&bytes);
+  EXPECT_THAT(DecodeStepAggregate(bytes, table).status().message(),
+              HasSubstr("aggregate value encoding 3 is not one of"));
 }
 
 TEST(AggregateRoundTripTest, NoEntries) {

@@ -439,6 +439,27 @@ TEST_F(CoordinatorServiceTest, MalformedFramesEndOnlyTheirStream) {
     EXPECT_THAT(status.error_message(), HasSubstr(cases[i].reason));
   }
   {
+    // A well-formed payload whose values are not in the run's encoding (f32), in frames.
+    std::mt19937_64 random(3);
+    const LayoutTable layouts = Layouts(TestConfig());
+    const std::string bf16 =
+        *EncodeStepPayload(SyntheticPayload(layouts, 1, ValueEncoding::kBFloat16, random), layouts);
+    RawStream raw(target_, JoinMessage("bf16"));
+    v1::CoordinatorMessage welcome;
+    ASSERT_TRUE(raw.stream->Read(&welcome));
+    for (const Frame& f : SplitIntoFrames(bf16, TestConfig().max_frame_bytes)) {
+      v1::WorkerMessage m;
+      m.mutable_payload()->set_step(1);
+      m.mutable_payload()->set_total_bytes(bf16.size());
+      m.mutable_payload()->set_offset(f.offset);
+      m.mutable_payload()->set_data(std::string(f.data));
+      raw.stream->Write(m);
+    }
+    grpc::Status status = raw.Drain();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("values in bf16, the run's are f32"));
+  }
+  {
     v1::WorkerMessage heartbeat;
     heartbeat.mutable_heartbeat();
     RawStream raw(target_, heartbeat);
