@@ -47,6 +47,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -452,6 +453,33 @@ class Shared {
   const Measurement& measure_start() const { return measure_start_; }
   const Measurement& measure_end() const { return measure_end_; }
 
+  // A parameter relay to `joiner` (donor -> coordinator -> joiner) starts as the donor begins
+  // sending and ends when the joiner holds every byte.
+  void RelayStarts(uint32_t joiner) {
+    absl::MutexLock lock(&mu_);
+    relays_[joiner].first = Clock::now();
+  }
+  void RelayEnds(uint32_t joiner) {
+    absl::MutexLock lock(&mu_);
+    relays_[joiner].second = Clock::now();
+  }
+  // The relays' total bytes over the time from the first start to the last end (relays may
+  // overlap), and the median of each relay's own rate; 0 when there was none.
+  std::pair<double, double> RelayBytesPerSecond() const {
+    absl::MutexLock lock(&mu_);
+    if (relays_.empty()) return {0, 0};
+    Clock::time_point first = relays_.begin()->second.first, last = relays_.begin()->second.second;
+    std::vector<double> rates;
+    const auto bytes = static_cast<double>(spec_.parameters.size());
+    for (const auto& [joiner, times] : relays_) {
+      first = std::min(first, times.first);
+      last = std::max(last, times.second);
+      rates.push_back(bytes / Seconds(times.second - times.first));
+    }
+    std::sort(rates.begin(), rates.end());
+    return {bytes * relays_.size() / Seconds(last - first), rates[(rates.size() - 1) / 2]};
+  }
+
   // The seed joins first, so that its tensor table and parameters are the run's.
   void SeedJoined() {
     absl::MutexLock lock(&mu_);
@@ -516,6 +544,7 @@ class Shared {
   Candidates candidates_;
 
   mutable absl::Mutex mu_;
+  std::map<uint32_t, std::pair<Clock::time_point, Clock::time_point>> relays_ ABSL_GUARDED_BY(mu_);
   bool seed_joined_ ABSL_GUARDED_BY(mu_) = false;
   int active_ ABSL_GUARDED_BY(mu_) = 0;
   int done_ ABSL_GUARDED_BY(mu_) = 0;
@@ -557,9 +586,17 @@ absl::Status RunWorker(int index, Shared& shared) {
     if (!event.ok()) return event.status();
     switch (event->kind) {
       case ClientEvent::Kind::kSendState:
+        shared.RelayStarts(event->joiner);
         DEMOD_RETURN_IF_ERROR(client->SendState(event->joiner, /*step=*/0, spec.parameters));
         break;
       case ClientEvent::Kind::kState:
+        if (event->bytes.size() != spec.parameters.size()) {
+          return absl::InternalError(absl::StrCat("received ", event->bytes.size(),
+                                                  " bytes of parameters, not ",
+                                                  spec.parameters.size()));
+        }
+        shared.RelayEnds(client->welcome().worker_id());
+        break;
       case ClientEvent::Kind::kPaused:
         break;
       case ClientEvent::Kind::kActive:
@@ -683,6 +720,8 @@ struct RunResult {
   double cores_busy = 0;               // coordinator CPU seconds / sum of step walls
   double cores_phase = 0;              // coordinator CPU seconds / measured phase wall
   double workers_cpu_ms_per_step = 0;  // this process, within the measured steps
+  double param_relay_mb_s = 0;         // N - 1 joiners' parameters, first start to last end
+  double param_relay_median_mb_s = 0;  // one relay's own rate, the median
   int64_t peak_rss_kib = 0;
 };
 
@@ -825,6 +864,9 @@ absl::StatusOr<RunResult> RunOnce(RunSpec spec, const std::string& coordinator_b
   r.cores_busy = cpu / wall_sum;
   r.cores_phase = cpu / Seconds(shared.measure_end().when - shared.measure_start().when);
   r.workers_cpu_ms_per_step = shared.workers_cpu_seconds() / spec.steps * 1e3;
+  std::tie(r.param_relay_mb_s, r.param_relay_median_mb_s) = shared.RelayBytesPerSecond();
+  r.param_relay_mb_s /= 1e6;
+  r.param_relay_median_mb_s /= 1e6;
   r.peak_rss_kib = shared.measure_end().sample->peak_rss_kib;
   if (!absl::GetFlag(FLAGS_keep_logs)) unlink(log_path.c_str());
   return r;
@@ -930,6 +972,18 @@ absl::Status Main() {
         r.latency_p99_ms, 2.0 + r.transfer_ms, r.upload_p50_ms, r.wall_p50_ms, r.ingest_mb_s,
         r.relay_mb_s, r.relay_ratio * 100, r.cpu_ms_per_step, r.cores_busy, r.cores_phase,
         r.peak_rss_kib / 1024.0, r.workers_cpu_ms_per_step);
+  }
+  // The parameter relays that brought the N - 1 joiners in, donor -> coordinator -> joiner.
+  std::printf(
+      "\nParameter relays (%.1f MB each, frames of at most 1 MiB):\n\n"
+      "| N | relays | all relays | all/TCP | one relay (median) | one/TCP |\n"
+      "|--:|--:|--:|--:|--:|--:|\n",
+      static_cast<double>(spec.parameters.size()) / 1e6);
+  for (const RunResult& r : results) {
+    if (r.workers < 2) continue;
+    std::printf("| %d | %d | %.0f MB/s | %.1f%% | %.0f MB/s | %.1f%% |\n", r.workers, r.workers - 1,
+                r.param_relay_mb_s, r.param_relay_mb_s * 1e6 / tcp * 100, r.param_relay_median_mb_s,
+                r.param_relay_median_mb_s * 1e6 / tcp * 100);
   }
   return absl::OkStatus();
 }

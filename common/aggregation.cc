@@ -130,10 +130,10 @@ T* Extend(std::vector<T>& v, size_t more) {
 // order without sorting; its summary (a bit per bitmap word) skips the empty words.
 //
 // The union comes out of the bitmap without a data-dependent branch per word: a word rarely
-// holds more than 4 touched coefficients, so 4 are written unconditionally and only the count
-// kept (the extra writes land where the next word's go, or in 3 entries of slack). Branching
-// on every word's bits instead mispredicts about once per word, which cost more than all the
-// adding.
+// holds more than 4 touched coefficients, so 4 are written unconditionally and only those that
+// held one counted (the extra writes land where the next word's go, or in 3 entries of slack).
+// Branching on every word's bits instead mispredicts about once per word, which cost more than all
+// the adding.
 absl::Status AggregateChunkDense(const std::vector<Contribution>& sorted, size_t t, size_t c,
                                  const NamedLayout& named, Scratch* scratch, AggregateTensor* out) {
   const auto k = static_cast<size_t>(named.layout.topk);
@@ -175,12 +175,13 @@ absl::Status AggregateChunkDense(const std::vector<Contribution>& sorted, size_t
       uint64_t bits = touched[word];
       touched[word] = 0;
       const auto base = static_cast<uint32_t>(word * 64);
-      const auto count = static_cast<size_t>(absl::popcount(bits));
+      size_t written = 0;  // of the kUnrolled, those that held a coefficient
       for (size_t r = 0; r < kUnrolled; ++r) {
         union_indices[n + r] = base + static_cast<uint32_t>(absl::countr_zero(bits));
+        written += bits != 0;
         bits &= bits - 1;
       }
-      n += std::min(count, kUnrolled);
+      n += written;
       for (; bits != 0; bits &= bits - 1) {
         union_indices[n++] = base + static_cast<uint32_t>(absl::countr_zero(bits));
       }
