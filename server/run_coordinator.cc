@@ -4,6 +4,7 @@
 #include <cmath>
 #include <deque>
 #include <limits>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -22,6 +23,10 @@ namespace demod {
 namespace {
 
 constexpr uint32_t kProtocolVersion = 1;
+// A flush of at least 2 x kChannelsPerFanOutThread channels (a step's aggregate to that many
+// members) is spread over up to kMaxFanOutThreads threads.
+constexpr size_t kChannelsPerFanOutThread = 4;
+constexpr size_t kMaxFanOutThreads = 4;
 constexpr size_t kMaxWorkerNameBytes = 128;
 
 std::shared_ptr<const OutboundMessage> ControlMessage(v1::Control control) {
@@ -764,8 +769,24 @@ void RunCoordinator::FlushChannels() {
     absl::MutexLock lock(&mu_);
     channels.swap(unflushed_);
   }
-  // A channel appears once per message queued; flushing it again is cheap and harmless.
-  for (const std::shared_ptr<MemberChannel>& channel : channels) channel->Flush();
+  // A channel appears once per message queued: flush each once.
+  std::sort(channels.begin(), channels.end());
+  channels.erase(std::unique(channels.begin(), channels.end()), channels.end());
+  // gRPC writes inline, on the flushing thread, and a write costs the copy into the kernel (on
+  // loopback also the receiver's TCP work): a step's fan-out to many members is spread over a
+  // few threads, each flushing an equal share of the channels.
+  const size_t threads =
+      std::min<size_t>({kMaxFanOutThreads, std::max(1u, std::thread::hardware_concurrency()),
+                        channels.size() / kChannelsPerFanOutThread});
+  const auto flush_share = [&channels, threads](size_t share) {
+    for (size_t i = share; i < channels.size(); i += std::max<size_t>(threads, 1)) {
+      channels[i]->Flush();
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (size_t share = 1; share < threads; ++share) helpers.emplace_back(flush_share, share);
+  flush_share(0);
+  for (std::thread& helper : helpers) helper.join();
 }
 
 void RunCoordinator::SendControl(WorkerId worker, v1::Control control) {

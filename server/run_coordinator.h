@@ -16,7 +16,8 @@
 // Anything malformed ends only its sender's stream with INVALID_ARGUMENT and the reason.
 //
 // Thread-safe: every entry point takes one mutex, and starts the writes it queued only after
-// releasing it. Time is an argument; the shell reads clocks.
+// releasing it (a step's fan-out spread over a few threads). Time is an argument; the shell
+// reads clocks.
 #ifndef DEMOD_SERVER_RUN_COORDINATOR_H_
 #define DEMOD_SERVER_RUN_COORDINATOR_H_
 
