@@ -460,6 +460,10 @@ absl::Status CheckAggregateEncoding(uint8_t raw) {
 bool ValuesRepresentable(const std::vector<float>& values, ValueEncoding encoding) {
   if (encoding == ValueEncoding::kFloat32) return true;
   uint32_t lost = 0;
+  if (encoding == ValueEncoding::kBFloat16) {  // the common case, and a loop that vectorizes
+    for (float value : values) lost |= absl::bit_cast<uint32_t>(value) & 0xFFFF;
+    return lost == 0;
+  }
   for (float value : values) {
     lost |=
         absl::bit_cast<uint32_t>(QuantizeValue(encoding, value)) ^ absl::bit_cast<uint32_t>(value);
