@@ -126,7 +126,10 @@ class TrainStream final : public Reactor {
     }
     v1::WorkerMessage message;
     if (!grpc::SerializationTraits<v1::WorkerMessage>::Deserialize(&in_, &message).ok()) {
-      EndStream(absl::InvalidArgumentError("malformed message: not a demod.v1.WorkerMessage"));
+      const absl::Status malformed =
+          absl::InvalidArgumentError("malformed message: not a demod.v1.WorkerMessage");
+      if (id_.has_value()) run_->Malformed(*id_, malformed, absl::Now());  // ends the stream too
+      EndStream(malformed);
       return;
     }
     if (!id_.has_value()) {

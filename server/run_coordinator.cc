@@ -699,6 +699,15 @@ void RunCoordinator::Forget(WorkerId worker, const std::string& event, const std
   active_since_.erase(worker);
 }
 
+void RunCoordinator::Malformed(WorkerId worker, const absl::Status& status, absl::Time now) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_ || members_.count(worker) == 0) return;
+    Expel(worker, status, LeaveReason::kInvalidMessage, now);
+  }
+  FlushChannels();
+}
+
 void RunCoordinator::Disconnected(WorkerId worker, absl::Time now) {
   {
     absl::MutexLock lock(&mu_);

@@ -65,6 +65,9 @@ class RunCoordinator {
   // copies). A message that breaks the protocol ends that stream (through its channel) and
   // removes the member.
   void Handle(WorkerId worker, v1::WorkerMessage message, absl::Time now);
+  // A message of the member's stream could not even be parsed: ends that stream with `status`
+  // and removes the member, as for any other invalid message.
+  void Malformed(WorkerId worker, const absl::Status& status, absl::Time now);
   // The member's stream ended (the worker left or the connection broke).
   void Disconnected(WorkerId worker, absl::Time now);
   // Deadlines and heartbeat timeouts.

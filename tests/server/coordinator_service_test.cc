@@ -344,9 +344,9 @@ struct RawStream {
   std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, v1::CoordinatorMessage>> stream;
 };
 
-// Opens a Train stream, writes `bytes` as its first message (whatever they are) and returns
-// how the stream ended.
-grpc::Status TrainWithBytes(const std::string& target, const std::string& bytes) {
+// Opens a Train stream, writes each of `messages` (whatever bytes they are) and returns how the
+// stream ended.
+grpc::Status TrainWithBytes(const std::string& target, const std::vector<std::string>& messages) {
   grpc::GenericStub stub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
   grpc::CompletionQueue queue;
   grpc::ClientContext context;
@@ -359,9 +359,11 @@ grpc::Status TrainWithBytes(const std::string& target, const std::string& bytes)
       stub.PrepareCall(&context, "/demod.v1.Coordinator/Train", &queue);
   call->StartCall(nullptr);
   wait();
-  grpc::Slice slice(bytes);
-  call->Write(grpc::ByteBuffer(&slice, 1), nullptr);
-  wait();
+  for (const std::string& bytes : messages) {
+    grpc::Slice slice(bytes);
+    call->Write(grpc::ByteBuffer(&slice, 1), nullptr);
+    wait();
+  }
   grpc::ByteBuffer reply;
   call->Read(&reply, nullptr);
   while (wait()) call->Read(&reply, nullptr);  // until the server ends the stream
@@ -469,7 +471,12 @@ TEST_F(CoordinatorServiceTest, MalformedFramesEndOnlyTheirStream) {
   }
   {
     // Bytes that are no protobuf at all (0xff: field 31 of wire type 7, which does not exist).
-    grpc::Status status = TrainWithBytes(target_, std::string("\xff\xff\xff", 3));
+    const std::string garbage("\xff\xff\xff", 3);
+    grpc::Status status = TrainWithBytes(target_, {garbage});
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("not a demod.v1.WorkerMessage"));
+    // The same after a join: the member is removed as for any invalid message.
+    status = TrainWithBytes(target_, {JoinMessage("garbler").SerializeAsString(), garbage});
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_THAT(status.error_message(), HasSubstr("not a demod.v1.WorkerMessage"));
   }
