@@ -161,8 +161,8 @@ absl::Status AggregateChunkDense(const std::vector<Contribution>& sorted, size_t
   }
   // The summary is built here rather than above, where every entry would update the same
   // summary word and wait for the previous entry's store.
-  const size_t words = (chunk_size + 63) / 64;
-  for (size_t word = 0; word < words; ++word) {
+  const size_t num_words = (chunk_size + 63) / 64;
+  for (size_t word = 0; word < num_words; ++word) {
     summary[word / 64] |= static_cast<uint64_t>(touched[word] != 0) << (word % 64);
   }
   constexpr size_t kUnrolled = 4;
@@ -170,8 +170,8 @@ absl::Status AggregateChunkDense(const std::vector<Contribution>& sorted, size_t
   uint32_t* union_indices = Extend(out->indices, distinct + kUnrolled - 1);
   size_t n = 0;
   for (size_t s = 0; s < (chunk_size + 4095) / 4096; ++s) {
-    for (uint64_t words = summary[s]; words != 0; words &= words - 1) {
-      const size_t word = s * 64 + absl::countr_zero(words);
+    for (uint64_t nonempty = summary[s]; nonempty != 0; nonempty &= nonempty - 1) {
+      const size_t word = s * 64 + absl::countr_zero(nonempty);
       uint64_t bits = touched[word];
       touched[word] = 0;
       const auto base = static_cast<uint32_t>(word * 64);
