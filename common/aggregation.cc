@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <thread>
 #include <utility>
 
 #include "absl/base/attributes.h"
@@ -11,6 +10,7 @@
 #include "absl/numeric/bits.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/run_in_parallel.h"
 #include "common/status_macros.h"
 
 namespace demod {
@@ -280,7 +280,7 @@ ValueEncoding EncodingOf(const std::vector<Contribution>& sorted) {
 }  // namespace
 
 // Below this many entries per thread, starting a thread costs more than it saves.
-constexpr uint64_t kEntriesPerThread = 1 << 16;
+constexpr size_t kEntriesPerThread = size_t{1} << 16;
 constexpr size_t kMaxAggregationThreads = 4;
 
 absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& contributions,
@@ -314,24 +314,21 @@ absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& con
   uint64_t total = 0;
   for (const NamedLayout& t : table) total += static_cast<uint64_t>(t.layout.num_selected());
   total *= sorted.size();
-  const size_t threads =
-      std::min<size_t>({kMaxAggregationThreads, std::max(1u, std::thread::hardware_concurrency()),
-                        static_cast<size_t>(total / kEntriesPerThread) + 1, table.size()});
-  std::vector<std::thread> helpers;
-  size_t begin = 0;
+  const size_t threads = ThreadsFor(static_cast<size_t>(total), kEntriesPerThread,
+                                    std::min(kMaxAggregationThreads, table.size()));
+  std::vector<size_t> bounds = {0};  // tensors [bounds[i], bounds[i + 1]) go to thread i
   uint64_t done = 0;
   for (size_t part = 1; part < threads; ++part) {
     const uint64_t target = total * part / threads;
-    size_t end = begin;
+    size_t end = bounds.back();
     while (end < table.size() && done < target) {
       done += static_cast<uint64_t>(table[end].layout.num_selected()) * sorted.size();
       ++end;
     }
-    helpers.emplace_back(aggregate_range, begin, end);
-    begin = end;
+    bounds.push_back(end);
   }
-  aggregate_range(begin, table.size());
-  for (std::thread& helper : helpers) helper.join();
+  bounds.push_back(table.size());
+  RunInParallel(threads, [&](size_t part) { aggregate_range(bounds[part], bounds[part + 1]); });
   for (const absl::Status& s : status) DEMOD_RETURN_IF_ERROR(s);
   return aggregate;
 }

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <deque>
 #include <limits>
-#include <thread>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -15,6 +14,7 @@
 #include "common/layout_table.h"
 #include "common/logging.h"
 #include "common/payload_codec.h"
+#include "common/run_in_parallel.h"
 #include "common/status_macros.h"
 #include "server/fingerprint_vote.h"
 #include "server/tensor_table.h"
@@ -784,18 +784,10 @@ void RunCoordinator::FlushChannels() {
   // gRPC writes inline, on the flushing thread, and a write costs the copy into the kernel (on
   // loopback also the receiver's TCP work): a step's fan-out to many members is spread over a
   // few threads, each flushing an equal share of the channels.
-  const size_t threads =
-      std::min<size_t>({kMaxFanOutThreads, std::max(1u, std::thread::hardware_concurrency()),
-                        channels.size() / kChannelsPerFanOutThread});
-  const auto flush_share = [&channels, threads](size_t share) {
-    for (size_t i = share; i < channels.size(); i += std::max<size_t>(threads, 1)) {
-      channels[i]->Flush();
-    }
-  };
-  std::vector<std::thread> helpers;
-  for (size_t share = 1; share < threads; ++share) helpers.emplace_back(flush_share, share);
-  flush_share(0);
-  for (std::thread& helper : helpers) helper.join();
+  const size_t threads = ThreadsFor(channels.size(), kChannelsPerFanOutThread, kMaxFanOutThreads);
+  RunInParallel(threads, [&channels, threads](size_t share) {
+    for (size_t i = share; i < channels.size(); i += threads) channels[i]->Flush();
+  });
 }
 
 void RunCoordinator::SendControl(WorkerId worker, v1::Control control) {

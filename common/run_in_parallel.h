@@ -1,0 +1,25 @@
+// Spreading a few independent tasks over threads, for work on the coordinator's critical path
+// (a step's aggregation, its fan-out). Tasks must not depend on one another.
+//
+// RunInParallel(n, task) runs task(0) .. task(n - 1): task(0) on the calling thread, the others
+// on threads of their own, and returns once all are done. A thread that cannot be started (the
+// process is out of threads) leaves its task to the calling thread: the work is done either
+// way, only later, and nothing throws.
+#ifndef DEMOD_COMMON_RUN_IN_PARALLEL_H_
+#define DEMOD_COMMON_RUN_IN_PARALLEL_H_
+
+#include <cstddef>
+
+#include "absl/functional/function_ref.h"
+
+namespace demod {
+
+void RunInParallel(size_t n, absl::FunctionRef<void(size_t)> task);
+
+// How many threads a job of `work` units should use: one per `work_per_thread` units (at least
+// one), at most `max_threads` and at most the machine's cores.
+size_t ThreadsFor(size_t work, size_t work_per_thread, size_t max_threads);
+
+}  // namespace demod
+
+#endif  // DEMOD_COMMON_RUN_IN_PARALLEL_H_

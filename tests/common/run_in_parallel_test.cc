@@ -1,0 +1,39 @@
+#include "common/run_in_parallel.h"
+
+#include <algorithm>
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace demod {
+namespace {
+
+TEST(RunInParallelTest, RunsEveryTaskOnceTheFirstOnTheCaller) {
+  for (size_t n : {0u, 1u, 2u, 7u}) {
+    std::vector<std::atomic<int>> runs(n);
+    std::thread::id first;
+    RunInParallel(n, [&](size_t i) {
+      runs[i].fetch_add(1);
+      if (i == 0) first = std::this_thread::get_id();
+    });
+    for (size_t i = 0; i < n; ++i) EXPECT_EQ(runs[i].load(), 1) << "n " << n << ", task " << i;
+    if (n > 0) {
+      EXPECT_EQ(first, std::this_thread::get_id());
+    }
+  }
+}
+
+TEST(RunInParallelTest, ThreadsForStaysWithinItsBounds) {
+  const size_t cores = std::max(1u, std::thread::hardware_concurrency());
+  EXPECT_EQ(ThreadsFor(0, 4, 4), 1u);
+  EXPECT_EQ(ThreadsFor(7, 4, 4), 1u);
+  EXPECT_EQ(ThreadsFor(8, 4, 4), std::min<size_t>(2, cores));
+  EXPECT_EQ(ThreadsFor(1000, 4, 4), std::min<size_t>(4, cores));
+  EXPECT_EQ(ThreadsFor(1000, 4, 0), 1u);
+  EXPECT_EQ(ThreadsFor(1000, 0, 3), std::min<size_t>(3, cores));
+}
+
+}  // namespace
+}  // namespace demod
