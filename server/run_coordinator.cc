@@ -32,7 +32,7 @@ constexpr size_t kMaxWorkerNameBytes = 128;
 std::shared_ptr<const OutboundMessage> ControlMessage(v1::Control control) {
   v1::CoordinatorMessage message;
   *message.mutable_control() = std::move(control);
-  return std::make_shared<const OutboundMessage>(std::move(message));
+  return std::make_shared<const OutboundMessage>(message);
 }
 
 v1::Control MakeControl(v1::Control::Kind kind, std::string reason = {}) {
@@ -237,7 +237,7 @@ absl::StatusOr<WorkerId> RunCoordinator::Admit(const v1::Join& join,
   *welcome.mutable_welcome()->mutable_run() = Settings();
   welcome.mutable_welcome()->set_completed_steps(machine_.completed_steps());
   welcome.mutable_welcome()->set_receives_state(receives_state);
-  SendTo(id, std::make_shared<const OutboundMessage>(std::move(welcome)));
+  SendTo(id, std::make_shared<const OutboundMessage>(welcome));
   metrics_->WorkerJoined(member.name);
   member.bytes_received = join.ByteSizeLong();
   metrics_->BytesReceived(member.name, member.bytes_received);
@@ -431,7 +431,7 @@ absl::Status RunCoordinator::OnStateFrame(WorkerId donor, v1::StateFrame& frame,
   const WorkerId joiner = frame.joiner_id();
   v1::CoordinatorMessage message;
   *message.mutable_state() = std::move(frame);
-  SendTo(joiner, std::make_shared<const OutboundMessage>(std::move(message)));
+  SendTo(joiner, std::make_shared<const OutboundMessage>(message));
   if (r.next_offset < r.total_bytes) return absl::OkStatus();
   metrics_->StateTransfer(r.total_bytes);
   Log(LogLevel::kInfo,
@@ -625,7 +625,7 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
     } else {
       frame->set_data(f.data.data(), f.data.size());
     }
-    frames.push_back(std::make_shared<const OutboundMessage>(std::move(message)));
+    frames.push_back(std::make_shared<const OutboundMessage>(message));
   }
   uint64_t bytes_out = 0;
   for (auto& [id, member] : members_) {

@@ -25,34 +25,6 @@ ClientEvent EventOf(ClientEvent::Kind kind, std::string reason = {}) {
   return event;
 }
 
-// Appends one frame to a message being put back together; frames of a message arrive in order.
-// A frame at offset 0 starts the message over (a parameter transfer restarted by a new donor).
-absl::StatusOr<bool> AddFrame(const char* what, int64_t step, uint64_t total, uint64_t offset,
-                              std::string&& data, std::optional<int64_t>& current_step,
-                              uint64_t& current_total, std::string& buffer) {
-  if (offset == 0) {
-    if (total > kMaxIncomingMessageBytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, " of step ", step, " announces ", total, " bytes"));
-    }
-    current_step = step;
-    current_total = total;
-    if (data.size() == total) {  // a whole message in one frame (the common case): no copy
-      buffer = std::move(data);
-      return true;
-    }
-    buffer.clear();
-    buffer.reserve(total);
-  }
-  if (!current_step.has_value() || *current_step != step || current_total != total ||
-      offset != buffer.size() || data.size() > total - buffer.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " frame of step ", step, " at offset ",
-                                                   offset, " does not continue the message"));
-  }
-  buffer.append(data);
-  return buffer.size() == total;
-}
-
 }  // namespace
 
 const char* ClientEventKindName(ClientEvent::Kind kind) {
@@ -189,39 +161,51 @@ void CoordinatorClient::Push(ClientEvent event) {
   events_.push_back(std::move(event));
 }
 
+// Frames of a message arrive in order. A frame at offset 0 starts the message over (a parameter
+// transfer restarted by a new donor).
+absl::Status CoordinatorClient::ReceiveFrame(ClientEvent::Kind kind, const char* what, int64_t step,
+                                             uint64_t total, uint64_t offset, std::string&& data,
+                                             Reassembly& reassembly) {
+  if (offset == 0) {
+    if (total > kMaxIncomingMessageBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " of step ", step, " announces ", total, " bytes"));
+    }
+    reassembly.step = step;
+    reassembly.total = total;
+    reassembly.bytes.clear();
+    reassembly.bytes.reserve(data.size() == total ? 0 : total);
+  }
+  if (!reassembly.step.has_value() || *reassembly.step != step || reassembly.total != total ||
+      offset != reassembly.bytes.size() || data.size() > total - reassembly.bytes.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " frame of step ", step, " at offset ",
+                                                   offset, " does not continue the message"));
+  }
+  if (offset == 0 && data.size() == total) {
+    reassembly.bytes = std::move(data);  // a whole message in one frame (the common case)
+  } else {
+    reassembly.bytes.append(data);
+  }
+  if (reassembly.bytes.size() < total) return absl::OkStatus();
+  ClientEvent event = EventOf(kind);
+  event.step = step;
+  event.bytes = std::move(reassembly.bytes);
+  reassembly = Reassembly();
+  Push(std::move(event));
+  return absl::OkStatus();
+}
+
 absl::Status CoordinatorClient::Dispatch(v1::CoordinatorMessage& message) {
   switch (message.kind_case()) {
     case v1::CoordinatorMessage::kAggregate: {
       v1::AggregateFrame& f = *message.mutable_aggregate();
-      absl::StatusOr<bool> done =
-          AddFrame("aggregate", f.step(), f.total_bytes(), f.offset(), std::move(*f.mutable_data()),
-                   aggregate_step_, aggregate_total_, aggregate_);
-      if (!done.ok()) return done.status();
-      if (*done) {
-        ClientEvent event = EventOf(ClientEvent::Kind::kAggregate);
-        event.step = f.step();
-        event.bytes = std::move(aggregate_);
-        aggregate_.clear();
-        aggregate_step_.reset();
-        Push(std::move(event));
-      }
-      return absl::OkStatus();
+      return ReceiveFrame(ClientEvent::Kind::kAggregate, "aggregate", f.step(), f.total_bytes(),
+                          f.offset(), std::move(*f.mutable_data()), aggregate_);
     }
     case v1::CoordinatorMessage::kState: {
       v1::StateFrame& f = *message.mutable_state();
-      absl::StatusOr<bool> done =
-          AddFrame("parameter", f.step(), f.total_bytes(), f.offset(), std::move(*f.mutable_data()),
-                   state_step_, state_total_, state_);
-      if (!done.ok()) return done.status();
-      if (*done) {
-        ClientEvent event = EventOf(ClientEvent::Kind::kState);
-        event.step = f.step();
-        event.bytes = std::move(state_);
-        state_.clear();
-        state_step_.reset();
-        Push(std::move(event));
-      }
-      return absl::OkStatus();
+      return ReceiveFrame(ClientEvent::Kind::kState, "parameter", f.step(), f.total_bytes(),
+                          f.offset(), std::move(*f.mutable_data()), state_);
     }
     case v1::CoordinatorMessage::kControl: {
       const v1::Control& c = message.control();

@@ -112,6 +112,15 @@ class CoordinatorClient {
   // Turns one message into events; a malformed one ends the stream.
   // Takes frame data out of `message` rather than copying it.
   absl::Status Dispatch(v1::CoordinatorMessage& message);
+  // A message arriving in frames (an aggregate, or parameters).
+  struct Reassembly {
+    std::optional<int64_t> step;
+    uint64_t total = 0;
+    std::string bytes;
+  };
+  // Adds a frame to `reassembly`; once the message is whole, pushes it as an event of `kind`.
+  absl::Status ReceiveFrame(ClientEvent::Kind kind, const char* what, int64_t step, uint64_t total,
+                            uint64_t offset, std::string&& data, Reassembly& reassembly);
 
   std::unique_ptr<v1::Coordinator::Stub> stub_;
   grpc::ClientContext context_;
@@ -131,13 +140,9 @@ class CoordinatorClient {
   uint64_t bytes_sent_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t bytes_received_ ABSL_GUARDED_BY(mu_) = 0;
 
-  // Reassembly state, touched by the reader thread only.
-  std::optional<int64_t> aggregate_step_;
-  uint64_t aggregate_total_ = 0;
-  std::string aggregate_;
-  std::optional<int64_t> state_step_;
-  uint64_t state_total_ = 0;
-  std::string state_;
+  // Touched by the reader thread only.
+  Reassembly aggregate_;
+  Reassembly state_;
 };
 
 }  // namespace demod
