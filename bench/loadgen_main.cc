@@ -455,13 +455,22 @@ class Shared {
 
   // A parameter relay to `joiner` (donor -> coordinator -> joiner) starts as the donor begins
   // sending and ends when the joiner holds every byte.
+  // CPU is counted from the first start to the last end, in both processes.
   void RelayStarts(uint32_t joiner) {
     absl::MutexLock lock(&mu_);
+    if (relays_.empty()) relay_cpu_start_ = CpuNow();
     relays_[joiner].first = Clock::now();
   }
   void RelayEnds(uint32_t joiner) {
     absl::MutexLock lock(&mu_);
     relays_[joiner].second = Clock::now();
+    relay_cpu_end_ = CpuNow();
+  }
+  // CPU seconds the relays took: {coordinator, this process (donors and joiners)}.
+  std::pair<double, double> RelayCpuSeconds() const {
+    absl::MutexLock lock(&mu_);
+    return {relay_cpu_end_.first - relay_cpu_start_.first,
+            relay_cpu_end_.second - relay_cpu_start_.second};
   }
   // The relays' total bytes over the time from the first start to the last end (relays may
   // overlap), and the median of each relay's own rate; 0 when there was none.
@@ -528,6 +537,11 @@ class Shared {
 
  private:
   Measurement Measure() const { return {Clock::now(), coordinator_->Sample()}; }
+  // {coordinator's CPU seconds (0 when unreadable), this process's}.
+  std::pair<double, double> CpuNow() const {
+    absl::StatusOr<ProcessSample> sample = coordinator_->Sample();
+    return {sample.ok() ? sample->cpu_seconds : 0, OwnCpuSeconds()};
+  }
 
   const RunSpec& spec_;
   const CoordinatorProcess* const coordinator_;
@@ -545,6 +559,8 @@ class Shared {
 
   mutable absl::Mutex mu_;
   std::map<uint32_t, std::pair<Clock::time_point, Clock::time_point>> relays_ ABSL_GUARDED_BY(mu_);
+  std::pair<double, double> relay_cpu_start_ ABSL_GUARDED_BY(mu_);
+  std::pair<double, double> relay_cpu_end_ ABSL_GUARDED_BY(mu_);
   bool seed_joined_ ABSL_GUARDED_BY(mu_) = false;
   int active_ ABSL_GUARDED_BY(mu_) = 0;
   int done_ ABSL_GUARDED_BY(mu_) = 0;
@@ -722,6 +738,8 @@ struct RunResult {
   double workers_cpu_ms_per_step = 0;  // this process, within the measured steps
   double param_relay_mb_s = 0;         // N - 1 joiners' parameters, first start to last end
   double param_relay_median_mb_s = 0;  // one relay's own rate, the median
+  double param_relay_coordinator_ns_per_byte = 0;  // CPU per relayed byte
+  double param_relay_workers_ns_per_byte = 0;      // the donors' and joiners' CPU
   int64_t peak_rss_kib = 0;
 };
 
@@ -867,6 +885,10 @@ absl::StatusOr<RunResult> RunOnce(RunSpec spec, const std::string& coordinator_b
   std::tie(r.param_relay_mb_s, r.param_relay_median_mb_s) = shared.RelayBytesPerSecond();
   r.param_relay_mb_s /= 1e6;
   r.param_relay_median_mb_s /= 1e6;
+  const auto [relay_cpu_coordinator, relay_cpu_workers] = shared.RelayCpuSeconds();
+  const double relayed = static_cast<double>(spec.parameters.size()) * (n - 1);
+  r.param_relay_coordinator_ns_per_byte = relay_cpu_coordinator / relayed * 1e9;
+  r.param_relay_workers_ns_per_byte = relay_cpu_workers / relayed * 1e9;
   r.peak_rss_kib = shared.measure_end().sample->peak_rss_kib;
   if (!absl::GetFlag(FLAGS_keep_logs)) unlink(log_path.c_str());
   return r;
@@ -935,9 +957,12 @@ absl::Status Main() {
   const int64_t tcp_bytes = absl::GetFlag(FLAGS_tcp_bytes);
   double tcp = 0;
   for (int i = 0; i < std::max(1, absl::GetFlag(FLAGS_tcp_repeats)); ++i) {
+    const double cpu_before = OwnCpuSeconds();
     DEMOD_ASSIGN_OR_RETURN(double once, MeasureLoopbackTcp(tcp_bytes));
-    std::fprintf(stderr, "raw loopback TCP: %.0f MB/s (%lld bytes, 1 MiB writes)\n", once / 1e6,
-                 static_cast<long long>(tcp_bytes));
+    std::fprintf(stderr,
+                 "raw loopback TCP: %.0f MB/s (%lld bytes, 1 MiB writes; %.2f ns CPU/byte)\n",
+                 once / 1e6, static_cast<long long>(tcp_bytes),
+                 (OwnCpuSeconds() - cpu_before) / static_cast<double>(tcp_bytes) * 1e9);
     tcp = std::max(tcp, once);
   }
 
@@ -976,14 +1001,16 @@ absl::Status Main() {
   // The parameter relays that brought the N - 1 joiners in, donor -> coordinator -> joiner.
   std::printf(
       "\nParameter relays (%.1f MB each, frames of at most 1 MiB):\n\n"
-      "| N | relays | all relays | all/TCP | one relay (median) | one/TCP |\n"
-      "|--:|--:|--:|--:|--:|--:|\n",
+      "| N | relays | all relays | all/TCP | one relay (median) | one/TCP | coord CPU/byte | "
+      "donors + joiners CPU/byte |\n"
+      "|--:|--:|--:|--:|--:|--:|--:|--:|\n",
       static_cast<double>(spec.parameters.size()) / 1e6);
   for (const RunResult& r : results) {
     if (r.workers < 2) continue;
-    std::printf("| %d | %d | %.0f MB/s | %.1f%% | %.0f MB/s | %.1f%% |\n", r.workers, r.workers - 1,
-                r.param_relay_mb_s, r.param_relay_mb_s * 1e6 / tcp * 100, r.param_relay_median_mb_s,
-                r.param_relay_median_mb_s * 1e6 / tcp * 100);
+    std::printf("| %d | %d | %.0f MB/s | %.1f%% | %.0f MB/s | %.1f%% | %.2f ns | %.2f ns |\n",
+                r.workers, r.workers - 1, r.param_relay_mb_s, r.param_relay_mb_s * 1e6 / tcp * 100,
+                r.param_relay_median_mb_s, r.param_relay_median_mb_s * 1e6 / tcp * 100,
+                r.param_relay_coordinator_ns_per_byte, r.param_relay_workers_ns_per_byte);
   }
   return absl::OkStatus();
 }
