@@ -1,15 +1,19 @@
 #include "server/coordinator_service.h"
 
+#include <algorithm>
+#include <cstring>
 #include <deque>
 #include <memory>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
+#include "server/state_frame_header.h"
 
 namespace demod {
 namespace {
@@ -105,6 +109,22 @@ class StreamOutbox final : public MemberChannel {
   grpc::ByteBuffer in_flight_;  // the message being written
 };
 
+// The header of a state frame in `message`, read from its first slices; nullopt for any other
+// message or encoding.
+std::optional<StateFrameHeader> PeekStateFrame(const grpc::ByteBuffer& message) {
+  std::vector<grpc::Slice> slices;
+  if (!message.Dump(&slices).ok()) return std::nullopt;
+  char prefix[kStateFrameHeaderMaxBytes];
+  size_t filled = 0;
+  for (const grpc::Slice& slice : slices) {
+    const size_t n = std::min(slice.size(), sizeof(prefix) - filled);
+    std::memcpy(prefix + filled, slice.begin(), n);
+    filled += n;
+    if (filled == sizeof(prefix)) break;
+  }
+  return ReadStateFrameHeader(absl::string_view(prefix, filled), message.Length());
+}
+
 class TrainStream final : public Reactor {
  public:
   TrainStream(RunCoordinator* run, const grpc::Status& auth)
@@ -123,6 +143,15 @@ class TrainStream final : public Reactor {
       Leave();
       EndStream(absl::OkStatus());
       return;
+    }
+    if (id_.has_value()) {
+      // Parameters for a joiner go on as they came, unparsed, when their encoding is canonical.
+      if (std::optional<StateFrameHeader> header = PeekStateFrame(in_); header.has_value()) {
+        run_->HandleStateFrame(*id_, *header, std::make_shared<const OutboundMessage>(in_),
+                               absl::Now());
+        if (!outbox_->ending()) StartRead(&in_);
+        return;
+      }
     }
     v1::WorkerMessage message;
     if (!grpc::SerializationTraits<v1::WorkerMessage>::Deserialize(&in_, &message).ok()) {

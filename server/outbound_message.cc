@@ -17,4 +17,7 @@ OutboundMessage::OutboundMessage(const v1::CoordinatorMessage& message)
   }
 }
 
+OutboundMessage::OutboundMessage(const grpc::ByteBuffer& serialized)
+    : wire_(serialized), size_(serialized.Length()) {}
+
 }  // namespace demod

@@ -17,6 +17,9 @@ namespace demod {
 class OutboundMessage {
  public:
   explicit OutboundMessage(const v1::CoordinatorMessage& message);
+  // A serialized CoordinatorMessage as it is (a received state frame relayed on): shares the
+  // buffer's slices.
+  explicit OutboundMessage(const grpc::ByteBuffer& serialized);
 
   OutboundMessage(const OutboundMessage&) = delete;
   OutboundMessage& operator=(const OutboundMessage&) = delete;

@@ -304,19 +304,40 @@ void RunCoordinator::Handle(WorkerId worker, v1::WorkerMessage message, absl::Ti
   FlushChannels();
 }
 
+void RunCoordinator::HandleStateFrame(WorkerId donor, const StateFrameHeader& header,
+                                      std::shared_ptr<const OutboundMessage> relay,
+                                      absl::Time now) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_ || members_.count(donor) == 0) return;
+    absl::Status status = Received(donor, relay->size(), now);
+    if (status.ok()) status = OnStateFrame(donor, header, std::move(relay), now);
+    if (!status.ok()) Expel(donor, status, LeaveReason::kInvalidMessage, now);
+  }
+  FlushChannels();
+}
+
+absl::Status RunCoordinator::Received(WorkerId worker, uint64_t bytes, absl::Time now) {
+  Member& member = members_.at(worker);
+  member.bytes_received += bytes;
+  metrics_->BytesReceived(member.name, bytes);
+  return machine_.Heartbeat(worker, now).status();
+}
+
 absl::Status RunCoordinator::HandleLocked(WorkerId worker, v1::WorkerMessage& message,
                                           absl::Time now, CompletePayload* complete) {
-  Member& member = members_.at(worker);
-  const uint64_t size = message.ByteSizeLong();
-  member.bytes_received += size;
-  metrics_->BytesReceived(member.name, size);
-  absl::StatusOr<std::vector<Action>> seen = machine_.Heartbeat(worker, now);
-  if (!seen.ok()) return seen.status();
+  DEMOD_RETURN_IF_ERROR(Received(worker, message.ByteSizeLong(), now));
   switch (message.kind_case()) {
     case v1::WorkerMessage::kPayload:
       return OnPayloadFrame(worker, *message.mutable_payload(), complete);
-    case v1::WorkerMessage::kState:
-      return OnStateFrame(worker, *message.mutable_state(), now);
+    case v1::WorkerMessage::kState: {
+      v1::StateFrame& frame = *message.mutable_state();
+      const StateFrameHeader header{frame.joiner_id(), frame.step(), frame.total_bytes(),
+                                    frame.offset(), frame.data().size()};
+      v1::CoordinatorMessage relay;
+      *relay.mutable_state() = std::move(frame);
+      return OnStateFrame(worker, header, std::make_shared<const OutboundMessage>(relay), now);
+    }
     case v1::WorkerMessage::kFingerprint:
       return OnFingerprint(worker, message.fingerprint(), now);
     case v1::WorkerMessage::kReport: {
@@ -326,7 +347,8 @@ absl::Status RunCoordinator::HandleLocked(WorkerId worker, v1::WorkerMessage& me
             absl::StrCat("report: compute_seconds ", r.compute_seconds(), " is not >= 0"));
       }
       // A non-finite loss is the worker's news to report (it diverged), not a protocol error.
-      metrics_->Report(member.name, r.loss(), r.validation_loss(), r.tokens(), r.compute_seconds());
+      metrics_->Report(members_.at(worker).name, r.loss(), r.validation_loss(), r.tokens(),
+                       r.compute_seconds());
       return absl::OkStatus();
     }
     case v1::WorkerMessage::kHeartbeat:
@@ -395,49 +417,48 @@ absl::Status RunCoordinator::OnPayload(WorkerId worker, StepPayload payload, uin
   return absl::OkStatus();
 }
 
-absl::Status RunCoordinator::OnStateFrame(WorkerId donor, v1::StateFrame& frame, absl::Time now) {
-  auto relay = relays_.find(frame.joiner_id());
-  if (relay == relays_.end() || relay->second.donor != donor) {
+absl::Status RunCoordinator::OnStateFrame(WorkerId donor, const StateFrameHeader& frame,
+                                          std::shared_ptr<const OutboundMessage> relay,
+                                          absl::Time now) {
+  auto transfer = relays_.find(frame.joiner_id);
+  if (transfer == relays_.end() || transfer->second.donor != donor) {
     // The joiner left or got another donor while this one was streaming: nothing to relay.
     return absl::OkStatus();
   }
-  Relay& r = relay->second;
-  if (frame.offset() == 0) {
-    if (frame.total_bytes() == 0 || frame.total_bytes() > max_state_bytes_) {
-      return absl::InvalidArgumentError(absl::StrCat("state for worker ", frame.joiner_id(),
-                                                     ": total_bytes ", frame.total_bytes(),
+  Relay& r = transfer->second;
+  if (frame.offset == 0) {
+    if (frame.total_bytes == 0 || frame.total_bytes > max_state_bytes_) {
+      return absl::InvalidArgumentError(absl::StrCat("state for worker ", frame.joiner_id,
+                                                     ": total_bytes ", frame.total_bytes,
                                                      " is not in [1, ", max_state_bytes_, "]"));
     }
-    if (frame.step() < 0 || frame.step() > machine_.completed_steps()) {
+    if (frame.step < 0 || frame.step > machine_.completed_steps()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("state for worker ", frame.joiner_id(), ": step ", frame.step(),
+          absl::StrCat("state for worker ", frame.joiner_id, ": step ", frame.step,
                        " is not a completed step (", machine_.completed_steps(), " completed)"));
     }
-    r.total_bytes = frame.total_bytes();
-    r.step = frame.step();
+    r.total_bytes = frame.total_bytes;
+    r.step = frame.step;
     r.next_offset = 0;
   }
-  if (r.total_bytes == 0 || frame.offset() != r.next_offset ||
-      frame.total_bytes() != r.total_bytes || frame.step() != r.step ||
-      frame.data().size() > static_cast<uint64_t>(config_.max_frame_bytes) ||
-      frame.data().size() > r.total_bytes - r.next_offset || frame.data().empty()) {
+  if (r.total_bytes == 0 || frame.offset != r.next_offset || frame.total_bytes != r.total_bytes ||
+      frame.step != r.step || frame.data_bytes > static_cast<uint64_t>(config_.max_frame_bytes) ||
+      frame.data_bytes > r.total_bytes - r.next_offset || frame.data_bytes == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "state frame for worker ", frame.joiner_id(), " at offset ", frame.offset(), " with ",
-        frame.data().size(), " bytes of ", frame.total_bytes(), " for step ", frame.step(),
+        "state frame for worker ", frame.joiner_id, " at offset ", frame.offset, " with ",
+        frame.data_bytes, " bytes of ", frame.total_bytes, " for step ", frame.step,
         " does not continue the transfer (expected offset ", r.next_offset, " of ", r.total_bytes,
         ", frames of 1 to ", config_.max_frame_bytes, " bytes)"));
   }
-  r.next_offset += frame.data().size();
-  const WorkerId joiner = frame.joiner_id();
-  v1::CoordinatorMessage message;
-  *message.mutable_state() = std::move(frame);
-  SendTo(joiner, std::make_shared<const OutboundMessage>(message));
+  r.next_offset += frame.data_bytes;
+  const WorkerId joiner = frame.joiner_id;
+  SendTo(joiner, std::move(relay));
   if (r.next_offset < r.total_bytes) return absl::OkStatus();
   metrics_->StateTransfer(r.total_bytes);
   Log(LogLevel::kInfo,
       absl::StrCat("worker ", joiner, " received ", r.total_bytes, " bytes of parameters (step ",
                    r.step, ") from worker ", donor));
-  relays_.erase(relay);
+  relays_.erase(transfer);
   DEMOD_ASSIGN_OR_RETURN(std::vector<Action> actions, machine_.StateTransferred(joiner, now));
   Apply(std::move(actions), now);
   return absl::OkStatus();

@@ -41,6 +41,7 @@
 #include "server/member_channel.h"
 #include "server/outbound_message.h"
 #include "server/run_store.h"
+#include "server/state_frame_header.h"
 #include "server/step_machine.h"
 
 namespace demod {
@@ -65,6 +66,11 @@ class RunCoordinator {
   // copies). A message that breaks the protocol ends that stream (through its channel) and
   // removes the member.
   void Handle(WorkerId worker, v1::WorkerMessage message, absl::Time now);
+  // A state frame read from the wire without parsing its data (server/state_frame_header.h):
+  // `relay` is the received message itself, written on to the joiner if the frame is valid.
+  // Otherwise as Handle.
+  void HandleStateFrame(WorkerId donor, const StateFrameHeader& header,
+                        std::shared_ptr<const OutboundMessage> relay, absl::Time now);
   // A message of the member's stream could not even be parsed: ends that stream with `status`
   // and removes the member, as for any other invalid message.
   void Malformed(WorkerId worker, const absl::Status& status, absl::Time now);
@@ -120,11 +126,16 @@ class RunCoordinator {
                                  absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status HandleLocked(WorkerId worker, v1::WorkerMessage& message, absl::Time now,
                             CompletePayload* complete) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Counts a message of `bytes` from the member, which shows it is alive.
+  absl::Status Received(WorkerId worker, uint64_t bytes, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OnPayloadFrame(WorkerId worker, v1::PayloadFrame& frame, CompletePayload* complete)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OnPayload(WorkerId worker, StepPayload payload, uint64_t bytes, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status OnStateFrame(WorkerId donor, v1::StateFrame& frame, absl::Time now)
+  // `relay`: the frame as a CoordinatorMessage, queued to the joiner when the frame is valid.
+  absl::Status OnStateFrame(WorkerId donor, const StateFrameHeader& frame,
+                            std::shared_ptr<const OutboundMessage> relay, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OnFingerprint(WorkerId worker, const v1::Fingerprint& fingerprint, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -536,26 +536,38 @@ TEST_F(CoordinatorServiceTest, SilentStreamIsEvictedAfterTheHeartbeatTimeout) {
   EXPECT_EQ(run.members(0).name(), "a");
 }
 
+// `raw` (just joined behind `seed`, the only member) receives the seed's parameters.
+void ReceiveSeedParameters(CoordinatorClient& seed, RawStream& raw) {
+  v1::CoordinatorMessage m;
+  ASSERT_TRUE(raw.stream->Read(&m) && m.has_welcome());
+  absl::StatusOr<ClientEvent> request = seed.Next(kWait);
+  ASSERT_TRUE(request.ok()) << request.status();
+  ASSERT_EQ(request->kind, Kind::kSendState);
+  ASSERT_EQ(request->joiner, m.welcome().worker_id());
+  ASSERT_TRUE(seed.SendState(request->joiner, 0, "seed parameters").ok());
+  ASSERT_TRUE(raw.stream->Read(&m) && m.has_state());
+}
+
+// Reads `raw`'s stream up to the request to send its parameters to `joiner`.
+void AwaitStateRequest(RawStream& raw, uint32_t joiner) {
+  v1::CoordinatorMessage m;
+  while (raw.stream->Read(&m) &&
+         !(m.has_control() && m.control().kind() == v1::Control::KIND_SEND_STATE)) {
+  }
+  ASSERT_EQ(m.control().joiner_id(), joiner);
+}
+
 TEST_F(CoordinatorServiceTest, DonorLeavingMidTransferIsReplaced) {
   Start(TestConfig());
   auto a = Join("a");
   Expect(*a, Kind::kActive);
   // b is a raw stream, so it can stop halfway through a transfer.
   RawStream b(target_, JoinMessage("b"));
-  v1::CoordinatorMessage m;
-  ASSERT_TRUE(b.stream->Read(&m) && m.has_welcome());
-  const uint32_t b_id = m.welcome().worker_id();
-  ClientEvent request = Expect(*a, Kind::kSendState);
-  ASSERT_EQ(request.joiner, b_id);
-  ASSERT_TRUE(a->SendState(b_id, 0, "seed parameters").ok());
-  ASSERT_TRUE(b.stream->Read(&m) && m.has_state());
+  ReceiveSeedParameters(*a, b);
   auto c = Join("c");
   ASSERT_TRUE(c->welcome().receives_state());
   // Donors are taken in turn: b serves c. It sends the first of three frames and leaves.
-  while (b.stream->Read(&m) &&
-         !(m.has_control() && m.control().kind() == v1::Control::KIND_SEND_STATE)) {
-  }
-  ASSERT_EQ(m.control().joiner_id(), c->worker_id());
+  AwaitStateRequest(b, c->worker_id());
   v1::WorkerMessage frame;
   frame.mutable_state()->set_joiner_id(c->worker_id());
   frame.mutable_state()->set_total_bytes(10000);
@@ -564,7 +576,7 @@ TEST_F(CoordinatorServiceTest, DonorLeavingMidTransferIsReplaced) {
   absl::SleepFor(absl::Milliseconds(100));  // let the frame reach c
   b.context.TryCancel();
   // a is asked next and completes the transfer; c starts over and sees only a's parameters.
-  request = Expect(*a, Kind::kSendState);
+  ClientEvent request = Expect(*a, Kind::kSendState);
   ASSERT_EQ(request.joiner, c->worker_id());
   ASSERT_TRUE(a->SendState(c->worker_id(), 0, std::string(10000, 'a')).ok());
   ClientEvent state = Expect(*c, Kind::kState);
@@ -573,6 +585,42 @@ TEST_F(CoordinatorServiceTest, DonorLeavingMidTransferIsReplaced) {
   ASSERT_TRUE(a->SendPayload(1, Payload(1)).ok());
   EXPECT_EQ(Expect(*c, Kind::kAggregate).step, 1);
   EXPECT_EQ(Expect(*c, Kind::kActive).step, 2);
+}
+
+TEST_F(CoordinatorServiceTest, StateFramesAreCheckedInEitherEncoding) {
+  Start(TestConfig());
+  auto a = Join("a");
+  Expect(*a, Kind::kActive);
+  RawStream b(target_, JoinMessage("b"));
+  ReceiveSeedParameters(*a, b);
+  auto c = Join("c");
+  AwaitStateRequest(b, c->worker_id());
+  // Frame 1 carries a field this coordinator does not know, so it is parsed rather than
+  // relayed as it came; frame 2 is protobuf's own encoding, read without parsing its data,
+  // and leaves a gap.
+  v1::WorkerMessage frame;
+  frame.mutable_state()->set_joiner_id(c->worker_id());
+  frame.mutable_state()->set_total_bytes(6);
+  frame.mutable_state()->set_data("abc");
+  const std::string unknown_field("\x78\x01", 2);  // field 15, varint 1
+  ASSERT_TRUE(
+      frame.mutable_state()->ParseFromString(frame.state().SerializeAsString() + unknown_field));
+  ASSERT_TRUE(b.stream->Write(frame));
+  frame.mutable_state()->Clear();
+  frame.mutable_state()->set_joiner_id(c->worker_id());
+  frame.mutable_state()->set_total_bytes(6);
+  frame.mutable_state()->set_offset(4);
+  frame.mutable_state()->set_data("ef");
+  ASSERT_TRUE(b.stream->Write(frame));
+  const grpc::Status status = b.Drain();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("at offset 4 with 2 bytes of 6"));
+  EXPECT_THAT(status.error_message(), HasSubstr("expected offset 3 of 6"));  // frame 1 counted
+  // a is asked next; c starts over and gets a's parameters whole.
+  ClientEvent request = Expect(*a, Kind::kSendState);
+  ASSERT_EQ(request.joiner, c->worker_id());
+  ASSERT_TRUE(a->SendState(c->worker_id(), 0, "ABCDEF").ok());
+  EXPECT_EQ(Expect(*c, Kind::kState).bytes, "ABCDEF");
 }
 
 TEST_F(CoordinatorServiceTest, DivergentFingerprintIsResyncedFromTheMajority) {
