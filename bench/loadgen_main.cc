@@ -67,6 +67,7 @@
 #include "bench/synthetic_selection.h"
 #include "common/layout_table.h"
 #include "common/payload_codec.h"
+#include "common/program.h"
 #include "common/status_macros.h"
 #include "common/value_encoding.h"
 #include "tests/support/synthetic_payload.h"
@@ -1028,6 +1029,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "demod-loadgen: unexpected argument '%s'\n", positional[1]);
     return 1;
   }
+  // The synthetic workers run with the allocator policy demod-worker has.
+  demod::KeepLargeBlocksInHeap();
   // A worker whose stream broke must not take the process down with SIGPIPE.
   signal(SIGPIPE, SIG_IGN);
   absl::Status status = demod::Main();

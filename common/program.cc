@@ -1,5 +1,6 @@
 #include "common/program.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -55,6 +56,13 @@ void OnStopSignal(std::function<void(int signal)> on_signal) {
       std::_Exit(kExitFailed);
     }
   }).detach();
+}
+
+void KeepLargeBlocksInHeap() {
+  // Fixed values also turn off glibc's dynamic threshold, which rises and falls with what was
+  // freed last.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 128 << 20);
 }
 
 void ExitWithReason(int code, absl::string_view message) {

@@ -34,6 +34,14 @@ void ParseFlagsOrExit(int argc, char** argv, absl::string_view program, absl::st
 // a second such signal ends the process at once with kExitFailed.
 void OnStopSignal(std::function<void(int signal)> on_signal);
 
+// Has glibc's allocator serve blocks of up to 32 MiB from its heap, and keep up to 128 MiB of
+// freed memory there, rather than map fresh pages for each large block and return them when
+// it is freed. gRPC messages of up to a frame (1 MiB by default) are allocated and freed many
+// times a second; with glibc's defaults the page faults of their fresh pages cost as much CPU
+// as copying the bytes (measured in a parameter relay: docs/benchmarks.md). For programs only:
+// a library must not set its host's allocator policy.
+void KeepLargeBlocksInHeap();
+
 // "<program>: <message>" on stderr, then exit(code).
 [[noreturn]] void ExitWithReason(int code, absl::string_view message);
 

@@ -177,5 +177,6 @@ int main(int argc, char** argv) {
       "demod-coordinator [--config run.yaml] [--listen 0.0.0.0:7070] [--metrics 0.0.0.0:9090] "
       "[--state_dir DIR] [--token_file FILE] [--tls_cert FILE --tls_key FILE [--tls_client_ca "
       "FILE]]");
+  demod::KeepLargeBlocksInHeap();
   return demod::Main();
 }

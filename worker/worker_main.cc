@@ -200,5 +200,6 @@ int main(int argc, char** argv) {
       argc, argv, "demod-worker",
       "demod-worker --coordinator HOST:PORT [--device cpu|cuda|cuda:N|auto] [--model gpt|cnn] "
       "[--data sotu|fashion-mnist --data_dir DIR] [--checkpoint_dir DIR]");
+  demod::KeepLargeBlocksInHeap();
   return demod::Main();
 }
