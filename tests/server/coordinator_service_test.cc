@@ -557,70 +557,76 @@ void AwaitStateRequest(RawStream& raw, uint32_t joiner) {
   ASSERT_EQ(m.control().joiner_id(), joiner);
 }
 
-TEST_F(CoordinatorServiceTest, DonorLeavingMidTransferIsReplaced) {
-  Start(TestConfig());
-  auto a = Join("a");
-  Expect(*a, Kind::kActive);
-  // b is a raw stream, so it can stop halfway through a transfer.
-  RawStream b(target_, JoinMessage("b"));
-  ReceiveSeedParameters(*a, b);
-  auto c = Join("c");
-  ASSERT_TRUE(c->welcome().receives_state());
-  // Donors are taken in turn: b serves c. It sends the first of three frames and leaves.
-  AwaitStateRequest(b, c->worker_id());
-  v1::WorkerMessage frame;
-  frame.mutable_state()->set_joiner_id(c->worker_id());
-  frame.mutable_state()->set_total_bytes(10000);
-  frame.mutable_state()->set_data(std::string(4096, 'b'));
-  ASSERT_TRUE(b.stream->Write(frame));
+// The seed a holds the run's parameters and has sent them to b, a raw stream (so it can
+// misbehave as a donor); c has joined since, and the coordinator asked b to serve it (donors
+// are taken in turn).
+class RawDonorTest : public CoordinatorServiceTest {
+ protected:
+  void StartWithRawDonor() {
+    Start(TestConfig());
+    a_ = Join("a");
+    Expect(*a_, Kind::kActive);
+    b_ = std::make_unique<RawStream>(target_, JoinMessage("b"));
+    ReceiveSeedParameters(*a_, *b_);
+    c_ = Join("c");
+    ASSERT_TRUE(c_->welcome().receives_state());
+    AwaitStateRequest(*b_, c_->worker_id());
+  }
+
+  // b sends c a frame of its parameters.
+  bool SendFrameToC(uint64_t total_bytes, uint64_t offset, std::string data,
+                    const std::string& unknown_fields = "") {
+    v1::WorkerMessage frame;
+    v1::StateFrame& state = *frame.mutable_state();
+    state.set_joiner_id(c_->worker_id());
+    state.set_total_bytes(total_bytes);
+    state.set_offset(offset);
+    state.set_data(std::move(data));
+    if (!unknown_fields.empty() &&
+        !state.ParseFromString(state.SerializeAsString() + unknown_fields)) {
+      return false;
+    }
+    return b_->stream->Write(frame);
+  }
+
+  // a is asked next; c starts over and gets a's parameters whole.
+  void AIsAskedAndCompletesTheTransfer() {
+    ClientEvent request = Expect(*a_, Kind::kSendState);
+    ASSERT_EQ(request.joiner, c_->worker_id());
+    ASSERT_TRUE(a_->SendState(c_->worker_id(), 0, std::string(10000, 'a')).ok());
+    EXPECT_EQ(Expect(*c_, Kind::kState).bytes, std::string(10000, 'a'));
+  }
+
+  std::unique_ptr<CoordinatorClient> a_;
+  std::unique_ptr<RawStream> b_;
+  std::unique_ptr<CoordinatorClient> c_;
+};
+
+TEST_F(RawDonorTest, DonorLeavingMidTransferIsReplaced) {
+  ASSERT_NO_FATAL_FAILURE(StartWithRawDonor());
+  // b sends the first of three frames and leaves.
+  ASSERT_TRUE(SendFrameToC(10000, 0, std::string(4096, 'b')));
   absl::SleepFor(absl::Milliseconds(100));  // let the frame reach c
-  b.context.TryCancel();
-  // a is asked next and completes the transfer; c starts over and sees only a's parameters.
-  ClientEvent request = Expect(*a, Kind::kSendState);
-  ASSERT_EQ(request.joiner, c->worker_id());
-  ASSERT_TRUE(a->SendState(c->worker_id(), 0, std::string(10000, 'a')).ok());
-  ClientEvent state = Expect(*c, Kind::kState);
-  EXPECT_EQ(state.bytes, std::string(10000, 'a'));
+  b_->context.TryCancel();
+  ASSERT_NO_FATAL_FAILURE(AIsAskedAndCompletesTheTransfer());
   // Step 1 was open while c was syncing: c catches up with its aggregate, then contributes.
-  ASSERT_TRUE(a->SendPayload(1, Payload(1)).ok());
-  EXPECT_EQ(Expect(*c, Kind::kAggregate).step, 1);
-  EXPECT_EQ(Expect(*c, Kind::kActive).step, 2);
+  ASSERT_TRUE(a_->SendPayload(1, Payload(1)).ok());
+  EXPECT_EQ(Expect(*c_, Kind::kAggregate).step, 1);
+  EXPECT_EQ(Expect(*c_, Kind::kActive).step, 2);
 }
 
-TEST_F(CoordinatorServiceTest, StateFramesAreCheckedInEitherEncoding) {
-  Start(TestConfig());
-  auto a = Join("a");
-  Expect(*a, Kind::kActive);
-  RawStream b(target_, JoinMessage("b"));
-  ReceiveSeedParameters(*a, b);
-  auto c = Join("c");
-  AwaitStateRequest(b, c->worker_id());
-  // Frame 1 carries a field this coordinator does not know, so it is parsed rather than
-  // relayed as it came; frame 2 is protobuf's own encoding, read without parsing its data,
-  // and leaves a gap.
-  v1::WorkerMessage frame;
-  frame.mutable_state()->set_joiner_id(c->worker_id());
-  frame.mutable_state()->set_total_bytes(6);
-  frame.mutable_state()->set_data("abc");
-  const std::string unknown_field("\x78\x01", 2);  // field 15, varint 1
-  ASSERT_TRUE(
-      frame.mutable_state()->ParseFromString(frame.state().SerializeAsString() + unknown_field));
-  ASSERT_TRUE(b.stream->Write(frame));
-  frame.mutable_state()->Clear();
-  frame.mutable_state()->set_joiner_id(c->worker_id());
-  frame.mutable_state()->set_total_bytes(6);
-  frame.mutable_state()->set_offset(4);
-  frame.mutable_state()->set_data("ef");
-  ASSERT_TRUE(b.stream->Write(frame));
-  const grpc::Status status = b.Drain();
+TEST_F(RawDonorTest, StateFramesAreCheckedInEitherEncoding) {
+  ASSERT_NO_FATAL_FAILURE(StartWithRawDonor());
+  // Frame 1 carries a field this coordinator does not know (field 15, varint 1), so it is
+  // parsed rather than relayed as it came; frame 2 is protobuf's own encoding, read without
+  // parsing its data, and leaves a gap.
+  ASSERT_TRUE(SendFrameToC(10000, 0, std::string(3000, 'b'), std::string("\x78\x01", 2)));
+  ASSERT_TRUE(SendFrameToC(10000, 3001, std::string(2000, 'b')));
+  const grpc::Status status = b_->Drain();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_THAT(status.error_message(), HasSubstr("at offset 4 with 2 bytes of 6"));
-  EXPECT_THAT(status.error_message(), HasSubstr("expected offset 3 of 6"));  // frame 1 counted
-  // a is asked next; c starts over and gets a's parameters whole.
-  ClientEvent request = Expect(*a, Kind::kSendState);
-  ASSERT_EQ(request.joiner, c->worker_id());
-  ASSERT_TRUE(a->SendState(c->worker_id(), 0, "ABCDEF").ok());
-  EXPECT_EQ(Expect(*c, Kind::kState).bytes, "ABCDEF");
+  EXPECT_THAT(status.error_message(), HasSubstr("at offset 3001 with 2000 bytes of 10000"));
+  EXPECT_THAT(status.error_message(), HasSubstr("expected offset 3000 of 10000"));  // frame 1
+  ASSERT_NO_FATAL_FAILURE(AIsAskedAndCompletesTheTransfer());
 }
 
 TEST_F(CoordinatorServiceTest, DivergentFingerprintIsResyncedFromTheMajority) {
