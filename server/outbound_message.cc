@@ -2,6 +2,9 @@
 
 #include <grpcpp/impl/codegen/proto_utils.h>
 
+#include <utility>
+#include <vector>
+
 #include "common/logging.h"
 
 namespace demod {
@@ -19,5 +22,57 @@ OutboundMessage::OutboundMessage(const v1::CoordinatorMessage& message)
 
 OutboundMessage::OutboundMessage(const grpc::ByteBuffer& serialized)
     : wire_(serialized), size_(serialized.Length()) {}
+
+namespace {
+
+void AppendVarint(uint64_t value, std::string& out) {
+  while (value >= 0x80) {
+    out.push_back(static_cast<char>(0x80 | (value & 0x7f)));
+    value >>= 7;
+  }
+  out.push_back(static_cast<char>(value));
+}
+
+constexpr uint32_t kLengthDelimited = 2;
+
+void AppendLengthDelimitedTag(int field, uint64_t length, std::string& out) {
+  AppendVarint((static_cast<uint64_t>(field) << 3) | kLengthDelimited, out);
+  AppendVarint(length, out);
+}
+
+}  // namespace
+
+std::shared_ptr<const OutboundMessage> OutboundMessage::AggregateFrame(int64_t step,
+                                                                       uint64_t total_bytes,
+                                                                       uint64_t offset,
+                                                                       std::string data) {
+  // Protobuf writes fields in field-number order; data is the frame's last field, so the bytes
+  // are: the frame's tag and length, its other fields, data's tag and length, then data.
+  v1::AggregateFrame fields;
+  fields.set_step(step);
+  fields.set_total_bytes(total_bytes);
+  fields.set_offset(offset);
+  static_assert(v1::AggregateFrame::kDataFieldNumber > v1::AggregateFrame::kOffsetFieldNumber &&
+                v1::AggregateFrame::kDataFieldNumber > v1::AggregateFrame::kTotalBytesFieldNumber &&
+                v1::AggregateFrame::kDataFieldNumber > v1::AggregateFrame::kStepFieldNumber);
+  std::string frame_head = fields.SerializeAsString();
+  if (!data.empty())
+    AppendLengthDelimitedTag(v1::AggregateFrame::kDataFieldNumber, data.size(), frame_head);
+  std::string head;
+  AppendLengthDelimitedTag(v1::CoordinatorMessage::kAggregateFieldNumber,
+                           frame_head.size() + data.size(), head);
+  head += frame_head;
+
+  std::vector<grpc::Slice> slices;
+  slices.emplace_back(head);
+  if (!data.empty()) {
+    // The slice owns the string; gRPC releases it once every stream has written it.
+    auto* owned = new std::string(std::move(data));
+    slices.emplace_back(
+        owned->data(), owned->size(),
+        [](void* string) { delete static_cast<std::string*>(string); }, owned);
+  }
+  return std::make_shared<const OutboundMessage>(grpc::ByteBuffer(slices.data(), slices.size()));
+}
 
 }  // namespace demod

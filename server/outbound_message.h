@@ -9,6 +9,9 @@
 #include <grpcpp/support/byte_buffer.h>
 
 #include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
 
 #include "demod/v1/coordinator.pb.h"
 
@@ -20,6 +23,13 @@ class OutboundMessage {
   // A serialized CoordinatorMessage as it is (a received state frame relayed on): shares the
   // buffer's slices.
   explicit OutboundMessage(const grpc::ByteBuffer& serialized);
+
+  // A CoordinatorMessage carrying an AggregateFrame, in the bytes protobuf would write, but
+  // without copying `data`: the message is a small header followed by `data` itself, which it
+  // keeps. (Serializing a step's aggregate copied it into fresh memory on the step's critical
+  // path: about 0.2 ms at 8 workers.)
+  static std::shared_ptr<const OutboundMessage> AggregateFrame(int64_t step, uint64_t total_bytes,
+                                                               uint64_t offset, std::string data);
 
   OutboundMessage(const OutboundMessage&) = delete;
   OutboundMessage& operator=(const OutboundMessage&) = delete;

@@ -636,17 +636,10 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
   const uint64_t total_bytes = encoded->size();
   const std::vector<Frame> parts = SplitIntoFrames(*encoded, config_.max_frame_bytes);
   for (const Frame& f : parts) {
-    v1::CoordinatorMessage message;
-    v1::AggregateFrame* frame = message.mutable_aggregate();
-    frame->set_step(close.step);
-    frame->set_total_bytes(total_bytes);
-    frame->set_offset(f.offset);
-    if (parts.size() == 1) {
-      frame->set_data(*std::move(encoded));  // the common case: no copy
-    } else {
-      frame->set_data(f.data.data(), f.data.size());
-    }
-    frames.push_back(std::make_shared<const OutboundMessage>(message));
+    frames.push_back(OutboundMessage::AggregateFrame(
+        close.step, total_bytes, f.offset,
+        parts.size() == 1 ? *std::move(encoded)  // the common case: no copy
+                          : std::string(f.data)));
   }
   uint64_t bytes_out = 0;
   for (auto& [id, member] : members_) {
