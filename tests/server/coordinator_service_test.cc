@@ -18,7 +18,9 @@
 #include "common/payload_codec.h"
 #include "server/coordinator_server.h"
 #include "tests/support/prometheus_scrape.h"
+#include "tests/support/raw_train_call.h"
 #include "tests/support/synthetic_payload.h"
+#include "tests/support/synthetic_worker.h"
 #include "worker/coordinator_client.h"
 
 namespace demod {
@@ -75,14 +77,7 @@ class CoordinatorServiceTest : public ::testing::Test {
   }
 
   ClientOptions Options(const std::string& name) {
-    ClientOptions o;
-    o.target = target_;
-    o.join.set_worker_name(name);
-    o.join.mutable_hardware()->set_device_kind(v1::DEVICE_KIND_CPU);
-    o.join.mutable_hardware()->set_device_name("test cpu");
-    *o.join.mutable_tensors() = TensorSpecsOf(kShapes);
-    o.connect_timeout = absl::Seconds(5);
-    return o;
+    return SyntheticWorkerOptions(target_, name, kShapes);
   }
 
   std::unique_ptr<CoordinatorClient> Join(const std::string& name) {
@@ -343,40 +338,6 @@ struct RawStream {
   grpc::ClientContext context;
   std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, v1::CoordinatorMessage>> stream;
 };
-
-// Opens a Train stream, writes each of `messages` (whatever bytes they are) and returns how the
-// stream ended.
-grpc::Status TrainWithBytes(const std::string& target, const std::vector<std::string>& messages) {
-  grpc::GenericStub stub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
-  grpc::CompletionQueue queue;
-  grpc::ClientContext context;
-  const auto wait = [&queue] {
-    void* tag = nullptr;
-    bool ok = false;
-    return queue.Next(&tag, &ok) && ok;
-  };
-  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call =
-      stub.PrepareCall(&context, "/demod.v1.Coordinator/Train", &queue);
-  call->StartCall(nullptr);
-  wait();
-  for (const std::string& bytes : messages) {
-    grpc::Slice slice(bytes);
-    call->Write(grpc::ByteBuffer(&slice, 1), nullptr);
-    wait();
-  }
-  grpc::ByteBuffer reply;
-  call->Read(&reply, nullptr);
-  while (wait()) call->Read(&reply, nullptr);  // until the server ends the stream
-  grpc::Status status;
-  call->Finish(&status, nullptr);
-  wait();
-  queue.Shutdown();
-  void* tag = nullptr;
-  bool ok = false;
-  while (queue.Next(&tag, &ok)) {
-  }
-  return status;
-}
 
 v1::WorkerMessage JoinMessage(const std::string& name) {
   v1::WorkerMessage m;
