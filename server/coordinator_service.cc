@@ -20,7 +20,9 @@ namespace {
 
 // Train is served raw: messages arrive and leave as serialized bytes. The coordinator parses
 // what workers send itself (so a malformed message gets INVALID_ARGUMENT with a reason), and
-// writes each outbound message's one serialized form to every stream that sends it.
+// writes each outbound message's one serialized form to every stream that sends it. A state
+// frame in protobuf's own encoding is not parsed: its header is read from the wire, and the
+// bytes received are what the joiner gets (server/state_frame_header.h).
 using Reactor = grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>;
 
 // The sending half of one Train stream. gRPC allows one write in flight per stream: messages
