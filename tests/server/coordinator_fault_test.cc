@@ -109,7 +109,7 @@ class FaultRun {
     int64_t applied = 0;  // the last aggregate's step: the parameters are "after" it
   };
   absl::StatusOr<std::optional<int64_t>> Answer(CoordinatorClient& client, Honest& state,
-                                                ClientEvent& event) const {
+                                                const ClientEvent& event) const {
     switch (event.kind) {
       case Kind::kActive:
         state.active = true;
