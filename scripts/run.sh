@@ -95,8 +95,10 @@ while true; do
   for pid in "${pids[@]:1}"; do kill -0 "$pid" 2>/dev/null && alive=$((alive + 1)); done
   if [ -s "$out/worker-1.csv" ]; then
     line=$(tail -n 1 "$out/worker-1.csv")
-    IFS=, read -r step _ loss val _ tps _ _ up down dense _ _ <<<"$line"
+    IFS=, read -r step _ loss _ _ tps _ _ up down dense _ _ <<<"$line"
     if [[ "$step" =~ ^[0-9]+$ ]]; then
+      # Validation rows come every few steps; the last line sampled each second rarely has one.
+      val=$(awk -F, 'NR > 1 && $4 != "" { v = $4 } END { print v }' "$out/worker-1.csv")
       [ -n "$val" ] && last_val="$val"
       printf '\rstep %d/%d  loss %.4f  val %s  %.0f tok/s  up %s B  down %s B per step  (%ds)\033[K' \
         "$step" "$steps" "$loss" "$last_val" "$tps" "$up" "$down" $(( $(date +%s) - started ))
