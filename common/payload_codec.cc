@@ -314,6 +314,28 @@ absl::Status ReadValues(absl::string_view bytes, ValueEncoding encoding, const s
   return absl::OkStatus();
 }
 
+// A tensor's n entries: its indices from `index_bytes` in `width` bytes each (none when every
+// chunk is full: the indices are implied), its values from `value_bytes`.
+absl::Status ReadEntries(const NamedLayout& named, uint64_t n, bool full, int width,
+                         absl::string_view index_bytes, absl::string_view value_bytes,
+                         ValueEncoding encoding, std::vector<uint32_t>* indices,
+                         std::vector<float>* values) {
+  values->resize(n);
+  if (full) {
+    FillFullChunks(named.layout.num_chunks(), named.layout.chunk_size(), indices);
+  } else {
+    indices->resize(n);
+    ReadIndices(index_bytes, width, indices);
+  }
+  return ReadValues(value_bytes, encoding, named.name, values);
+}
+
+absl::Status CheckNothingTrails(const ByteReader& reader, absl::string_view what) {
+  if (reader.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "trailing bytes after ", what, ": ", reader.remaining(), " bytes after the last tensor"));
+}
+
 }  // namespace
 
 int IndexWidth(int64_t chunk_size) {
@@ -429,19 +451,10 @@ absl::StatusOr<StepPayload> DecodeStepPayload(absl::string_view bytes, const Lay
                                                   " entries, ", reader.remaining(), " bytes left"));
     }
     SparseTensor& tensor = payload.tensors[t];
-    tensor.values.resize(n);
-    if (full) {
-      FillFullChunks(layout.num_chunks(), layout.chunk_size(), &tensor.indices);
-    } else {
-      tensor.indices.resize(n);
-      ReadIndices(index_bytes, width, &tensor.indices);
-    }
-    DEMOD_RETURN_IF_ERROR(ReadValues(value_bytes, payload.encoding, named.name, &tensor.values));
+    DEMOD_RETURN_IF_ERROR(ReadEntries(named, n, full, width, index_bytes, value_bytes,
+                                      payload.encoding, &tensor.indices, &tensor.values));
   }
-  if (!reader.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "trailing bytes after payload: ", reader.remaining(), " bytes after the last tensor"));
-  }
+  DEMOD_RETURN_IF_ERROR(CheckNothingTrails(reader, "payload"));
   DEMOD_RETURN_IF_ERROR(ValidateStepPayload(payload, table));
   return payload;
 }
@@ -652,19 +665,10 @@ absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,
                        absl::StrCat("tensor '", named.name, "' needs ", n, " entries, ",
                                     reader.remaining(), " bytes left"));
     }
-    tensor.values.resize(n);
-    if (full) {
-      FillFullChunks(layout.num_chunks(), layout.chunk_size(), &tensor.indices);
-    } else {
-      tensor.indices.resize(n);
-      ReadIndices(index_bytes, width, &tensor.indices);
-    }
-    DEMOD_RETURN_IF_ERROR(ReadValues(value_bytes, aggregate.encoding, named.name, &tensor.values));
+    DEMOD_RETURN_IF_ERROR(ReadEntries(named, n, full, width, index_bytes, value_bytes,
+                                      aggregate.encoding, &tensor.indices, &tensor.values));
   }
-  if (!reader.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "trailing bytes after aggregate: ", reader.remaining(), " bytes after the last tensor"));
-  }
+  DEMOD_RETURN_IF_ERROR(CheckNothingTrails(reader, "aggregate"));
   DEMOD_RETURN_IF_ERROR(ValidateStepAggregate(aggregate, table));
   return aggregate;
 }
