@@ -6,6 +6,9 @@
 #include <vector>
 
 #include "common/logging.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/wire_format_lite.h"
 
 namespace demod {
 
@@ -25,19 +28,14 @@ OutboundMessage::OutboundMessage(const grpc::ByteBuffer& serialized)
 
 namespace {
 
-void AppendVarint(uint64_t value, std::string& out) {
-  while (value >= 0x80) {
-    out.push_back(static_cast<char>(0x80 | (value & 0x7f)));
-    value >>= 7;
-  }
-  out.push_back(static_cast<char>(value));
-}
+using google::protobuf::internal::WireFormatLite;
 
-constexpr uint32_t kLengthDelimited = 2;
-
-void AppendLengthDelimitedTag(int field, uint64_t length, std::string& out) {
-  AppendVarint((static_cast<uint64_t>(field) << 3) | kLengthDelimited, out);
-  AppendVarint(length, out);
+// A length-delimited field's tag and length, as protobuf writes them.
+void AppendLengthDelimitedHeader(int field, uint64_t length, std::string& out) {
+  google::protobuf::io::StringOutputStream stream(&out);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.WriteTag(WireFormatLite::MakeTag(field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
+  coded.WriteVarint64(length);
 }
 
 }  // namespace
@@ -56,11 +54,12 @@ std::shared_ptr<const OutboundMessage> OutboundMessage::AggregateFrame(int64_t s
                 v1::AggregateFrame::kDataFieldNumber > v1::AggregateFrame::kTotalBytesFieldNumber &&
                 v1::AggregateFrame::kDataFieldNumber > v1::AggregateFrame::kStepFieldNumber);
   std::string frame_head = fields.SerializeAsString();
-  if (!data.empty())
-    AppendLengthDelimitedTag(v1::AggregateFrame::kDataFieldNumber, data.size(), frame_head);
+  if (!data.empty()) {
+    AppendLengthDelimitedHeader(v1::AggregateFrame::kDataFieldNumber, data.size(), frame_head);
+  }
   std::string head;
-  AppendLengthDelimitedTag(v1::CoordinatorMessage::kAggregateFieldNumber,
-                           frame_head.size() + data.size(), head);
+  AppendLengthDelimitedHeader(v1::CoordinatorMessage::kAggregateFieldNumber,
+                              frame_head.size() + data.size(), head);
   head += frame_head;
 
   std::vector<grpc::Slice> slices;

@@ -120,11 +120,11 @@ class RunCoordinator {
 
   RunCoordinator(Options options, int64_t completed_steps);
 
-  // Returns the status that ends the worker's stream, or OK; fills `complete` when a
-  // payload's last frame arrived.
   // Join without the flush.
   absl::StatusOr<WorkerId> Admit(const v1::Join& join, std::shared_ptr<MemberChannel> channel,
                                  absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
+  // Returns the status that ends the worker's stream, or OK; fills `complete` when a
+  // payload's last frame arrived.
   absl::Status HandleLocked(WorkerId worker, v1::WorkerMessage& message, absl::Time now,
                             CompletePayload* complete) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Counts a message of `bytes` from the member, which shows it is alive.

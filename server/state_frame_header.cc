@@ -4,6 +4,8 @@
 #include <limits>
 
 #include "demod/v1/coordinator.pb.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
 
 namespace demod {
 namespace {
@@ -12,68 +14,55 @@ namespace {
 static_assert(static_cast<int>(v1::WorkerMessage::kStateFieldNumber) ==
               static_cast<int>(v1::CoordinatorMessage::kStateFieldNumber));
 
-constexpr uint32_t kVarint = 0;
-constexpr uint32_t kLengthDelimited = 2;
+using google::protobuf::internal::WireFormatLite;
 
-constexpr uint32_t Tag(int field, uint32_t wire_type) {
-  return (static_cast<uint32_t>(field) << 3) | wire_type;
+constexpr uint32_t VarintTag(int field) {
+  return WireFormatLite::MakeTag(field, WireFormatLite::WIRETYPE_VARINT);
 }
-
-// A bounds-checked reader of protobuf varints.
-class Cursor {
- public:
-  explicit Cursor(absl::string_view bytes) : bytes_(bytes) {}
-
-  // Fails on a varint longer than 10 bytes or one that runs past the bytes.
-  bool Varint(uint64_t& value) {
-    value = 0;
-    for (int shift = 0; shift < 64 && position_ < bytes_.size(); shift += 7) {
-      const auto byte = static_cast<uint8_t>(bytes_[position_++]);
-      value |= static_cast<uint64_t>(byte & 0x7f) << shift;
-      if ((byte & 0x80) == 0) return shift < 63 || byte <= 1;  // the 10th byte holds 1 bit
-    }
-    return false;
-  }
-  size_t position() const { return position_; }
-
- private:
-  absl::string_view bytes_;
-  size_t position_ = 0;
-};
+constexpr uint32_t LengthDelimitedTag(int field) {
+  return WireFormatLite::MakeTag(field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+}
 
 }  // namespace
 
 std::optional<StateFrameHeader> ReadStateFrameHeader(absl::string_view prefix,
                                                      uint64_t message_bytes) {
-  Cursor in(prefix.substr(0, std::min<uint64_t>(kStateFrameHeaderMaxBytes, message_bytes)));
-  uint64_t tag = 0;
+  const size_t size = std::min<uint64_t>({prefix.size(), kStateFrameHeaderMaxBytes, message_bytes});
+  // protobuf's own reader: its varints are read exactly as the joiner's parser will read them.
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(prefix.data()),
+                                            static_cast<int>(size));
+  // Bytes not yet read, of the whole message.
+  const auto rest = [&in, message_bytes] {
+    return message_bytes - static_cast<uint64_t>(in.CurrentPosition());
+  };
   uint64_t frame_bytes = 0;
-  if (!in.Varint(tag) || tag != Tag(v1::WorkerMessage::kStateFieldNumber, kLengthDelimited) ||
-      !in.Varint(frame_bytes) || frame_bytes != message_bytes - in.position()) {
+  if (in.ReadTag() != LengthDelimitedTag(v1::WorkerMessage::kStateFieldNumber) ||
+      !in.ReadVarint64(&frame_bytes) || frame_bytes != rest()) {
     return std::nullopt;
   }
   StateFrameHeader header;
-  while (in.position() < message_bytes) {
+  while (rest() > 0) {
+    const uint32_t tag = in.ReadTag();
     uint64_t value = 0;
-    if (!in.Varint(tag) || !in.Varint(value)) return std::nullopt;
+    if (tag == 0 || !in.ReadVarint64(&value)) return std::nullopt;
     switch (tag) {
-      case Tag(v1::StateFrame::kJoinerIdFieldNumber, kVarint):
+      case VarintTag(v1::StateFrame::kJoinerIdFieldNumber):
         // protobuf would keep the low 32 bits; no worker sends such a value.
         if (value > std::numeric_limits<uint32_t>::max()) return std::nullopt;
         header.joiner_id = static_cast<uint32_t>(value);
         break;
-      case Tag(v1::StateFrame::kStepFieldNumber, kVarint):
+      case VarintTag(v1::StateFrame::kStepFieldNumber):
         header.step = static_cast<int64_t>(value);
         break;
-      case Tag(v1::StateFrame::kTotalBytesFieldNumber, kVarint):
+      case VarintTag(v1::StateFrame::kTotalBytesFieldNumber):
         header.total_bytes = value;
         break;
-      case Tag(v1::StateFrame::kOffsetFieldNumber, kVarint):
+      case VarintTag(v1::StateFrame::kOffsetFieldNumber):
         header.offset = value;
         break;
-      case Tag(v1::StateFrame::kDataFieldNumber, kLengthDelimited):
+      case LengthDelimitedTag(v1::StateFrame::kDataFieldNumber):
         // The data must be the last field and run to the end of the message.
-        if (value != message_bytes - in.position()) return std::nullopt;
+        if (value != rest()) return std::nullopt;
         header.data_bytes = value;
         return header;
       default:
