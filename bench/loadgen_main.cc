@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -96,6 +97,11 @@ ABSL_FLAG(bool, separate_connections, true,
           "coordinator listens on 0.0.0.0 (behind a random bearer token) and worker i connects "
           "to its own loopback address 127.0.x.y. gRPC shares one connection among the channels "
           "of a process that have the same target and arguments; false measures that");
+ABSL_FLAG(std::string, state_dir, "",
+          "give the coordinator a fresh state directory below this one "
+          "(demod-loadgen-<pid>-<N>, removed after a successful run), so that each step includes "
+          "the durable save a production coordinator makes (write, fsync, rename, fsync); "
+          "default: none");
 ABSL_FLAG(bool, per_step, false, "print every measured step's timings to stderr");
 ABSL_FLAG(bool, keep_logs, false,
           "keep the coordinator's log (/tmp/demod-loadgen-<pid>-<N>.log) after a successful run; "
@@ -397,7 +403,8 @@ struct RunSpec {
   int steps = 0;
   int port = 0;
   bool separate_connections = true;
-  std::string token;  // empty for none
+  std::string token;      // empty for none
+  std::string state_dir;  // the parent of the coordinator's state directory; empty for none
   ValueEncoding encoding = ValueEncoding::kBFloat16;
   std::vector<TensorShape> shapes;
   LayoutTable table;
@@ -772,6 +779,11 @@ absl::StatusOr<RunResult> RunOnce(RunSpec spec, const std::string& coordinator_b
       // Stays up after the last step, so its CPU time and peak RSS can still be read.
       "--exit_when_finished=false",
   };
+  std::string state_dir;
+  if (!spec.state_dir.empty()) {
+    state_dir = absl::StrCat(spec.state_dir, "/demod-loadgen-", getpid(), "-", n);
+    args.push_back(absl::StrCat("--state_dir=", state_dir));
+  }
   const std::string token_path = absl::StrCat("/tmp/demod-loadgen-", getpid(), "-", n, ".token");
   if (spec.separate_connections) {
     // Listening on every interface: only holders of the token can join.
@@ -823,6 +835,10 @@ absl::StatusOr<RunResult> RunOnce(RunSpec spec, const std::string& coordinator_b
                                      log_path, ", last line: ", coordinator->LastLogLine(), ")"));
   }
   if (!stopped.ok()) return stopped;
+  if (!state_dir.empty()) {
+    std::error_code ignored;  // a leftover directory is harmless
+    std::filesystem::remove_all(state_dir, ignored);
+  }
   for (const Shared::Measurement* m : {&shared.measure_start(), &shared.measure_end()}) {
     if (!m->sample.ok()) return m->sample.status();
   }
@@ -950,6 +966,7 @@ absl::Status Main() {
                          MakeLayoutTable(spec.shapes, absl::GetFlag(FLAGS_chunk), topk));
   spec.seed = absl::GetFlag(FLAGS_seed);
   spec.separate_connections = absl::GetFlag(FLAGS_separate_connections);
+  spec.state_dir = absl::GetFlag(FLAGS_state_dir);
   spec.event_timeout = absl::Seconds(absl::GetFlag(FLAGS_step_timeout_s));
   spec.candidates_per_chunk = per_chunk;
   const int64_t parameters = TotalElements(spec.table);
