@@ -107,8 +107,8 @@ absl::StatusOr<std::unique_ptr<RunCoordinator>> RunCoordinator::Create(Options o
     options.config = saved->config;
     completed = saved->completed_steps;
   }
-  auto coordinator =
-      std::unique_ptr<RunCoordinator>(new RunCoordinator(std::move(options), completed));
+  auto coordinator = std::unique_ptr<RunCoordinator>(
+      new RunCoordinator(std::move(options), completed, saved.has_value()));
   absl::MutexLock lock(&coordinator->mu_);
   if (saved.has_value()) {
     coordinator->persisted_ = *std::move(saved);
@@ -125,7 +125,7 @@ absl::StatusOr<std::unique_ptr<RunCoordinator>> RunCoordinator::Create(Options o
       coordinator->max_state_bytes_ = MaxStateBytes(*coordinator->layouts_);
     }
     Log(LogLevel::kInfo, absl::StrCat("resuming run ", coordinator->config_.run_id, " after step ",
-                                      completed, " from ", coordinator->store_->dir()));
+                                      completed, " from ", coordinator->saver_->store().dir()));
   } else {
     coordinator->persisted_.config = coordinator->config_;
     coordinator->Save();
@@ -134,11 +134,17 @@ absl::StatusOr<std::unique_ptr<RunCoordinator>> RunCoordinator::Create(Options o
   return coordinator;
 }
 
-RunCoordinator::RunCoordinator(Options options, int64_t completed_steps)
+RunCoordinator::RunCoordinator(Options options, int64_t completed_steps, bool resumed)
     : config_(options.config),
-      store_(std::move(options.store)),
       metrics_(options.metrics),
-      machine_(config_, completed_steps) {}
+      machine_(config_, completed_steps, resumed) {
+  if (options.store.has_value()) {
+    saver_ = std::make_unique<RunStateSaver>(*std::move(options.store), [](const absl::Status& s) {
+      // Training goes on; a restart would resume from the last state that was saved.
+      Log(LogLevel::kError, absl::StrCat("could not save the run state: ", s.ToString()));
+    });
+  }
+}
 
 v1::RunSettings RunCoordinator::Settings() const {
   v1::RunSettings run;
@@ -213,7 +219,18 @@ absl::StatusOr<WorkerId> RunCoordinator::Admit(const v1::Join& join,
   }
   const bool adopting = persisted_.tensors.empty();
   DEMOD_RETURN_IF_ERROR(AdoptTensorTable(join));
-  absl::StatusOr<StepMachine::Joined> joined = machine_.Join(join.worker_name(), now);
+  const int64_t saved_steps = machine_.completed_steps();
+  absl::StatusOr<StepMachine::Joined> joined =
+      machine_.Join(join.worker_name(), now, join.resume_step());
+  if (machine_.completed_steps() != saved_steps) {
+    Log(LogLevel::kWarning,
+        absl::StrCat("worker '", join.worker_name(), "' applied step ", join.resume_step(),
+                     ", whose save had not reached the disk before the restart: the run has "
+                     "completed step ",
+                     machine_.completed_steps()));
+    metrics_->SetCurrentStep(machine_.completed_steps());
+    Save();
+  }
   if (!joined.ok()) {
     if (adopting) {  // the table is the run's only once its worker is a member
       persisted_.tensors.clear();
@@ -251,7 +268,7 @@ absl::StatusOr<WorkerId> RunCoordinator::Admit(const v1::Join& join,
       absl::StrCat("worker ", id, " '", member.name, "' joined (", join.hardware().device_name(),
                    receives_state ? "), receives the parameters" : "), holds the parameters"));
   if (!receives_state && machine_.completed_steps() > 0 &&
-      join.resume_step() < machine_.completed_steps()) {
+      join.resume_step() != machine_.completed_steps()) {
     // The first worker after a restart is the seed: the run goes on from its parameters.
     Log(LogLevel::kWarning,
         absl::StrCat("the run's parameters are now worker '", member.name, "''s, from step ",
@@ -628,8 +645,12 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
   }
   payloads_.clear();
   payload_bytes_.clear();
-  // Saved before the aggregate leaves, so no worker is ever ahead of the saved step.
-  persisted_.completed_steps = close.step;
+  // The aggregate leaves once every earlier state is on disk, while this step's own save goes
+  // on beside the next step: no worker is ever more than one step ahead of the saved state,
+  // and a restarted coordinator takes that step from its seed. The wait holds the lock, but
+  // the save it waits for began a whole step ago (it is a wait only when a step takes less
+  // time than a save).
+  if (saver_ != nullptr) saver_->WaitForSaves();
   Save();
   // Built once and shared by every member's stream, which writes the same serialized bytes.
   std::vector<std::shared_ptr<const OutboundMessage>> frames;
@@ -755,6 +776,7 @@ void RunCoordinator::Shutdown() {
     ShutdownLocked();
   }
   FlushChannels();
+  if (saver_ != nullptr) saver_->WaitForSaves();
 }
 
 void RunCoordinator::ShutdownLocked() {
@@ -817,22 +839,18 @@ void RunCoordinator::Record(const std::string& worker, const std::string& event,
                             const std::string& reason, absl::Time now) {
   persisted_.history.push_back(
       {machine_.completed_steps(), absl::ToUnixMillis(now), worker, event, reason});
-  // The store keeps the last kMaxHistory events; memory need not keep more.
-  if (persisted_.history.size() > 2 * RunStore::kMaxHistory) {
-    persisted_.history.erase(persisted_.history.begin(),
-                             persisted_.history.end() - RunStore::kMaxHistory);
+  // The store keeps the last kMaxHistory events; memory need not keep more (every step's save
+  // copies them). Events are rare, so dropping the oldest one at a time costs nothing.
+  if (persisted_.history.size() > RunStore::kMaxHistory) {
+    persisted_.history.erase(persisted_.history.begin());
   }
 }
 
 void RunCoordinator::Save() {
-  if (!store_.has_value()) return;
+  if (saver_ == nullptr) return;
   persisted_.config = config_;
   persisted_.completed_steps = machine_.completed_steps();
-  absl::Status saved = store_->Save(persisted_);
-  if (!saved.ok()) {
-    // Training goes on; a restart would resume from the last state that was saved.
-    Log(LogLevel::kError, absl::StrCat("could not save the run state: ", saved.ToString()));
-  }
+  saver_->Submit(persisted_);
 }
 
 v1::RunStatus RunCoordinator::Status() const {

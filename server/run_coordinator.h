@@ -12,8 +12,10 @@
 //   another and the transfer restarts at offset 0.
 // - Fingerprints reported for a step are compared across workers; a minority is resynced from
 //   the majority.
-// - At every step boundary the run's state is saved to the RunStore (before the aggregate
-//   is sent, so no worker is ever ahead of the saved step).
+// - At every step boundary the run's state is saved to the RunStore, on a thread of its own
+//   (RunStateSaver): a step's aggregate waits only for the save of the step before, so no
+//   worker is ever more than one step ahead of the saved state, and a restarted coordinator
+//   takes that one step from its seed (StepMachine::Join).
 // Anything malformed ends only its sender's stream with INVALID_ARGUMENT and the reason.
 //
 // Thread-safe: every entry point takes one mutex, and starts the writes it queued only after
@@ -41,6 +43,7 @@
 #include "server/coordinator_metrics.h"
 #include "server/member_channel.h"
 #include "server/outbound_message.h"
+#include "server/run_state_saver.h"
 #include "server/run_store.h"
 #include "server/state_frame_header.h"
 #include "server/step_machine.h"
@@ -81,7 +84,8 @@ class RunCoordinator {
   void Tick(absl::Time now);
   // When Tick is due next (an open step's deadline), if anything is pending.
   std::optional<absl::Time> NextDeadline() const;
-  // Tells every member the coordinator is going away and ends their streams; saves state.
+  // Tells every member the coordinator is going away and ends their streams; returns once the
+  // run's state is saved.
   void Shutdown();
 
   v1::RunStatus Status() const;
@@ -118,7 +122,7 @@ class RunCoordinator {
     std::shared_ptr<const LayoutTable> layouts;
   };
 
-  RunCoordinator(Options options, int64_t completed_steps);
+  RunCoordinator(Options options, int64_t completed_steps, bool resumed);
 
   // Join without the flush.
   absl::StatusOr<WorkerId> Admit(const v1::Join& join, std::shared_ptr<MemberChannel> channel,
@@ -167,7 +171,7 @@ class RunCoordinator {
   v1::RunSettings Settings() const;
 
   const RunConfig config_;
-  const std::optional<RunStore> store_;
+  std::unique_ptr<RunStateSaver> saver_;  // null without a store
   CoordinatorMetrics* const metrics_;
 
   mutable absl::Mutex mu_;

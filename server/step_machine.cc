@@ -49,8 +49,8 @@ std::string ActionToString(const Action& a) {
                       a.reason, ")");
 }
 
-StepMachine::StepMachine(const RunConfig& config, int64_t completed_steps)
-    : config_(config), completed_steps_(completed_steps) {
+StepMachine::StepMachine(const RunConfig& config, int64_t completed_steps, bool resumed)
+    : config_(config), completed_steps_(completed_steps), resumed_(resumed) {
   finished_ = completed_steps_ >= config_.total_steps;
 }
 
@@ -122,7 +122,14 @@ void StepMachine::AssignDonor(WorkerId joiner, std::vector<Action>& out,
   out.push_back(std::move(a));
 }
 
-absl::StatusOr<StepMachine::Joined> StepMachine::Join(const std::string& name, absl::Time now) {
+absl::StatusOr<StepMachine::Joined> StepMachine::Join(const std::string& name, absl::Time now,
+                                                      int64_t resume_step) {
+  const bool first_since_resume = resumed_ && next_id_ == 1 && !open_.has_value();
+  if (first_since_resume && !finished_ && resume_step == completed_steps_ + 1) {
+    // The seed applied a step whose save did not reach the disk before the restart.
+    completed_steps_ = resume_step;
+    finished_ = completed_steps_ >= config_.total_steps;
+  }
   if (finished_) return absl::FailedPreconditionError("the run has finished");
   if (static_cast<int>(members_.size()) >= config_.max_workers) {
     return absl::ResourceExhaustedError(

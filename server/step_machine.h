@@ -21,6 +21,10 @@
 //   is evicted; one that leaves is removed at once.
 // - With fewer than min_workers active the run pauses at the next boundary and resumes when
 //   workers return. After total_steps the run finishes.
+// - A coordinator resuming from saved state may have sent one step's aggregate more than it
+//   saved (a step's save completes while the next step runs). The first worker to join after
+//   the resume is the seed: if its parameters are exactly one step ahead of the saved count,
+//   the run counts that step as completed too.
 //
 // Thread-compatible: the server calls it from one thread (or under one lock).
 #ifndef DEMOD_SERVER_STEP_MACHINE_H_
@@ -74,16 +78,18 @@ struct MemberView {
 
 class StepMachine {
  public:
-  // `completed_steps`: steps already done (a coordinator resuming from its state directory).
-  StepMachine(const RunConfig& config, int64_t completed_steps = 0);
+  // `completed_steps`: steps already done. `resumed`: they were read from a save (a
+  // coordinator restarting from its state directory), which may be one step behind the workers.
+  StepMachine(const RunConfig& config, int64_t completed_steps = 0, bool resumed = false);
 
   struct Joined {
     WorkerId id;
     std::vector<Action> actions;
   };
-  // RESOURCE_EXHAUSTED at max_workers, ALREADY_EXISTS for a name in use, FAILED_PRECONDITION
-  // once the run has finished.
-  absl::StatusOr<Joined> Join(const std::string& name, absl::Time now);
+  // `resume_step`: the last step the worker's parameters include (0 for none). RESOURCE_EXHAUSTED
+  // at max_workers, ALREADY_EXISTS for a name in use, FAILED_PRECONDITION once the run has
+  // finished.
+  absl::StatusOr<Joined> Join(const std::string& name, absl::Time now, int64_t resume_step = 0);
   // The joiner has the run's parameters. NOT_FOUND for an unknown worker,
   // FAILED_PRECONDITION when it was not waiting for them.
   absl::StatusOr<std::vector<Action>> StateTransferred(WorkerId worker, absl::Time now);
@@ -140,6 +146,7 @@ class StepMachine {
 
   RunConfig config_;
   int64_t completed_steps_;
+  bool resumed_;
   WorkerId next_id_ = 1;
   std::map<WorkerId, Member> members_;
   std::optional<OpenStep> open_;

@@ -298,6 +298,41 @@ TEST_F(CoordinatorServiceTest, RestartedCoordinatorResumesAtTheSavedStep) {
   EXPECT_THAT(refused.status().message(), HasSubstr("holds run 'loopback'"));
 }
 
+// A step's save completes while the next step runs, so a crash can leave the saved state one
+// step behind the workers: the first worker back (the seed) brings that step with it.
+TEST_F(CoordinatorServiceTest, RestartedCoordinatorTakesAStepItsSaveMissedFromTheSeed) {
+  char dir_template[] = "/tmp/demod-state-XXXXXX";
+  const std::string dir = mkdtemp(dir_template);
+  Start(TestConfig(), "", {}, dir);
+  auto a = Join("a");
+  Expect(*a, Kind::kActive);
+  ASSERT_TRUE(a->SendPayload(1, Payload(1)).ok());
+  Expect(*a, Kind::kAggregate);
+  server_->Shutdown();
+  a.reset();
+  server_.reset();
+
+  // The saved state says 1; worker "a" had also applied step 2 when the coordinator went.
+  Start(TestConfig(), "", {}, dir);
+  EXPECT_EQ(Status().completed_steps(), 1);
+  ClientOptions ahead = Options("a");
+  ahead.join.set_resume_step(2);
+  absl::StatusOr<std::unique_ptr<CoordinatorClient>> seed = CoordinatorClient::Connect(ahead);
+  ASSERT_TRUE(seed.ok()) << seed.status();
+  EXPECT_EQ((*seed)->welcome().completed_steps(), 2);
+  EXPECT_EQ(Expect(**seed, Kind::kActive).step, 3);
+  EXPECT_EQ(Status().completed_steps(), 2);
+  ASSERT_TRUE((*seed)->SendPayload(3, Payload(3)).ok());
+  EXPECT_EQ(Expect(**seed, Kind::kAggregate).step, 3);
+  server_->Shutdown();
+  seed->reset();
+  server_.reset();
+
+  // Shutdown returned with the last step on disk.
+  Start(TestConfig(), "", {}, dir);
+  EXPECT_EQ(Status().completed_steps(), 3);
+}
+
 TEST_F(CoordinatorServiceTest, BearerTokenIsRequiredOnEveryCall) {
   Start(TestConfig(), "s3cret");
   ClientOptions none = Options("a");

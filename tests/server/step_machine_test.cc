@@ -323,6 +323,46 @@ TEST(StepMachineTest, ResumesAfterTheCompletedSteps) {
   EXPECT_EQ(j->actions[1].step, 11);
 }
 
+TEST(StepMachineTest, ResumedSeedOneStepAheadCompletesThatStep) {
+  StepMachine m(Config(1), /*completed_steps=*/10, /*resumed=*/true);
+  auto j = m.Join("a", kT0, /*resume_step=*/11);
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(m.completed_steps(), 11);
+  ASSERT_THAT(Kinds(j->actions), ElementsAre(Kind::kWelcome, Kind::kOpenStep));
+  EXPECT_EQ(j->actions[1].step, 12);
+}
+
+TEST(StepMachineTest, OnlyAResumedSeedExactlyOneStepAheadMovesTheRun) {
+  struct Case {
+    bool resumed;
+    int64_t seed_step;
+    const char* why;
+  };
+  for (const Case& c : {Case{false, 11, "a live run's workers are never ahead of it"},
+                        Case{true, 12, "a save is at most one step behind"},
+                        Case{true, 10, "the seed is where the save is"},
+                        Case{true, 3, "the seed is behind: its parameters win, the count stays"},
+                        Case{true, 0, "a new worker"}}) {
+    StepMachine m(Config(1), 10, c.resumed);
+    ASSERT_TRUE(m.Join("a", kT0, c.seed_step).ok());
+    EXPECT_EQ(m.completed_steps(), 10) << c.why;
+    EXPECT_EQ(m.open_step(), 11) << c.why;
+  }
+  // Only the first worker after the resume is its seed.
+  StepMachine m(Config(2), 10, /*resumed=*/true);
+  ASSERT_TRUE(m.Join("a", kT0, 10).ok());
+  ASSERT_TRUE(m.Join("b", kT0, 11).ok());
+  EXPECT_EQ(m.completed_steps(), 10);
+}
+
+TEST(StepMachineTest, ResumedSeedAtTheLastStepFinishesTheRun) {
+  RunConfig c = Config(1);
+  StepMachine m(c, c.total_steps - 1, /*resumed=*/true);
+  EXPECT_EQ(m.Join("a", kT0, c.total_steps).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(m.finished());
+  EXPECT_EQ(m.completed_steps(), c.total_steps);
+}
+
 TEST(StepMachineTest, RefusesBadEvents) {
   StepMachine m = Running(2);
   EXPECT_EQ(m.Payload(1, 5, At(1)).status().code(), absl::StatusCode::kInvalidArgument);
