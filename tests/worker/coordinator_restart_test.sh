@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Real processes on loopback: a coordinator with a state directory and 2 demod-workers train a
+# small GPT on the SOTU text for 60 steps. Near step 20 the coordinator is killed with SIGKILL
+# and started again on the same port and state directory. The workers must reconnect by
+# themselves and finish the run: every worker's steps increase without repeats up to the last,
+# both end with one fingerprint, the loss fell, and the state directory says the run is done.
+# Usage: coordinator_restart_test.sh <bin dir> <data dir>
+set -u
+bin="$1"
+data="$2"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*"
+  for f in "$work"/*.log; do echo "== $f"; tail -n 15 "$f"; done
+  exit 1
+}
+[ -n "$(ls "$data"/sotu/*.txt 2>/dev/null)" ] ||
+  fail "no SOTU text in $data (scripts/fetch_data.sh fetches it)"
+
+steps=60
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# coordinator LOG [run flags]: started on the fixed port and state directory; tried again
+# while it exits at once (after a SIGKILL the port may take a moment to come free).
+coordinator() {
+  local log="$1"
+  shift
+  for _ in $(seq 50); do
+    "$bin/demod-coordinator" --listen "127.0.0.1:$port" --metrics "" --state_dir "$work/state" \
+      "$@" >"$work/$log" 2>&1 &
+    coordinator_pid=$!
+    pids+=($!)
+    for _ in $(seq 100); do
+      grep -q listening "$work/$log" && return 0
+      kill -0 "$coordinator_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    sleep 0.2
+  done
+  fail "the coordinator ($log) did not start"
+}
+worker() {
+  local name="$1"
+  "$bin/demod-worker" --coordinator "127.0.0.1:$port" --name "$name" --data_dir "$data" \
+    --gpt_layers 2 --gpt_d_model 64 --gpt_heads 4 --context 64 --batch_size 8 \
+    --validation_interval 10 --csv "$work/$name.csv" --threads 1 >>"$work/$name.log" 2>&1 &
+  pids+=($!)
+}
+a_step() { tail -n 1 "$work/a.csv" 2>/dev/null | cut -d, -f1; }
+
+coordinator coordinator1.log --run_id restart-test --min_workers 2 --total_steps "$steps" \
+  --lr 2e-3 --warmup_steps 4 --step_deadline_s 60
+worker a
+worker b
+for _ in $(seq 600); do
+  step=$(a_step)
+  [[ "$step" =~ ^[0-9]+$ ]] && [ "$step" -ge 20 ] && break
+  sleep 0.1
+done
+[[ "$(a_step)" =~ ^[0-9]+$ ]] && [ "$(a_step)" -ge 20 ] || fail "worker a never reached step 20"
+kill -KILL "$coordinator_pid"
+wait "$coordinator_pid" 2>/dev/null
+echo "killed the coordinator at worker a's step $(a_step)"
+coordinator coordinator2.log  # the run's configuration comes from the state directory
+for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+
+failures=0
+check() {
+  if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; failures=$((failures + 1)); fi
+}
+check "the second coordinator resumed the run" \
+  "grep -q 'resuming run restart-test after step' '$work/coordinator2.log'"
+grep -h 'resuming run\|whose save' "$work/coordinator2.log"
+for w in a b; do
+  check "worker $w reconnected" "grep -q 'reconnecting in' '$work/$w.log'"
+  check "worker $w finished the run" "grep -q 'run finished' '$work/$w.log'"
+  check "worker $w's steps increase, without repeats, to $steps" \
+    "tail -n +2 '$work/$w.csv' | cut -d, -f1 | awk -v last=$steps \
+       'NR > 1 && \$1 <= prev { exit 1 } { prev = \$1 } END { exit !(prev == last) }'"
+done
+check "both workers end with one fingerprint" \
+  "[ \"\$(grep -ho 'fingerprint [0-9a-f]*' '$work'/{a,b}.log | sort -u | wc -l)\" -eq 1 ] && [ \"\$(grep -ho 'fingerprint [0-9a-f]*' '$work'/{a,b}.log | wc -l)\" -eq 2 ]"
+first=$(awk -F, 'NR == 2 { print $3 }' "$work/a.csv")
+last=$(tail -n 1 "$work/a.csv" | cut -d, -f3)
+echo "worker a: loss $first at step 1, $last at step $steps"
+check "the loss fell by at least 1.0" "awk -v f='$first' -v l='$last' 'BEGIN { exit !(f - l >= 1.0) }'"
+check "the state directory holds the finished run" \
+  "grep -q '\"completed_steps\": *$steps' '$work/state/run.json'"
+if [ "$failures" -ne 0 ]; then
+  for f in "$work"/*.log; do echo "== $f"; head -n 8 "$f"; echo ...; tail -n 12 "$f"; done
+  exit 1
+fi
+echo "all passed"
