@@ -19,6 +19,7 @@
 #include "server/coordinator_server.h"
 #include "tests/support/prometheus_scrape.h"
 #include "tests/support/raw_train_call.h"
+#include "tests/support/scoped_temp_dir.h"
 #include "tests/support/synthetic_payload.h"
 #include "tests/support/synthetic_worker.h"
 #include "worker/coordinator_client.h"
@@ -257,8 +258,8 @@ TEST_F(CoordinatorServiceTest, SilentContributorIsEvictedAndCanRejoin) {
 }
 
 TEST_F(CoordinatorServiceTest, RestartedCoordinatorResumesAtTheSavedStep) {
-  char dir_template[] = "/tmp/demod-state-XXXXXX";
-  const std::string dir = mkdtemp(dir_template);
+  const ScopedTempDir state("demod-state");
+  const std::string& dir = state.path();
   Start(TestConfig(), "", {}, dir);
   auto a = Join("a");
   Expect(*a, Kind::kActive);
@@ -301,8 +302,8 @@ TEST_F(CoordinatorServiceTest, RestartedCoordinatorResumesAtTheSavedStep) {
 // A step's save completes while the next step runs, so a crash can leave the saved state one
 // step behind the workers: the first worker back (the seed) brings that step with it.
 TEST_F(CoordinatorServiceTest, RestartedCoordinatorTakesAStepItsSaveMissedFromTheSeed) {
-  char dir_template[] = "/tmp/demod-state-XXXXXX";
-  const std::string dir = mkdtemp(dir_template);
+  const ScopedTempDir state("demod-state");
+  const std::string& dir = state.path();
   Start(TestConfig(), "", {}, dir);
   auto a = Join("a");
   Expect(*a, Kind::kActive);
@@ -738,8 +739,8 @@ std::string ReadFile(const std::string& path) {
 }
 
 TEST_F(CoordinatorServiceTest, TlsAndMutualTls) {
-  char dir_template[] = "/tmp/demod-tls-XXXXXX";
-  const std::string dir = mkdtemp(dir_template);
+  const ScopedTempDir tls_files("demod-tls");
+  const std::string& dir = tls_files.path();
   // A CA, a server certificate for localhost and a client certificate, all signed by the CA.
   RunShell(
       absl::StrCat("cd ", dir, " && exec 2>&1 && ",

@@ -1,7 +1,5 @@
 #include "server/run_state_saver.h"
 
-#include <stdlib.h>
-
 #include <optional>
 #include <string>
 #include <vector>
@@ -9,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
+#include "tests/support/scoped_temp_dir.h"
 
 namespace demod {
 namespace {
@@ -16,9 +15,7 @@ namespace {
 class RunStateSaverTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir_template[] = "/tmp/demod-saver-XXXXXX";
-    ASSERT_NE(mkdtemp(dir_template), nullptr);
-    absl::StatusOr<RunStore> store = RunStore::Open(dir_template);
+    absl::StatusOr<RunStore> store = RunStore::Open(dir_.path());
     ASSERT_TRUE(store.ok()) << store.status();
     store_.emplace(*std::move(store));
   }
@@ -48,6 +45,7 @@ class RunStateSaverTest : public ::testing::Test {
     return errors_;
   }
 
+  const ScopedTempDir dir_{"demod-saver"};
   std::optional<RunStore> store_;
   absl::Mutex mu_;
   std::vector<absl::Status> errors_;

@@ -2,8 +2,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
+#include "tests/support/scoped_temp_dir.h"
 #include "worker/checkpoint.h"
 
 namespace demod {
@@ -55,8 +55,8 @@ TEST(ParameterStateTest, MismatchesAreRefusedAndChangeNothing) {
 }
 
 TEST(CheckpointTest, SaveLoadAndCorruption) {
-  char dir_template[] = "/tmp/demod-checkpoint-XXXXXX";
-  const std::string dir = std::string(mkdtemp(dir_template)) + "/nested";
+  const ScopedTempDir scratch("demod-checkpoint");
+  const std::string dir = scratch.path() + "/nested";
   absl::StatusOr<std::optional<Checkpoint>> none = LoadCheckpoint(dir);
   ASSERT_TRUE(none.ok());
   EXPECT_FALSE(none->has_value());
