@@ -18,6 +18,7 @@
 #include "common/aggregation.h"
 #include "common/layout_table.h"
 #include "common/payload_codec.h"
+#include "common/program.h"
 
 namespace demod {
 namespace {
@@ -114,8 +115,38 @@ void BM_DecodeAggregate(benchmark::State& state) {
 }
 BENCHMARK(BM_DecodeAggregate)->Arg(8)->Unit(benchmark::kMicrosecond);
 
-// The coordinator's CPU for one step, as RunCoordinator does it: decode every payload,
-// aggregate, encode the aggregate.
+// What follows a step's last payload (arguments: workers; 0: AggregateStep then
+// EncodeStepAggregate, two passes; 1: AggregateStepEncoded, each thread encoding what it
+// aggregated, as the coordinator does).
+void BM_AggregateAndEncode(benchmark::State& state) {
+  SyntheticStep s = MakeStep(static_cast<int>(state.range(0)), -1, ValueEncoding::kBFloat16);
+  const bool fused = state.range(1) == 1;
+  for (auto _ : state) {
+    absl::StatusOr<std::string> encoded;
+    if (fused) {
+      encoded = AggregateStepEncoded(s.contributions, s.table);
+    } else {
+      absl::StatusOr<StepAggregate> aggregate = AggregateStep(s.contributions, s.table);
+      if (!aggregate.ok()) return Fail(state, aggregate.status());
+      encoded = EncodeStepAggregate(*aggregate, s.table);
+    }
+    if (!encoded.ok()) return Fail(state, encoded.status());
+    benchmark::DoNotOptimize(encoded);
+  }
+  state.SetBytesProcessed(state.iterations() * s.payload_bytes);
+}
+BENCHMARK(BM_AggregateAndEncode)
+    ->Args({2, 0})
+    ->Args({2, 1})
+    ->Args({8, 0})
+    ->Args({8, 1})
+    ->Args({32, 0})
+    ->Args({32, 1})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// The coordinator's CPU for one step, as RunCoordinator does it: decode every payload, then
+// aggregate and encode the aggregate.
 void BM_CoordinatorStep(benchmark::State& state) {
   SyntheticStep s = MakeStep(static_cast<int>(state.range(0)), -1, ValueEncoding::kBFloat16);
   int64_t aggregate_bytes = 0;
@@ -131,9 +162,7 @@ void BM_CoordinatorStep(benchmark::State& state) {
     for (size_t w = 0; w < decoded.size(); ++w) {
       contributions.push_back({static_cast<uint32_t>(w), &decoded[w]});
     }
-    absl::StatusOr<StepAggregate> aggregate = AggregateStep(contributions, s.table);
-    if (!aggregate.ok()) return Fail(state, aggregate.status());
-    absl::StatusOr<std::string> encoded = EncodeStepAggregate(*aggregate, s.table);
+    absl::StatusOr<std::string> encoded = AggregateStepEncoded(contributions, s.table);
     if (!encoded.ok()) return Fail(state, encoded.status());
     aggregate_bytes = static_cast<int64_t>(encoded->size());
   }
@@ -150,4 +179,13 @@ BENCHMARK(BM_CoordinatorStep)
 }  // namespace
 }  // namespace demod
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  // The coordinator's allocator policy (common/program.h), so that large blocks cost here what
+  // they cost there.
+  demod::KeepLargeBlocksInHeap();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -10,6 +10,7 @@
 #include "absl/numeric/bits.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/payload_codec.h"
 #include "common/run_in_parallel.h"
 #include "common/status_macros.h"
 
@@ -277,42 +278,39 @@ ValueEncoding EncodingOf(const std::vector<Contribution>& sorted) {
   return AggregateEncoding(first);
 }
 
-}  // namespace
-
 // Below this many entries per thread, starting a thread costs more than it saves: a thread
 // starts and joins in about 50 us here, and 32768 entries take 200 to 400 us. A step of two
 // workers on the benchmark GPT (97,000 entries) is thus split in two.
 constexpr size_t kEntriesPerThread = size_t{1} << 15;
 constexpr size_t kMaxAggregationThreads = 4;
 
-absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& contributions,
-                                            const LayoutTable& table) {
-  if (contributions.empty()) return absl::InvalidArgumentError("no contributions to aggregate");
-  std::vector<Contribution> sorted = contributions;
-  std::sort(sorted.begin(), sorted.end(),
-            [](const Contribution& a, const Contribution& b) { return a.worker_id < b.worker_id; });
-  DEMOD_RETURN_IF_ERROR(CheckContributions(sorted, table));
+// What every aggregation of a step starts from: its contributions in ascending worker id,
+// checked, and the encoding the means are rounded to.
+struct Prepared {
+  std::vector<Contribution> sorted;
+  ValueEncoding encoding;
+};
 
-  StepAggregate aggregate;
-  aggregate.step = sorted[0].payload->step;
-  aggregate.encoding = EncodingOf(sorted);
-  aggregate.contributors.reserve(sorted.size());
-  for (const Contribution& contribution : sorted) {
-    aggregate.contributors.push_back(contribution.worker_id);
-  }
-  aggregate.tensors.resize(table.size());
-  // Tensors are independent: large steps split them into contiguous ranges of about equal
-  // entries, one thread each. Each tensor is computed exactly as on one thread, so the result
-  // does not depend on the split; the first failing tensor in table order is reported.
-  std::vector<absl::Status> status(table.size());
-  const auto aggregate_range = [&](size_t begin, size_t end) {
-    Scratch scratch;  // reused across chunks and tensors
-    for (size_t t = begin; t < end; ++t) {
-      status[t] = AggregateTensorEntries(sorted, t, table[t], aggregate.encoding, &scratch,
-                                         &aggregate.tensors[t]);
-      if (!status[t].ok()) return;
-    }
-  };
+absl::StatusOr<Prepared> Prepare(const std::vector<Contribution>& contributions,
+                                 const LayoutTable& table) {
+  if (contributions.empty()) return absl::InvalidArgumentError("no contributions to aggregate");
+  Prepared prepared{contributions, ValueEncoding::kFloat32};
+  std::sort(prepared.sorted.begin(), prepared.sorted.end(),
+            [](const Contribution& a, const Contribution& b) { return a.worker_id < b.worker_id; });
+  DEMOD_RETURN_IF_ERROR(CheckContributions(prepared.sorted, table));
+  prepared.encoding = EncodingOf(prepared.sorted);
+  return prepared;
+}
+
+// Aggregates every tensor, handing each result to `take(part, t, result)` on the thread that
+// computed it. Tensors are independent: large steps split them into `parts` contiguous ranges
+// of about equal entries, one thread each (range `part` on thread `part`). Each tensor is
+// computed exactly as on one thread, so the results do not depend on the split; the first
+// failing tensor in table order is reported.
+absl::Status AggregateTensors(
+    const Prepared& prepared, const LayoutTable& table, size_t* parts,
+    absl::FunctionRef<absl::Status(size_t part, size_t t, AggregateTensor& result)> take) {
+  const std::vector<Contribution>& sorted = prepared.sorted;
   uint64_t total = 0;
   for (const NamedLayout& t : table) total += static_cast<uint64_t>(t.layout.num_selected());
   total *= sorted.size();
@@ -330,9 +328,63 @@ absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& con
     bounds.push_back(end);
   }
   bounds.push_back(table.size());
-  RunInParallel(threads, [&](size_t part) { aggregate_range(bounds[part], bounds[part + 1]); });
+  *parts = threads;
+  std::vector<absl::Status> status(table.size());
+  RunInParallel(threads, [&](size_t part) {
+    Scratch scratch;  // reused across chunks and tensors
+    AggregateTensor result;
+    for (size_t t = bounds[part]; t < bounds[part + 1]; ++t) {
+      result.chunk_offsets.clear();
+      result.indices.clear();
+      result.values.clear();
+      status[t] = AggregateTensorEntries(sorted, t, table[t], prepared.encoding, &scratch, &result);
+      if (status[t].ok()) status[t] = take(part, t, result);
+      if (!status[t].ok()) return;
+    }
+  });
   for (const absl::Status& s : status) DEMOD_RETURN_IF_ERROR(s);
+  return absl::OkStatus();
+}
+
+std::vector<uint32_t> ContributorIds(const std::vector<Contribution>& sorted) {
+  std::vector<uint32_t> ids;
+  ids.reserve(sorted.size());
+  for (const Contribution& contribution : sorted) ids.push_back(contribution.worker_id);
+  return ids;
+}
+
+}  // namespace
+
+absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& contributions,
+                                            const LayoutTable& table) {
+  DEMOD_ASSIGN_OR_RETURN(const Prepared prepared, Prepare(contributions, table));
+  StepAggregate aggregate;
+  aggregate.step = prepared.sorted[0].payload->step;
+  aggregate.encoding = prepared.encoding;
+  aggregate.contributors = ContributorIds(prepared.sorted);
+  aggregate.tensors.resize(table.size());
+  size_t parts = 0;
+  DEMOD_RETURN_IF_ERROR(AggregateTensors(prepared, table, &parts,
+                                         [&aggregate](size_t, size_t t, AggregateTensor& result) {
+                                           aggregate.tensors[t] = std::move(result);
+                                           return absl::OkStatus();
+                                         }));
   return aggregate;
+}
+
+absl::StatusOr<std::string> AggregateStepEncoded(const std::vector<Contribution>& contributions,
+                                                 const LayoutTable& table) {
+  DEMOD_ASSIGN_OR_RETURN(const Prepared prepared, Prepare(contributions, table));
+  std::vector<std::string> sections(kMaxAggregationThreads);  // one per part
+  size_t parts = 0;
+  DEMOD_RETURN_IF_ERROR(AggregateTensors(
+      prepared, table, &parts,
+      [&sections, &table, &prepared](size_t part, size_t t, AggregateTensor& result) {
+        return AppendAggregateTensorSection(table[t], result, prepared.encoding, &sections[part]);
+      }));
+  sections.resize(parts);
+  return FinishStepAggregate(prepared.sorted[0].payload->step, prepared.encoding,
+                             ContributorIds(prepared.sorted), table, sections);
 }
 
 }  // namespace demod

@@ -13,6 +13,7 @@
 #define DEMOD_COMMON_AGGREGATION_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -33,6 +34,12 @@ struct Contribution {
 // meaningless aggregate: validate them first (DecodeStepPayload does).
 absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& contributions,
                                             const LayoutTable& table);
+
+// The bytes EncodeStepAggregate(AggregateStep(...)) gives, and an error wherever either would
+// fail; but each thread encodes the tensors it aggregated while they are in its cache, and the
+// step is never held whole as a StepAggregate. What the coordinator sends.
+absl::StatusOr<std::string> AggregateStepEncoded(const std::vector<Contribution>& contributions,
+                                                 const LayoutTable& table);
 
 }  // namespace demod
 

@@ -484,11 +484,15 @@ bool ValuesRepresentable(const std::vector<float>& values, ValueEncoding encodin
   return lost == 0;
 }
 
-absl::Status ValidateStepAggregate(const StepAggregate& aggregate, const LayoutTable& table) {
-  DEMOD_RETURN_IF_ERROR(CheckAggregateEncoding(static_cast<uint8_t>(aggregate.encoding)));
-  for (size_t i = 1; i < aggregate.contributors.size(); ++i) {
-    const uint32_t previous = aggregate.contributors[i - 1];
-    const uint32_t current = aggregate.contributors[i];
+namespace {
+
+// The aggregate's own fields, as ValidateStepAggregate checks them.
+absl::Status CheckAggregateHeader(ValueEncoding encoding,
+                                  const std::vector<uint32_t>& contributors) {
+  DEMOD_RETURN_IF_ERROR(CheckAggregateEncoding(static_cast<uint8_t>(encoding)));
+  for (size_t i = 1; i < contributors.size(); ++i) {
+    const uint32_t previous = contributors[i - 1];
+    const uint32_t current = contributors[i];
     if (current == previous) {
       return absl::InvalidArgumentError(absl::StrCat("duplicate contributor ", current));
     }
@@ -497,99 +501,129 @@ absl::Status ValidateStepAggregate(const StepAggregate& aggregate, const LayoutT
           absl::StrCat("contributors not increasing: ", current, " after ", previous));
     }
   }
-  DEMOD_RETURN_IF_ERROR(CheckTensorCount(kAggregateKind, aggregate.tensors.size(), table));
-  for (size_t t = 0; t < table.size(); ++t) {
-    const NamedLayout& named = table[t];
-    DEMOD_RETURN_IF_ERROR(CheckLayoutFitsWire(named));
-    const ChunkLayout& layout = named.layout;
-    const AggregateTensor& tensor = aggregate.tensors[t];
-    const std::vector<uint64_t>& offsets = tensor.chunk_offsets;
-    const auto num_chunks = static_cast<size_t>(layout.num_chunks());
-    const auto prefix = [&named] { return absl::StrCat("tensor '", named.name, "': "); };
-    if (offsets.size() != num_chunks + 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          prefix(), offsets.size(), " chunk offsets, expected ", num_chunks + 1, " (chunks + 1)"));
-    }
-    if (offsets.front() != 0) {
+  return absl::OkStatus();
+}
+
+// One tensor of an aggregate, as ValidateStepAggregate checks it.
+absl::Status CheckAggregateTensor(const NamedLayout& named, const AggregateTensor& tensor,
+                                  ValueEncoding encoding) {
+  DEMOD_RETURN_IF_ERROR(CheckLayoutFitsWire(named));
+  const ChunkLayout& layout = named.layout;
+  const std::vector<uint64_t>& offsets = tensor.chunk_offsets;
+  const auto num_chunks = static_cast<size_t>(layout.num_chunks());
+  const auto prefix = [&named] { return absl::StrCat("tensor '", named.name, "': "); };
+  if (offsets.size() != num_chunks + 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        prefix(), offsets.size(), " chunk offsets, expected ", num_chunks + 1, " (chunks + 1)"));
+  }
+  if (offsets.front() != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix(), "chunk offsets start at ", offsets.front(), ", not 0"));
+  }
+  if (tensor.values.size() != tensor.indices.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(prefix(), tensor.indices.size(), " indices but ",
+                                                   tensor.values.size(), " values"));
+  }
+  if (offsets.back() != tensor.indices.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(prefix(), "chunk offsets end at ",
+                                                   offsets.back(), ", not at the ",
+                                                   tensor.indices.size(), " entries"));
+  }
+  // Every offset is checked before any chunk's entries are touched: with the end pinned to
+  // indices.size(), non-decreasing offsets keep every chunk's range in bounds.
+  for (size_t c = 0; c < num_chunks; ++c) {
+    if (offsets[c + 1] < offsets[c]) {
       return absl::InvalidArgumentError(
-          absl::StrCat(prefix(), "chunk offsets start at ", offsets.front(), ", not 0"));
+          absl::StrCat(prefix(), "chunk offsets decrease at chunk ", c));
     }
-    if (tensor.values.size() != tensor.indices.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          prefix(), tensor.indices.size(), " indices but ", tensor.values.size(), " values"));
-    }
-    if (offsets.back() != tensor.indices.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(prefix(), "chunk offsets end at ",
-                                                     offsets.back(), ", not at the ",
-                                                     tensor.indices.size(), " entries"));
-    }
-    // Every offset is checked before any chunk's entries are touched: with the end pinned to
-    // indices.size(), non-decreasing offsets keep every chunk's range in bounds.
-    for (size_t c = 0; c < num_chunks; ++c) {
-      if (offsets[c + 1] < offsets[c]) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(prefix(), "chunk offsets decrease at chunk ", c));
-      }
-    }
-    if (!ValuesRepresentable(tensor.values, aggregate.encoding)) {
+  }
+  if (!ValuesRepresentable(tensor.values, encoding)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix(), "a value is not exactly ", ValueEncodingName(encoding)));
+  }
+  for (size_t c = 0; c < num_chunks; ++c) {
+    if (offsets[c + 1] - offsets[c] > static_cast<uint64_t>(layout.chunk_size())) {
       return absl::InvalidArgumentError(
-          absl::StrCat(prefix(), "a value is not exactly ", ValueEncodingName(aggregate.encoding)));
+          absl::StrCat("tensor '", named.name, "' chunk ", c, ": ", offsets[c + 1] - offsets[c],
+                       " entries, more than the chunk's ", layout.chunk_size(), " coefficients"));
     }
-    for (size_t c = 0; c < num_chunks; ++c) {
-      if (offsets[c + 1] - offsets[c] > static_cast<uint64_t>(layout.chunk_size())) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("tensor '", named.name, "' chunk ", c, ": ", offsets[c + 1] - offsets[c],
-                         " entries, more than the chunk's ", layout.chunk_size(), " coefficients"));
-      }
-      DEMOD_RETURN_IF_ERROR(CheckChunkEntries(
-          named.name, static_cast<int64_t>(c), tensor.indices.data() + offsets[c],
-          tensor.values.data() + offsets[c], offsets[c + 1] - offsets[c], layout.chunk_size()));
-    }
+    DEMOD_RETURN_IF_ERROR(CheckChunkEntries(
+        named.name, static_cast<int64_t>(c), tensor.indices.data() + offsets[c],
+        tensor.values.data() + offsets[c], offsets[c + 1] - offsets[c], layout.chunk_size()));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> EncodeStepAggregate(const StepAggregate& aggregate,
-                                                const LayoutTable& table) {
-  DEMOD_RETURN_IF_ERROR(ValidateStepAggregate(aggregate, table));
-  if (aggregate.contributors.size() > static_cast<uint64_t>(kMaxWireCount)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        aggregate.contributors.size(), " contributors, more than the format's ", kMaxWireCount));
-  }
-  uint64_t total =
-      kAggregateHeaderBytes + 4 * aggregate.contributors.size() + kTensorCountBytes + kCrcBytes;
+}  // namespace
+
+absl::Status ValidateStepAggregate(const StepAggregate& aggregate, const LayoutTable& table) {
+  DEMOD_RETURN_IF_ERROR(CheckAggregateHeader(aggregate.encoding, aggregate.contributors));
+  DEMOD_RETURN_IF_ERROR(CheckTensorCount(kAggregateKind, aggregate.tensors.size(), table));
   for (size_t t = 0; t < table.size(); ++t) {
-    const ChunkLayout& layout = table[t].layout;
-    const uint64_t n = aggregate.tensors[t].indices.size();
-    const bool full = n == static_cast<uint64_t>(layout.num_elements());
-    total += kAggregateTensorHeaderBytes + layout.num_chunks() * CountWidth(layout.chunk_size()) +
-             n * (full ? 0 : IndexWidth(layout.chunk_size())) +
-             EncodedValueBytes(aggregate.encoding, static_cast<int64_t>(n));
+    DEMOD_RETURN_IF_ERROR(CheckAggregateTensor(table[t], aggregate.tensors[t], aggregate.encoding));
   }
+  return absl::OkStatus();
+}
+
+absl::Status AppendAggregateTensorSection(const NamedLayout& named, const AggregateTensor& tensor,
+                                          ValueEncoding encoding, std::string* out) {
+  DEMOD_RETURN_IF_ERROR(CheckAggregateTensor(named, tensor, encoding));
+  const ChunkLayout& layout = named.layout;
+  const uint64_t n = tensor.indices.size();
+  const bool full = n == static_cast<uint64_t>(layout.num_elements());
+  out->reserve(out->size() + kAggregateTensorHeaderBytes +
+               layout.num_chunks() * CountWidth(layout.chunk_size()) +
+               n * (full ? 0 : IndexWidth(layout.chunk_size())) +
+               EncodedValueBytes(encoding, static_cast<int64_t>(n)));
+  PutU32(out, static_cast<uint32_t>(layout.num_chunks()));
+  std::vector<uint32_t> counts(tensor.chunk_offsets.size() - 1);
+  for (size_t c = 0; c < counts.size(); ++c) {
+    counts[c] = static_cast<uint32_t>(tensor.chunk_offsets[c + 1] - tensor.chunk_offsets[c]);
+  }
+  AppendIndices(counts, CountWidth(layout.chunk_size()), out);
+  if (!AllChunksFull(counts, layout.chunk_size())) {
+    AppendIndices(tensor.indices, IndexWidth(layout.chunk_size()), out);
+  }
+  AppendValues(tensor.values, encoding, out);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> FinishStepAggregate(int64_t step, ValueEncoding encoding,
+                                                const std::vector<uint32_t>& contributors,
+                                                const LayoutTable& table,
+                                                const std::vector<std::string>& sections) {
+  DEMOD_RETURN_IF_ERROR(CheckAggregateHeader(encoding, contributors));
+  DEMOD_RETURN_IF_ERROR(CheckTensorCount(kAggregateKind, table.size(), table));
+  if (contributors.size() > static_cast<uint64_t>(kMaxWireCount)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(contributors.size(), " contributors, more than the format's ", kMaxWireCount));
+  }
+  uint64_t total = kAggregateHeaderBytes + 4 * contributors.size() + kTensorCountBytes + kCrcBytes;
+  for (const std::string& section : sections) total += section.size();
   std::string out;
   out.reserve(total);
   PutFrameHeader(kAggregateKind, total, &out);
-  PutU8(&out, static_cast<uint8_t>(aggregate.encoding));
-  PutU64(&out, static_cast<uint64_t>(aggregate.step));
-  PutU32(&out, static_cast<uint32_t>(aggregate.contributors.size()));
-  for (uint32_t id : aggregate.contributors) PutU32(&out, id);
+  PutU8(&out, static_cast<uint8_t>(encoding));
+  PutU64(&out, static_cast<uint64_t>(step));
+  PutU32(&out, static_cast<uint32_t>(contributors.size()));
+  for (uint32_t id : contributors) PutU32(&out, id);
   PutU32(&out, static_cast<uint32_t>(table.size()));
-  for (size_t t = 0; t < table.size(); ++t) {
-    const ChunkLayout& layout = table[t].layout;
-    const AggregateTensor& tensor = aggregate.tensors[t];
-    PutU32(&out, static_cast<uint32_t>(layout.num_chunks()));
-    std::vector<uint32_t> counts(tensor.chunk_offsets.size() - 1);
-    for (size_t c = 0; c < counts.size(); ++c) {
-      counts[c] = static_cast<uint32_t>(tensor.chunk_offsets[c + 1] - tensor.chunk_offsets[c]);
-    }
-    AppendIndices(counts, CountWidth(layout.chunk_size()), &out);
-    if (!AllChunksFull(counts, layout.chunk_size())) {
-      AppendIndices(tensor.indices, IndexWidth(layout.chunk_size()), &out);
-    }
-    AppendValues(tensor.values, aggregate.encoding, &out);
-  }
+  for (const std::string& section : sections) out.append(section);
   PutCrc(&out);
   return out;
+}
+
+absl::StatusOr<std::string> EncodeStepAggregate(const StepAggregate& aggregate,
+                                                const LayoutTable& table) {
+  DEMOD_RETURN_IF_ERROR(CheckAggregateHeader(aggregate.encoding, aggregate.contributors));
+  DEMOD_RETURN_IF_ERROR(CheckTensorCount(kAggregateKind, aggregate.tensors.size(), table));
+  std::vector<std::string> sections(1);
+  for (size_t t = 0; t < table.size(); ++t) {
+    DEMOD_RETURN_IF_ERROR(AppendAggregateTensorSection(table[t], aggregate.tensors[t],
+                                                       aggregate.encoding, &sections[0]));
+  }
+  return FinishStepAggregate(aggregate.step, aggregate.encoding, aggregate.contributors, table,
+                             sections);
 }
 
 absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -52,6 +53,21 @@ absl::Status ValidateStepPayload(const StepPayload& payload, const LayoutTable& 
 // values.size(), at most chunk_size entries per chunk, indices in range and strictly increasing,
 // finite values, each exactly representable in the encoding.
 absl::Status ValidateStepAggregate(const StepAggregate& aggregate, const LayoutTable& table);
+
+// An aggregate's bytes built tensor by tensor, so that each tensor can be encoded by the thread
+// that aggregated it (AggregateStepEncoded, common/aggregation.h). EncodeStepAggregate is
+// FinishStepAggregate over every tensor's section, appended in table order.
+//
+// Appends the tensor's section to `out`, after the checks ValidateStepAggregate makes of it.
+absl::Status AppendAggregateTensorSection(const NamedLayout& named, const AggregateTensor& tensor,
+                                          ValueEncoding encoding, std::string* out);
+// The whole aggregate: header and contributors (checked as ValidateStepAggregate checks them),
+// then `sections` (every tensor's section in table order, split across the strings in any
+// way), then the CRC.
+absl::StatusOr<std::string> FinishStepAggregate(int64_t step, ValueEncoding encoding,
+                                                const std::vector<uint32_t>& contributors,
+                                                const LayoutTable& table,
+                                                const std::vector<std::string>& sections);
 
 }  // namespace demod
 

@@ -633,9 +633,7 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
     contributions.push_back({id, &payloads_.at(id)});
     bytes_in += payload_bytes_[id];
   }
-  absl::StatusOr<StepAggregate> aggregate = AggregateStep(contributions, *layouts_);
-  absl::StatusOr<std::string> encoded =
-      aggregate.ok() ? EncodeStepAggregate(*aggregate, *layouts_) : aggregate.status();
+  absl::StatusOr<std::string> encoded = AggregateStepEncoded(contributions, *layouts_);
   if (!encoded.ok()) {
     // Decoded payloads were validated against the table, so this is a coordinator bug.
     Log(LogLevel::kError, absl::StrCat("step ", close.step,

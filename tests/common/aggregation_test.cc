@@ -5,11 +5,13 @@
 #include <limits>
 #include <map>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "common/payload_codec.h"
+#include "common/value_encoding.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -338,6 +340,56 @@ TEST(AggregateStepTest, CoordinatorSizedStepSplitOverThreadsEqualsOneTensorAtATi
     EXPECT_EQ(one->tensors[0].indices, aggregate->tensors[t].indices) << t;
     EXPECT_EQ(Bits(one->tensors[0].values), Bits(aggregate->tensors[t].values)) << t;
   }
+}
+
+// What the coordinator sends: the same bytes as aggregating, then encoding, whatever the
+// number of workers (one thread or several), the encoding, or how much the selections overlap.
+TEST(AggregateStepEncodedTest, SameBytesAsAggregateThenEncode) {
+  LayoutTable table;
+  for (int i = 0; i < 12; ++i) {
+    table.push_back({"block" + std::to_string(i), *MakeChunkLayout({640, 640}, 64, 32)});
+  }
+  table.push_back({"bias", *MakeChunkLayout({640}, 64, 32)});
+  table.push_back({"wide", *MakeChunkLayout({65537}, 70000, 4)});  // merged, not dense
+  std::mt19937 rng(5);
+  for (int workers : {1, 2, 8}) {
+    for (ValueEncoding encoding : {ValueEncoding::kFloat32, ValueEncoding::kBFloat16}) {
+      for (int64_t pool_factor : {2, 0}) {
+        std::vector<StepPayload> payloads;
+        for (int w = 0; w < workers; ++w) {
+          payloads.push_back(RandomPayload(table, 9, &rng, pool_factor));
+          payloads.back().encoding = encoding;
+          for (SparseTensor& t : payloads.back().tensors) {
+            QuantizeValues(encoding, t.values.data(), t.values.size());
+          }
+        }
+        std::vector<Contribution> contributions;
+        for (int w = workers - 1; w >= 0; --w) {  // any order
+          contributions.push_back({static_cast<uint32_t>(10 * w), &payloads[w]});
+        }
+        absl::StatusOr<StepAggregate> aggregate = AggregateStep(contributions, table);
+        ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+        absl::StatusOr<std::string> expected = EncodeStepAggregate(*aggregate, table);
+        ASSERT_TRUE(expected.ok()) << expected.status();
+        absl::StatusOr<std::string> encoded = AggregateStepEncoded(contributions, table);
+        ASSERT_TRUE(encoded.ok()) << encoded.status();
+        EXPECT_TRUE(*encoded == *expected)
+            << workers << " workers, " << ValueEncodingName(encoding) << ", pool " << pool_factor;
+      }
+    }
+  }
+}
+
+TEST(AggregateStepEncodedTest, FailsWhereAggregationFails) {
+  LayoutTable table;
+  table.push_back({"dense", *MakeChunkLayout({8}, 4, 2)});
+  const StepPayload good = MakePayload(0, {{{0, 1, 2, 3}, {1, 1, 1, 1}}});
+  StepPayload bad = good;
+  bad.tensors[0].indices[3] = 4;
+  const absl::Status status = AggregateStepEncoded({{0, &good}, {3, &bad}}, table).status();
+  EXPECT_EQ(status, AggregateStep({{0, &good}, {3, &bad}}, table).status());
+  EXPECT_THAT(status.message(), HasSubstr("index 4 out of range"));
+  EXPECT_EQ(AggregateStepEncoded({}, table).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(AggregateStepErrorsTest, Empty) {
