@@ -2,9 +2,11 @@
 // (a step's aggregation, its fan-out). Tasks must not depend on one another.
 //
 // RunInParallel(n, task) runs task(0) .. task(n - 1): task(0) on the calling thread, the others
-// on threads of their own, and returns once all are done. A thread that cannot be started (the
-// process is out of threads) leaves its task to the calling thread: the work is done either
-// way, only later, and nothing throws.
+// on helper threads, and returns once all are done. Helpers are kept for reuse (a process-wide
+// pool of at most 16, started as calls need them): waking one costs a fraction of starting a
+// thread. A task that no helper takes in time, because all are busy or none can be started
+// (the process is out of threads), is run by the calling thread after task(0): the work is
+// done either way, and nothing throws. Calls may overlap, from any threads, and nest.
 #ifndef DEMOD_COMMON_RUN_IN_PARALLEL_H_
 #define DEMOD_COMMON_RUN_IN_PARALLEL_H_
 

@@ -25,6 +25,34 @@ TEST(RunInParallelTest, RunsEveryTaskOnceTheFirstOnTheCaller) {
   }
 }
 
+// More tasks than the pool has helpers, from several callers at once, some calls nested in
+// others' tasks: every task runs exactly once and each call returns only once its own are done.
+TEST(RunInParallelTest, OverlappingAndNestedCallsRunEachTaskOnce) {
+  constexpr size_t kCallers = 4;
+  constexpr size_t kTasks = 40;
+  constexpr int kRounds = 50;
+  std::vector<std::thread> callers;
+  std::atomic<int> wrong{0};
+  for (size_t c = 0; c < kCallers; ++c) {
+    callers.emplace_back([&wrong] {
+      for (int round = 0; round < kRounds; ++round) {
+        std::vector<std::atomic<int>> runs(kTasks);
+        RunInParallel(kTasks, [&runs](size_t i) {
+          if (i % 10 == 3) {
+            std::vector<std::atomic<int>> inner(3);
+            RunInParallel(3, [&inner](size_t j) { inner[j].fetch_add(1); });
+            for (auto& r : inner) runs[i].fetch_add(r.load() == 1 ? 0 : 100);
+          }
+          runs[i].fetch_add(1);
+        });
+        for (auto& r : runs) wrong.fetch_add(r.load() == 1 ? 0 : 1);
+      }
+    });
+  }
+  for (std::thread& t : callers) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
 TEST(RunInParallelTest, ThreadsForStaysWithinItsBounds) {
   const size_t cores = std::max(1u, std::thread::hardware_concurrency());
   EXPECT_EQ(ThreadsFor(0, 4, 4), 1u);
