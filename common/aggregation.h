@@ -8,7 +8,8 @@
 // in, and the output is sorted by (chunk, index). Every caller that aggregates the same set of
 // payloads gets bit-identical values.
 //
-// Pure function; thread-safe. Large steps spread their tensors over a few threads of its own.
+// Pure functions; thread-safe. Large steps spread their tensors over a few threads
+// (RunInParallel).
 #ifndef DEMOD_COMMON_AGGREGATION_H_
 #define DEMOD_COMMON_AGGREGATION_H_
 
