@@ -101,11 +101,16 @@ CoordinatorMetrics::CoordinatorMetrics(const std::string& run_id)
   barrier_wait_ = &BuildHistogram()
                        .Name("demod_barrier_wait_seconds")
                        .Help(
-                           "Time a step waited between its first and its last contribution "
-                           "(or its deadline): the cost of stragglers.")
+                           "Time from a step's first contribution to its close (its last "
+                           "contribution, or its deadline): the cost of stragglers.")
                        .Register(r)
                        .Add({}, SecondsBuckets());
   steps_ = &CounterFamily(r, "demod_steps_total", "Steps closed.").Add({});
+  state_save_failures_ =
+      &CounterFamily(r, "demod_state_save_failures_total",
+                     "Saves of the run's state to the state directory that failed: a restart "
+                     "would resume from an older state.")
+           .Add({});
   step_contributors_ = &GaugeFamily(r, "demod_step_contributors",
                                     "Workers whose payload the last closed step included.")
                             .Add({});
@@ -163,6 +168,8 @@ void CoordinatorMetrics::SetCurrentStep(int64_t step) {
 }
 
 void CoordinatorMetrics::SetPaused(bool paused) { paused_->Set(paused ? 1 : 0); }
+
+void CoordinatorMetrics::StateSaveFailed() { state_save_failures_->Increment(); }
 
 CoordinatorMetrics::WorkerSeries& CoordinatorMetrics::SeriesLocked(const std::string& worker) {
   auto it = workers_.find(worker);

@@ -93,6 +93,9 @@ class CoordinatorMetrics {
   void FingerprintMismatch(const std::string& worker);
   // A donor streamed the run's parameters to a joiner.
   void StateTransfer(uint64_t bytes);
+  // The run's state could not be written to the state directory (called from the saver's
+  // thread; thread-safe like everything here).
+  void StateSaveFailed();
 
  private:
   struct WorkerSeries {
@@ -118,6 +121,7 @@ class CoordinatorMetrics {
   prometheus::Gauge* active_workers_;
   prometheus::Gauge* current_step_;
   prometheus::Gauge* paused_;
+  prometheus::Counter* state_save_failures_;
   prometheus::Counter* joins_;
   prometheus::Family<prometheus::Counter>* leaves_;
   prometheus::Family<prometheus::Counter>* evictions_;

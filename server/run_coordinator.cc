@@ -139,10 +139,14 @@ RunCoordinator::RunCoordinator(Options options, int64_t completed_steps, bool re
       metrics_(options.metrics),
       machine_(config_, completed_steps, resumed) {
   if (options.store.has_value()) {
-    saver_ = std::make_unique<RunStateSaver>(*std::move(options.store), [](const absl::Status& s) {
-      // Training goes on; a restart would resume from the last state that was saved.
-      Log(LogLevel::kError, absl::StrCat("could not save the run state: ", s.ToString()));
-    });
+    saver_ = std::make_unique<RunStateSaver>(
+        *std::move(options.store), [metrics = metrics_](const absl::Status& s) {
+          // Training goes on (a full or failing disk should not stop it); a restart would
+          // resume from the last state that was saved. Operators see it in the log and in
+          // demod_state_save_failures_total.
+          metrics->StateSaveFailed();
+          Log(LogLevel::kError, absl::StrCat("could not save the run state: ", s.ToString()));
+        });
   }
 }
 
@@ -224,9 +228,10 @@ absl::StatusOr<WorkerId> RunCoordinator::Admit(const v1::Join& join,
       machine_.Join(join.worker_name(), now, join.resume_step());
   if (machine_.completed_steps() != saved_steps) {
     Log(LogLevel::kWarning,
-        absl::StrCat("worker '", join.worker_name(), "' applied step ", join.resume_step(),
-                     ", whose save had not reached the disk before the restart: the run has "
-                     "completed step ",
+        absl::StrCat("worker '", join.worker_name(), "' holds the parameters of step ",
+                     join.resume_step(), ", the saved state those of step ", saved_steps,
+                     ": the coordinator stopped between a step's save and its delivery; the run "
+                     "goes on after step ",
                      machine_.completed_steps()));
     metrics_->SetCurrentStep(machine_.completed_steps());
     Save();
@@ -644,10 +649,10 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
   payloads_.clear();
   payload_bytes_.clear();
   // The aggregate leaves once every earlier state is on disk, while this step's own save goes
-  // on beside the next step: no worker is ever more than one step ahead of the saved state,
-  // and a restarted coordinator takes that step from its seed. The wait holds the lock, but
-  // the save it waits for began a whole step ago (it is a wait only when a step takes less
-  // time than a save).
+  // on beside the next step: the saved state is never more than one step from the workers',
+  // and a restarted coordinator takes the seed's step (StepMachine::Join). The wait holds the
+  // lock, but the save it waits for began a whole step ago (it is a wait only when a step
+  // takes less time than a save).
   if (saver_ != nullptr) saver_->WaitForSaves();
   Save();
   // Built once and shared by every member's stream, which writes the same serialized bytes.
@@ -680,9 +685,10 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
     }
   }
   const absl::Duration duration = now - step.opened;
-  const absl::Duration barrier = step.first_payload.has_value()
-                                     ? *step.last_payload - *step.first_payload
-                                     : absl::ZeroDuration();
+  // From the first payload to the close: the last payload's arrival, or the deadline when
+  // someone did not send (what the fastest worker waited for the slowest).
+  const absl::Duration barrier =
+      step.first_payload.has_value() ? now - *step.first_payload : absl::ZeroDuration();
   metrics_->StepClosed(absl::ToDoubleSeconds(duration), absl::ToDoubleSeconds(barrier),
                        static_cast<int>(close.workers.size()),
                        static_cast<int>(step.expected.size()),

@@ -13,9 +13,9 @@
 // - Fingerprints reported for a step are compared across workers; a minority is resynced from
 //   the majority.
 // - At every step boundary the run's state is saved to the RunStore, on a thread of its own
-//   (RunStateSaver): a step's aggregate waits only for the save of the step before, so no
-//   worker is ever more than one step ahead of the saved state, and a restarted coordinator
-//   takes that one step from its seed (StepMachine::Join).
+//   (RunStateSaver): a step's aggregate waits only for the save of the step before, so the
+//   saved state is never more than one step from the workers' (while saves succeed), and a
+//   restarted coordinator takes the seed's step when it is (StepMachine::Join).
 // Anything malformed ends only its sender's stream with INVALID_ARGUMENT and the reason.
 //
 // Thread-safe: every entry point takes one mutex, and starts the writes it queued only after

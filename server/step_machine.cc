@@ -125,8 +125,11 @@ void StepMachine::AssignDonor(WorkerId joiner, std::vector<Action>& out,
 absl::StatusOr<StepMachine::Joined> StepMachine::Join(const std::string& name, absl::Time now,
                                                       int64_t resume_step) {
   const bool first_since_resume = resumed_ && next_id_ == 1 && !open_.has_value();
-  if (first_since_resume && !finished_ && resume_step == completed_steps_ + 1) {
-    // The seed applied a step whose save did not reach the disk before the restart.
+  // One step ahead: the seed applied a step whose save had not reached the disk. One step
+  // behind: the save of a step reached the disk, its aggregate never reached the seed.
+  const bool one_step_apart = resume_step == completed_steps_ + 1 ||
+                              (resume_step > 0 && resume_step == completed_steps_ - 1);
+  if (first_since_resume && !finished_ && one_step_apart) {
     completed_steps_ = resume_step;
     finished_ = completed_steps_ >= config_.total_steps;
   }

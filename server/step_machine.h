@@ -21,10 +21,11 @@
 //   is evicted; one that leaves is removed at once.
 // - With fewer than min_workers active the run pauses at the next boundary and resumes when
 //   workers return. After total_steps the run finishes.
-// - A coordinator resuming from saved state may have sent one step's aggregate more than it
-//   saved (a step's save completes while the next step runs). The first worker to join after
-//   the resume is the seed: if its parameters are exactly one step ahead of the saved count,
-//   the run counts that step as completed too.
+// - A coordinator resuming from saved state may have stopped between a step's save and its
+//   delivery, either way round: a step's save completes while the next step runs, and a step's
+//   aggregate is sent once its save is submitted. The first worker to join after the resume is
+//   the seed: if its parameters are exactly one step ahead of the saved count or one step
+//   behind it (and include at least one step), the run's count becomes the seed's.
 //
 // Thread-compatible: the server calls it from one thread (or under one lock).
 #ifndef DEMOD_SERVER_STEP_MACHINE_H_

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <random>
@@ -200,7 +201,7 @@ TEST_F(CoordinatorServiceTest, DeadlineClosesTheStepAndALatePayloadIsReportedNot
   RunConfig config = TestConfig(/*min_workers=*/2);
   config.deadline.fixed = absl::Milliseconds(400);
   config.max_missed_steps = 10;
-  Start(config);
+  Start(config, "", {}, "", "127.0.0.1:0");
   auto a = Join("a");
   ASSERT_NE(a, nullptr);
   Expect(*a, Kind::kActive);
@@ -213,6 +214,11 @@ TEST_F(CoordinatorServiceTest, DeadlineClosesTheStepAndALatePayloadIsReportedNot
   ClientEvent gb = Expect(*b, Kind::kAggregate);
   EXPECT_EQ(ga.bytes, gb.bytes);
   EXPECT_THAT(DecodeStepAggregate(ga.bytes, layouts_)->contributors, ElementsAre(a->worker_id()));
+  // a waited for b until the deadline: that wait is the step's barrier wait.
+  absl::StatusOr<std::string> scrape = HttpGet(server_->metrics_port(), "/metrics");
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  EXPECT_EQ(Sample(*scrape, "demod_barrier_wait_seconds_count"), 1);
+  EXPECT_GT(Sample(*scrape, "demod_barrier_wait_seconds_sum").value_or(0), 0.3);
 
   ASSERT_TRUE(b->SendPayload(1, Payload(1)).ok());
   ClientEvent late = Expect(*b, Kind::kNotIncluded);
@@ -332,6 +338,23 @@ TEST_F(CoordinatorServiceTest, RestartedCoordinatorTakesAStepItsSaveMissedFromTh
   // Shutdown returned with the last step on disk.
   Start(TestConfig(), "", {}, dir);
   EXPECT_EQ(Status().completed_steps(), 3);
+}
+
+TEST_F(CoordinatorServiceTest, FailedStateSavesAreCountedAndTrainingGoesOn) {
+  ScopedTempDir scratch("demod-state");
+  const std::string dir = scratch.path() + "/state";
+  Start(TestConfig(), "", {}, dir, "127.0.0.1:0");
+  auto a = Join("a");
+  Expect(*a, Kind::kActive);
+  std::filesystem::remove_all(dir);  // every save from here on fails
+  for (int64_t step = 1; step <= 3; ++step) {
+    ASSERT_TRUE(a->SendPayload(step, Payload(step)).ok());
+    EXPECT_EQ(Expect(*a, Kind::kAggregate).step, step);
+  }
+  absl::StatusOr<std::string> scrape = HttpGet(server_->metrics_port(), "/metrics");
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  // The saves of steps 1 and 2 were done (failed) before step 3's aggregate left.
+  EXPECT_GE(Sample(*scrape, "demod_state_save_failures_total").value_or(0), 2);
 }
 
 TEST_F(CoordinatorServiceTest, BearerTokenIsRequiredOnEveryCall) {

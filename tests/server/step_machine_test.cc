@@ -338,11 +338,13 @@ TEST(StepMachineTest, OnlyAResumedSeedExactlyOneStepAheadMovesTheRun) {
     int64_t seed_step;
     const char* why;
   };
-  for (const Case& c : {Case{false, 11, "a live run's workers are never ahead of it"},
-                        Case{true, 12, "a save is at most one step behind"},
-                        Case{true, 10, "the seed is where the save is"},
-                        Case{true, 3, "the seed is behind: its parameters win, the count stays"},
-                        Case{true, 0, "a new worker"}}) {
+  for (const Case& c :
+       {Case{false, 11, "a live run's workers are never ahead of it"},
+        Case{false, 9, "nor behind it but for a worker that left"},
+        Case{true, 12, "a save is at most one step behind"},
+        Case{true, 10, "the seed is where the save is"},
+        Case{true, 3, "the seed is far behind: its parameters win, the count stays"},
+        Case{true, 0, "a new worker"}}) {
     StepMachine m(Config(1), 10, c.resumed);
     ASSERT_TRUE(m.Join("a", kT0, c.seed_step).ok());
     EXPECT_EQ(m.completed_steps(), 10) << c.why;
@@ -353,6 +355,18 @@ TEST(StepMachineTest, OnlyAResumedSeedExactlyOneStepAheadMovesTheRun) {
   ASSERT_TRUE(m.Join("a", kT0, 10).ok());
   ASSERT_TRUE(m.Join("b", kT0, 11).ok());
   EXPECT_EQ(m.completed_steps(), 10);
+}
+
+TEST(StepMachineTest, ResumedSeedOneStepBehindRunsThatStepAgain) {
+  StepMachine m(Config(1), /*completed_steps=*/10, /*resumed=*/true);
+  auto j = m.Join("a", kT0, /*resume_step=*/9);
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(m.completed_steps(), 9);
+  EXPECT_EQ(m.open_step(), 10);
+  // A seed whose parameters include no step is a new one, not one a step behind.
+  StepMachine fresh(Config(1), /*completed_steps=*/1, /*resumed=*/true);
+  ASSERT_TRUE(fresh.Join("a", kT0, /*resume_step=*/0).ok());
+  EXPECT_EQ(fresh.completed_steps(), 1);
 }
 
 TEST(StepMachineTest, ResumedSeedAtTheLastStepFinishesTheRun) {
