@@ -474,6 +474,7 @@ absl::Status RunCoordinator::OnStateFrame(WorkerId donor, const StateFrameHeader
   }
   r.next_offset += frame.data_bytes;
   const WorkerId joiner = frame.joiner_id;
+  machine_.StateProgress(joiner, now);
   SendTo(joiner, std::move(relay));
   if (r.next_offset < r.total_bytes) return absl::OkStatus();
   metrics_->StateTransfer(r.total_bytes);

@@ -8,8 +8,8 @@
 //   and the same frames are queued to every member (members still receiving parameters
 //   too, so they can catch up).
 // - Parameters for a joiner are relayed frame by frame from the donor the machine picks (each
-//   frame checked, then sent on as the bytes received); if the donor leaves, the machine picks
-//   another and the transfer restarts at offset 0.
+//   frame checked, then sent on as the bytes received); if the donor leaves or stalls, the
+//   machine picks another and the transfer restarts at offset 0.
 // - Fingerprints reported for a step are compared across workers; a minority is resynced from
 //   the majority.
 // - At every step boundary the run's state is saved to the RunStore, on a thread of its own

@@ -105,7 +105,7 @@ std::optional<WorkerId> StepMachine::NextDonor(const std::vector<WorkerId>& excl
   return holders[donor_turn_++ % holders.size()];
 }
 
-void StepMachine::AssignDonor(WorkerId joiner, std::vector<Action>& out,
+void StepMachine::AssignDonor(WorkerId joiner, absl::Time now, std::vector<Action>& out,
                               const std::vector<WorkerId>& excluded) {
   Member& m = members_.at(joiner);
   std::optional<WorkerId> donor = NextDonor(excluded);
@@ -116,6 +116,7 @@ void StepMachine::AssignDonor(WorkerId joiner, std::vector<Action>& out,
   }
   m.state = Member::State::kSyncing;
   m.donor = *donor;
+  m.transfer_moved = now;
   Action a = Make(Action::Kind::kRequestState, joiner, completed_steps_,
                   absl::StrCat("worker ", joiner, " receives the parameters from worker ", *donor));
   a.donor = *donor;
@@ -149,9 +150,36 @@ absl::StatusOr<StepMachine::Joined> StepMachine::Join(const std::string& name, a
   Member& m = members_[joined.id];
   m.name = name;
   m.last_seen = now;
-  AssignDonor(joined.id, joined.actions);
+  AssignDonor(joined.id, now, joined.actions);
   if (!open_.has_value()) AtBoundary(now, joined.actions);
   return joined;
+}
+
+void StepMachine::StateProgress(WorkerId joiner, absl::Time now) {
+  auto it = members_.find(joiner);
+  if (it != members_.end() && it->second.state == Member::State::kSyncing) {
+    it->second.transfer_moved = now;
+  }
+}
+
+void StepMachine::ReplaceStalledDonors(absl::Time now, std::vector<Action>& out) {
+  std::vector<WorkerId> stalled;
+  for (const auto& [id, m] : members_) {
+    if (m.state != Member::State::kSyncing || now - m.transfer_moved <= config_.heartbeat_timeout) {
+      continue;
+    }
+    // With nobody else to ask, the donor it has is still its best chance.
+    if (!Holders({m.donor}).empty()) stalled.push_back(id);
+  }
+  for (WorkerId id : stalled) {
+    const Member& m = members_.at(id);
+    const WorkerId old_donor = m.donor;
+    const absl::Duration idle = now - m.transfer_moved;
+    AssignDonor(id, now, out, {old_donor});
+    out.back().reason =
+        absl::StrCat("worker ", id, "'s parameters from worker ", old_donor,
+                     " made no progress for ", absl::FormatDuration(idle), ": ", out.back().reason);
+  }
 }
 
 absl::StatusOr<std::vector<Action>> StepMachine::StateTransferred(WorkerId worker, absl::Time now) {
@@ -224,20 +252,20 @@ absl::StatusOr<std::vector<Action>> StepMachine::Resync(WorkerId worker,
   std::vector<Action> out;
   // A payload already sent for the open step still counts; from the next boundary on the worker
   // waits for the parameters like a joiner.
-  AssignDonor(worker, out, excluded);
+  AssignDonor(worker, now, out, excluded);
   // Joiners being served by a suspect get their parameters from someone else.
   for (auto& [id, m] : members_) {
     if (id != worker && m.state == Member::State::kSyncing && Contains(excluded, m.donor)) {
-      AssignDonor(id, out, excluded);
+      AssignDonor(id, now, out, excluded);
     }
   }
   return out;
 }
 
-void StepMachine::Remove(WorkerId worker, std::vector<Action>& out) {
+void StepMachine::Remove(WorkerId worker, absl::Time now, std::vector<Action>& out) {
   members_.erase(worker);
   for (auto& [id, m] : members_) {
-    if (m.state == Member::State::kSyncing && m.donor == worker) AssignDonor(id, out);
+    if (m.state == Member::State::kSyncing && m.donor == worker) AssignDonor(id, now, out);
   }
   if (open_.has_value()) {
     Erase(open_->expected, worker);
@@ -249,7 +277,7 @@ std::vector<Action> StepMachine::Leave(WorkerId worker, absl::Time now,
                                        const std::string& /*reason*/) {
   std::vector<Action> out;
   if (members_.count(worker) == 0) return out;
-  Remove(worker, out);
+  Remove(worker, now, out);
   if (open_.has_value()) {
     MaybeCloseComplete(now, out);
   } else {
@@ -270,8 +298,9 @@ std::vector<Action> StepMachine::Tick(absl::Time now) {
         Action::Kind::kEvict, id, completed_steps_,
         absl::StrCat("no message for ", absl::FormatDuration(now - members_.at(id).last_seen))));
     out.back().timed_out = true;
-    Remove(id, out);
+    Remove(id, now, out);
   }
+  ReplaceStalledDonors(now, out);
   if (open_.has_value() && now >= open_->deadline) {
     CloseStep(now,
               absl::StrCat("deadline of ", absl::FormatDuration(open_->deadline - open_->opened),
@@ -325,7 +354,7 @@ void StepMachine::CloseStep(absl::Time now, const std::string& reason, std::vect
     // Nothing to aggregate: the same step opens again.
     for (Action& e : evictions) {
       out.push_back(e);
-      Remove(e.worker, out);
+      Remove(e.worker, now, out);
     }
     AtBoundary(now, out);
     return;
@@ -336,7 +365,7 @@ void StepMachine::CloseStep(absl::Time now, const std::string& reason, std::vect
   completed_steps_ = step.step;
   for (Action& e : evictions) {
     out.push_back(e);
-    Remove(e.worker, out);
+    Remove(e.worker, now, out);
   }
   if (completed_steps_ >= config_.total_steps) {
     finished_ = true;

@@ -10,7 +10,8 @@
 //   parameters are the run's and it becomes active at once. Every later worker first receives
 //   the parameters from an active donor (donors taken in turn, so joiners do not all pull from
 //   one), then becomes active at the next step boundary. A donor that leaves mid-transfer is
-//   replaced.
+//   replaced; so is one whose transfer makes no progress for heartbeat_timeout while another
+//   member could donate (with none, the joiner keeps waiting for it).
 // - A step opens when no step is open and at least min_workers are active; it expects a
 //   payload from every active member.
 // - A step closes when every expected member still present has sent, or at its deadline:
@@ -91,6 +92,8 @@ class StepMachine {
   // at max_workers, ALREADY_EXISTS for a name in use, FAILED_PRECONDITION once the run has
   // finished.
   absl::StatusOr<Joined> Join(const std::string& name, absl::Time now, int64_t resume_step = 0);
+  // A frame of the joiner's parameters went on to it: its transfer is moving.
+  void StateProgress(WorkerId joiner, absl::Time now);
   // The joiner has the run's parameters. NOT_FOUND for an unknown worker,
   // FAILED_PRECONDITION when it was not waiting for them.
   absl::StatusOr<std::vector<Action>> StateTransferred(WorkerId worker, absl::Time now);
@@ -123,6 +126,7 @@ class StepMachine {
     std::string name;
     enum class State { kSyncing, kReady, kActive } state;
     WorkerId donor = 0;
+    absl::Time transfer_moved;  // kSyncing: when its donor was asked, or its last frame
     absl::Time last_seen;
     int missed_in_a_row = 0;
     int64_t contributions_missed = 0;
@@ -138,9 +142,11 @@ class StepMachine {
   // Members holding the run's parameters, outside `excluded`.
   std::vector<WorkerId> Holders(const std::vector<WorkerId>& excluded) const;
   std::optional<WorkerId> NextDonor(const std::vector<WorkerId>& excluded = {});
-  void AssignDonor(WorkerId joiner, std::vector<Action>& out,
+  void AssignDonor(WorkerId joiner, absl::Time now, std::vector<Action>& out,
                    const std::vector<WorkerId>& excluded = {});
-  void Remove(WorkerId worker, std::vector<Action>& out);
+  void Remove(WorkerId worker, absl::Time now, std::vector<Action>& out);
+  // Joiners whose transfer has not moved for heartbeat_timeout get another donor.
+  void ReplaceStalledDonors(absl::Time now, std::vector<Action>& out);
   void MaybeCloseComplete(absl::Time now, std::vector<Action>& out);
   void CloseStep(absl::Time now, const std::string& reason, std::vector<Action>& out);
   void AtBoundary(absl::Time now, std::vector<Action>& out);

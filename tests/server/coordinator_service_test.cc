@@ -582,8 +582,8 @@ void AwaitStateRequest(RawStream& raw, uint32_t joiner) {
 // are taken in turn).
 class RawDonorTest : public CoordinatorServiceTest {
  protected:
-  void StartWithRawDonor() {
-    Start(TestConfig());
+  void StartWithRawDonor(RunConfig config = TestConfig()) {
+    Start(config);
     a_ = Join("a");
     Expect(*a_, Kind::kActive);
     b_ = std::make_unique<RawStream>(target_, JoinMessage("b"));
@@ -633,6 +633,26 @@ TEST_F(RawDonorTest, DonorLeavingMidTransferIsReplaced) {
   ASSERT_TRUE(a_->SendPayload(1, Payload(1)).ok());
   EXPECT_EQ(Expect(*c_, Kind::kAggregate).step, 1);
   EXPECT_EQ(Expect(*c_, Kind::kActive).step, 2);
+}
+
+// b stays (it sends heartbeats) but its transfer stops after one frame: after the heartbeat
+// timeout a serves c instead, and b's late frame is ignored, not held against it.
+TEST_F(RawDonorTest, StalledDonorIsReplacedWhileItStays) {
+  RunConfig config = TestConfig();
+  config.heartbeat_timeout = absl::Milliseconds(900);
+  ASSERT_NO_FATAL_FAILURE(StartWithRawDonor(config));
+  ASSERT_TRUE(SendFrameToC(10000, 0, std::string(4096, 'b')));
+  v1::WorkerMessage heartbeat;
+  heartbeat.mutable_heartbeat();
+  for (int i = 0; i < 8; ++i) {  // 1.6 s of heartbeats and no frames
+    absl::SleepFor(absl::Milliseconds(200));
+    ASSERT_TRUE(b_->stream->Write(heartbeat));
+  }
+  ASSERT_NO_FATAL_FAILURE(AIsAskedAndCompletesTheTransfer());
+  ASSERT_TRUE(SendFrameToC(10000, 4096, std::string(4096, 'b')));  // b wakes up, too late
+  ASSERT_TRUE(b_->stream->Write(heartbeat));
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(Status().members_size(), 3);
 }
 
 TEST_F(RawDonorTest, StateFramesAreCheckedInEitherEncoding) {

@@ -377,6 +377,40 @@ TEST(StepMachineTest, ResumedSeedAtTheLastStepFinishesTheRun) {
   EXPECT_EQ(m.completed_steps(), c.total_steps);
 }
 
+// A donor that stays (its heartbeats arrive) but whose transfer stops moving is replaced when
+// someone else can donate; progress keeps it; with nobody else, the joiner keeps waiting.
+TEST(StepMachineTest, StalledTransferMovesToAnotherDonor) {
+  StepMachine m = Running(2);  // active 1 and 2, step 1 open
+  auto c = m.Join("c", kT0);
+  ASSERT_TRUE(c.ok());
+  const Action* request = Find(c->actions, Kind::kRequestState);
+  ASSERT_NE(request, nullptr);
+  const WorkerId first = request->donor;
+  const auto alive = [&m](double t) {
+    for (WorkerId id : {1u, 2u, 3u}) ASSERT_TRUE(m.Heartbeat(id, At(t)).ok());
+  };
+  alive(20);
+  m.StateProgress(c->id, At(20));  // a frame went through
+  alive(45);
+  EXPECT_EQ(Find(m.Tick(At(45)), Kind::kRequestState), nullptr);  // 25 s since: still moving
+  alive(51);
+  std::vector<Action> out = m.Tick(At(51));
+  const Action* again = Find(out, Kind::kRequestState);
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->worker, c->id);
+  EXPECT_NE(again->donor, first);
+  EXPECT_THAT(again->reason, HasSubstr("made no progress for 31s"));
+  EXPECT_EQ(Find(out, Kind::kEvict), nullptr);
+  // The new donor finishes the transfer.
+  ASSERT_TRUE(m.StateTransferred(c->id, At(52)).ok());
+
+  StepMachine solo = Running(1);
+  auto b = solo.Join("b", kT0);
+  ASSERT_TRUE(b.ok());
+  for (WorkerId id : {1u, 2u}) ASSERT_TRUE(solo.Heartbeat(id, At(40)).ok());
+  EXPECT_EQ(Find(solo.Tick(At(40)), Kind::kRequestState), nullptr);
+}
+
 TEST(StepMachineTest, RefusesBadEvents) {
   StepMachine m = Running(2);
   EXPECT_EQ(m.Payload(1, 5, At(1)).status().code(), absl::StatusCode::kInvalidArgument);
