@@ -135,6 +135,13 @@ absl::StatusOr<StepMachine::Joined> StepMachine::Join(const std::string& name, a
     finished_ = completed_steps_ >= config_.total_steps;
   }
   if (finished_) return absl::FailedPreconditionError("the run has finished");
+  if (completed_steps_ > 0 && resume_step <= 0 && Holders({}).empty()) {
+    // It would be the seed, and its untrained parameters would replace the run's.
+    return absl::UnavailableError(absl::StrCat(
+        "the run has completed ", completed_steps_,
+        " steps and no member holds its parameters: a worker that holds them (one that sets "
+        "its resume step) must join first"));
+  }
   if (static_cast<int>(members_.size()) >= config_.max_workers) {
     return absl::ResourceExhaustedError(
         absl::StrCat("the run is full: ", config_.max_workers, " workers"));

@@ -7,7 +7,10 @@
 //
 // Rules:
 // - The first worker of a run (or the first after every member left) is its seed: its
-//   parameters are the run's and it becomes active at once. Every later worker first receives
+//   parameters are the run's and it becomes active at once. Once a step has completed, a
+//   worker whose parameters include no step (resume step 0) cannot be the seed: it is refused
+//   (UNAVAILABLE, so it retries) until a member holds the run's parameters, rather than reset
+//   the run to untrained ones. Every later worker first receives
 //   the parameters from an active donor (donors taken in turn, so joiners do not all pull from
 //   one), then becomes active at the next step boundary. A donor that leaves mid-transfer is
 //   replaced; so is one whose transfer makes no progress for heartbeat_timeout while another
@@ -90,7 +93,7 @@ class StepMachine {
   };
   // `resume_step`: the last step the worker's parameters include (0 for none). RESOURCE_EXHAUSTED
   // at max_workers, ALREADY_EXISTS for a name in use, FAILED_PRECONDITION once the run has
-  // finished.
+  // finished, UNAVAILABLE for a would-be seed with no step (see the rules above).
   absl::StatusOr<Joined> Join(const std::string& name, absl::Time now, int64_t resume_step = 0);
   // A frame of the joiner's parameters went on to it: its transfer is moving.
   void StateProgress(WorkerId joiner, absl::Time now);

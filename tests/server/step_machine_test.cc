@@ -318,9 +318,33 @@ TEST(StepMachineTest, FinishesAfterTotalSteps) {
 
 TEST(StepMachineTest, ResumesAfterTheCompletedSteps) {
   StepMachine m(Config(1), /*completed_steps=*/10);
-  auto j = m.Join("a", kT0);
+  auto j = m.Join("a", kT0, /*resume_step=*/10);
+  ASSERT_TRUE(j.ok()) << j.status();
   ASSERT_THAT(Kinds(j->actions), ElementsAre(Kind::kWelcome, Kind::kOpenStep));
   EXPECT_EQ(j->actions[1].step, 11);
+}
+
+// A worker that holds no step's parameters would reset a trained run if it became the seed:
+// it is told to come back (UNAVAILABLE) until a member holds the run's parameters, and then
+// receives them like any joiner.
+TEST(StepMachineTest, UntrainedWorkerCannotSeedATrainedRun) {
+  StepMachine m(Config(1), /*completed_steps=*/10, /*resumed=*/true);
+  auto fresh = m.Join("new", kT0, /*resume_step=*/0);
+  EXPECT_EQ(fresh.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(fresh.status().message(), HasSubstr("no member holds its parameters"));
+  EXPECT_TRUE(m.members().empty());
+  ASSERT_TRUE(m.Join("old", kT0, /*resume_step=*/10).ok());
+  auto later = m.Join("new", At(1), /*resume_step=*/0);
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_NE(Find(later->actions, Kind::kRequestState), nullptr);
+
+  // The same once every member of a live run has left.
+  StepMachine live = Running(1);
+  ASSERT_TRUE(live.Payload(1, 1, At(1)).ok());
+  EXPECT_EQ(live.completed_steps(), 1);
+  live.Leave(1, At(2), "gone");
+  EXPECT_EQ(live.Join("new", At(3)).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(live.Join("w1", At(3), /*resume_step=*/1).ok());
 }
 
 TEST(StepMachineTest, ResumedSeedOneStepAheadCompletesThatStep) {
@@ -343,8 +367,7 @@ TEST(StepMachineTest, OnlyAResumedSeedExactlyOneStepAheadMovesTheRun) {
         Case{false, 9, "nor behind it but for a worker that left"},
         Case{true, 12, "a save is at most one step behind"},
         Case{true, 10, "the seed is where the save is"},
-        Case{true, 3, "the seed is far behind: its parameters win, the count stays"},
-        Case{true, 0, "a new worker"}}) {
+        Case{true, 3, "the seed is far behind: its parameters win, the count stays"}}) {
     StepMachine m(Config(1), 10, c.resumed);
     ASSERT_TRUE(m.Join("a", kT0, c.seed_step).ok());
     EXPECT_EQ(m.completed_steps(), 10) << c.why;
@@ -363,9 +386,11 @@ TEST(StepMachineTest, ResumedSeedOneStepBehindRunsThatStepAgain) {
   ASSERT_TRUE(j.ok()) << j.status();
   EXPECT_EQ(m.completed_steps(), 9);
   EXPECT_EQ(m.open_step(), 10);
-  // A seed whose parameters include no step is a new one, not one a step behind.
+  // A worker whose parameters include no step is a new one, not one a step behind: it cannot
+  // be the seed at all.
   StepMachine fresh(Config(1), /*completed_steps=*/1, /*resumed=*/true);
-  ASSERT_TRUE(fresh.Join("a", kT0, /*resume_step=*/0).ok());
+  EXPECT_EQ(fresh.Join("a", kT0, /*resume_step=*/0).status().code(),
+            absl::StatusCode::kUnavailable);
   EXPECT_EQ(fresh.completed_steps(), 1);
 }
 
