@@ -73,14 +73,8 @@ std::string DefaultRunId() {
   return absl::StrCat("run-", absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(), absl::UTCTimeZone()));
 }
 
-RunConfig RunConfigFromFlags() {
-  RunConfig config;
-  config.run_id = DefaultRunId();
-  if (!absl::GetFlag(FLAGS_config).empty()) {
-    absl::StatusOr<RunConfig> parsed = ReadRunConfigFile(absl::GetFlag(FLAGS_config), config);
-    if (!parsed.ok()) ExitWithReason(kExitUsage, parsed.status().message());
-    config = *parsed;
-  }
+// The single-field flags given on the command line, over `config`.
+void ApplyFieldFlags(RunConfig& config) {
   if (!absl::GetFlag(FLAGS_run_id).empty()) config.run_id = absl::GetFlag(FLAGS_run_id);
   if (auto v = absl::GetFlag(FLAGS_min_workers)) config.min_workers = *v;
   if (auto v = absl::GetFlag(FLAGS_max_workers)) config.max_workers = *v;
@@ -113,6 +107,22 @@ RunConfig RunConfigFromFlags() {
     if (!encoding.ok()) ExitWithReason(kExitUsage, encoding.status().message());
     config.optimizer.value_encoding = *encoding;
   }
+}
+
+RunConfig RunConfigFromFlags() {
+  RunConfig config;
+  config.run_id = DefaultRunId();
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    // The file is read over the flags as well as under them, so that the file is judged with
+    // the values the flags will give it: `min_workers: 100` in the file with
+    // `--max_workers 128` is a valid run, though the default max_workers is 64.
+    RunConfig base = config;
+    ApplyFieldFlags(base);
+    absl::StatusOr<RunConfig> parsed = ReadRunConfigFile(absl::GetFlag(FLAGS_config), base);
+    if (!parsed.ok()) ExitWithReason(kExitUsage, parsed.status().message());
+    config = *parsed;
+  }
+  ApplyFieldFlags(config);  // flags win over the file
   if (absl::Status valid = config.Validate(); !valid.ok())
     ExitWithReason(kExitUsage, valid.message());
   return config;

@@ -34,6 +34,22 @@ expect_exit 2 "value encoding\|encoding" --value_encoding f8
 : >"$work/empty-token"
 expect_exit 2 "is empty" --token_file "$work/empty-token"
 
+# Flags win over the file, and the file is judged with them: min_workers 100 needs
+# --max_workers above the default 64.
+printf 'min_workers: 100\n' >"$work/big.yaml"
+expect_exit 2 "max_workers" --config "$work/big.yaml"
+"$bin" --listen 127.0.0.1:0 --metrics "" --config "$work/big.yaml" --max_workers 128 \
+  --run_id big >"$work/big.log" 2>&1 &
+big=$!
+for _ in $(seq 50); do grep -q listening "$work/big.log" && break; sleep 0.1; done
+if grep -q listening "$work/big.log"; then
+  echo "ok: --config with min_workers 100 and --max_workers 128 starts"
+else
+  echo "FAIL: --config big.yaml --max_workers 128 did not start:"; cat "$work/big.log"
+  failures=$((failures + 1))
+fi
+kill -TERM "$big" 2>/dev/null; wait "$big" 2>/dev/null
+
 # A port in use: start on a fixed free port twice.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$bin" --listen "127.0.0.1:$port" --metrics "" --run_id cli >"$work/first.log" 2>&1 &
