@@ -159,7 +159,7 @@ void CoordinatorServer::Shutdown() {
     if (server_ != nullptr) server_->GetHealthCheckService()->SetServingStatus(false);
     // Only a coordinator that served has state worth saving: one that failed to start (a
     // port in use, say) must not overwrite the state of the one already running there.
-    if (serving_) run_->Shutdown();
+    if (serving_) run_->Shutdown(absl::Now());
     // Streams were told and ended above; give their last writes a moment, then cancel the rest.
     if (server_ != nullptr) server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
   });

@@ -644,7 +644,7 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
     // Decoded payloads were validated against the table, so this is a coordinator bug.
     Log(LogLevel::kError, absl::StrCat("step ", close.step,
                                        " could not be aggregated: ", encoded.status().ToString()));
-    ShutdownLocked();
+    ShutdownLocked(now);
     return;
   }
   payloads_.clear();
@@ -775,21 +775,23 @@ std::optional<absl::Time> RunCoordinator::NextDeadline() const {
   return machine_.deadline();
 }
 
-void RunCoordinator::Shutdown() {
+void RunCoordinator::Shutdown(absl::Time now) {
   {
     absl::MutexLock lock(&mu_);
-    ShutdownLocked();
+    ShutdownLocked(now);
   }
   FlushChannels();
   if (saver_ != nullptr) saver_->WaitForSaves();
 }
 
-void RunCoordinator::ShutdownLocked() {
+void RunCoordinator::ShutdownLocked(absl::Time now) {
   if (shut_down_) return;
   shut_down_ = true;
   Broadcast(MakeControl(v1::Control::KIND_SHUTTING_DOWN, "the coordinator is shutting down"));
   for (auto& [id, member] : members_) {
     EndStream(member, absl::UnavailableError("the coordinator is shutting down"));
+    metrics_->WorkerLeft(member.name, LeaveReason::kShutdown);
+    Record(member.name, "leave", "the coordinator shut down", now);
   }
   Save();
 }

@@ -86,7 +86,7 @@ class RunCoordinator {
   std::optional<absl::Time> NextDeadline() const;
   // Tells every member the coordinator is going away and ends their streams; returns once the
   // run's state is saved.
-  void Shutdown();
+  void Shutdown(absl::Time now);
 
   v1::RunStatus Status() const;
   const RunConfig& config() const { return config_; }
@@ -167,7 +167,7 @@ class RunCoordinator {
   void Record(const std::string& worker, const std::string& event, const std::string& reason,
               absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Save() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ShutdownLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ShutdownLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::RunSettings Settings() const;
 
   const RunConfig config_;

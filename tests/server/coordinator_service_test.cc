@@ -18,6 +18,7 @@
 #include "common/layout_table.h"
 #include "common/payload_codec.h"
 #include "server/coordinator_server.h"
+#include "server/run_store.h"
 #include "tests/support/prometheus_scrape.h"
 #include "tests/support/raw_train_call.h"
 #include "tests/support/scoped_temp_dir.h"
@@ -278,6 +279,15 @@ TEST_F(CoordinatorServiceTest, RestartedCoordinatorResumesAtTheSavedStep) {
   EXPECT_EQ(Expect(*a, Kind::kEnded).status.code(), absl::StatusCode::kUnavailable);
   a.reset();
   server_.reset();
+  // The saved history ends with the members the shutdown sent away.
+  absl::StatusOr<RunStore> store = RunStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  absl::StatusOr<std::optional<PersistedRun>> saved = store->Load();
+  ASSERT_TRUE(saved.ok() && saved->has_value()) << saved.status();
+  ASSERT_FALSE((*saved)->history.empty());
+  EXPECT_EQ((*saved)->history.back().worker, "a");
+  EXPECT_EQ((*saved)->history.back().event, "leave");
+  EXPECT_EQ((*saved)->history.back().reason, "the coordinator shut down");
 
   Start(TestConfig(), "", {}, dir);
   EXPECT_EQ(Status().completed_steps(), 2);
