@@ -840,6 +840,19 @@ TEST_F(CoordinatorServiceTest, TlsAndMutualTls) {
   EXPECT_EQ(Expect(**a, Kind::kActive).step, 1);
   ASSERT_TRUE((*a)->SendPayload(1, Payload(1)).ok());
   EXPECT_EQ(Expect(**a, Kind::kAggregate).step, 1);
+
+  // TLS without a client CA: any client that trusts the server's certificate may connect.
+  a->reset();
+  server_.reset();
+  Start(TestConfig(), "",
+        TlsFiles{ReadFile(dir + "/server.pem"), ReadFile(dir + "/server.key"), ""});
+  target_ = absl::StrCat("localhost:", server_->port());
+  ClientOptions server_only = Options("anonymous");
+  server_only.tls = ClientTls{ReadFile(dir + "/ca.pem"), "", ""};
+  auto b = CoordinatorClient::Connect(server_only);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(Expect(**b, Kind::kActive).step, 1);
+  EXPECT_FALSE(CoordinatorClient::Connect(plaintext).ok());
 }
 
 TEST_F(CoordinatorServiceTest, HealthServiceReportsServing) {
