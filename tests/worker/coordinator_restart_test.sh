@@ -2,8 +2,9 @@
 # Real processes on loopback: a coordinator with a state directory and 2 demod-workers train a
 # small GPT on the SOTU text for 60 steps. Near step 20 the coordinator is killed with SIGKILL
 # and started again on the same port and state directory. The workers must reconnect by
-# themselves and finish the run: every worker's steps increase without repeats up to the last,
-# both end with one fingerprint, the loss fell, and the state directory says the run is done.
+# themselves and finish the run: every worker's steps increase up to the last (one may repeat:
+# docs/coordinator.md, --state_dir), both end with one fingerprint, the loss fell, and the state
+# directory says the run is done.
 # Usage: coordinator_restart_test.sh <bin dir> <data dir>
 set -u
 bin="$1"
@@ -76,13 +77,16 @@ check() {
 }
 check "the second coordinator resumed the run" \
   "grep -q 'resuming run restart-test after step' '$work/coordinator2.log'"
-grep -h 'resuming run\|whose save' "$work/coordinator2.log"
+grep -h "resuming run\|between a step's save" "$work/coordinator2.log"
 for w in a b; do
   check "worker $w reconnected" "grep -q 'reconnecting in' '$work/$w.log'"
   check "worker $w finished the run" "grep -q 'run finished' '$work/$w.log'"
-  check "worker $w's steps increase, without repeats, to $steps" \
+  # A worker may run one step twice: the one it applied just before the kill, when the seed
+  # had not applied it and the run goes on from the seed's parameters (which it receives).
+  check "worker $w's steps increase to $steps, one repeated at most" \
     "tail -n +2 '$work/$w.csv' | cut -d, -f1 | awk -v last=$steps \
-       'NR > 1 && \$1 <= prev { exit 1 } { prev = \$1 } END { exit !(prev == last) }'"
+       'NR > 1 && \$1 < prev { exit 1 } NR > 1 && \$1 == prev { repeats++ } { prev = \$1 }
+        END { exit !(prev == last && repeats <= 1) }'"
 done
 check "both workers end with one fingerprint" \
   "[ \"\$(grep -ho 'fingerprint [0-9a-f]*' '$work'/{a,b}.log | sort -u | wc -l)\" -eq 1 ] && [ \"\$(grep -ho 'fingerprint [0-9a-f]*' '$work'/{a,b}.log | wc -l)\" -eq 2 ]"
