@@ -83,11 +83,25 @@ class CoordinatorServiceTest : public ::testing::Test {
     return SyntheticWorkerOptions(target_, name, kShapes);
   }
 
-  std::unique_ptr<CoordinatorClient> Join(const std::string& name) {
-    absl::StatusOr<std::unique_ptr<CoordinatorClient>> client =
-        CoordinatorClient::Connect(Options(name));
+  // `resume_step`: the last step the worker's parameters include, as a worker resuming sends.
+  std::unique_ptr<CoordinatorClient> Join(const std::string& name, int64_t resume_step = 0) {
+    ClientOptions options = Options(name);
+    options.join.set_resume_step(resume_step);
+    absl::StatusOr<std::unique_ptr<CoordinatorClient>> client = CoordinatorClient::Connect(options);
     EXPECT_TRUE(client.ok()) << client.status();
     return client.ok() ? *std::move(client) : nullptr;
+  }
+
+  // Worker "a", the seed, trains steps 1 .. `steps` alone.
+  std::unique_ptr<CoordinatorClient> SeedAndRunSteps(int64_t steps) {
+    std::unique_ptr<CoordinatorClient> a = Join("a");
+    if (a == nullptr) return nullptr;
+    Expect(*a, Kind::kActive);
+    for (int64_t step = 1; step <= steps; ++step) {
+      EXPECT_TRUE(a->SendPayload(step, Payload(step)).ok());
+      Expect(*a, Kind::kAggregate);
+    }
+    return a;
   }
 
   // The next event that is not a pause notice.
@@ -268,12 +282,8 @@ TEST_F(CoordinatorServiceTest, RestartedCoordinatorResumesAtTheSavedStep) {
   const ScopedTempDir state("demod-state");
   const std::string& dir = state.path();
   Start(TestConfig(), "", {}, dir);
-  auto a = Join("a");
-  Expect(*a, Kind::kActive);
-  for (int64_t step = 1; step <= 2; ++step) {
-    ASSERT_TRUE(a->SendPayload(step, Payload(step)).ok());
-    Expect(*a, Kind::kAggregate);
-  }
+  auto a = SeedAndRunSteps(2);
+  ASSERT_NE(a, nullptr);
   server_->Shutdown();
   Expect(*a, Kind::kShuttingDown);
   EXPECT_EQ(Expect(*a, Kind::kEnded).status.code(), absl::StatusCode::kUnavailable);
@@ -298,11 +308,8 @@ TEST_F(CoordinatorServiceTest, RestartedCoordinatorResumesAtTheSavedStep) {
   // A worker that trained nothing cannot become the seed of a run that has steps.
   EXPECT_EQ(CoordinatorClient::Connect(Options("new")).status().code(),
             absl::StatusCode::kUnavailable);
-  ClientOptions back = Options("a");
-  back.join.set_resume_step(2);
-  absl::StatusOr<std::unique_ptr<CoordinatorClient>> returned = CoordinatorClient::Connect(back);
-  ASSERT_TRUE(returned.ok()) << returned.status();
-  a = *std::move(returned);
+  a = Join("a", /*resume_step=*/2);
+  ASSERT_NE(a, nullptr);
   EXPECT_EQ(a->welcome().completed_steps(), 2);
   EXPECT_EQ(Expect(*a, Kind::kActive).step, 3);
   ASSERT_TRUE(a->SendPayload(3, Payload(3)).ok());
@@ -327,28 +334,22 @@ TEST_F(CoordinatorServiceTest, RestartedCoordinatorTakesAStepItsSaveMissedFromTh
   const ScopedTempDir state("demod-state");
   const std::string& dir = state.path();
   Start(TestConfig(), "", {}, dir);
-  auto a = Join("a");
-  Expect(*a, Kind::kActive);
-  ASSERT_TRUE(a->SendPayload(1, Payload(1)).ok());
-  Expect(*a, Kind::kAggregate);
+  ASSERT_NE(SeedAndRunSteps(1), nullptr);
   server_->Shutdown();
-  a.reset();
   server_.reset();
 
   // The saved state says 1; worker "a" had also applied step 2 when the coordinator went.
   Start(TestConfig(), "", {}, dir);
   EXPECT_EQ(Status().completed_steps(), 1);
-  ClientOptions ahead = Options("a");
-  ahead.join.set_resume_step(2);
-  absl::StatusOr<std::unique_ptr<CoordinatorClient>> seed = CoordinatorClient::Connect(ahead);
-  ASSERT_TRUE(seed.ok()) << seed.status();
-  EXPECT_EQ((*seed)->welcome().completed_steps(), 2);
-  EXPECT_EQ(Expect(**seed, Kind::kActive).step, 3);
+  auto seed = Join("a", /*resume_step=*/2);
+  ASSERT_NE(seed, nullptr);
+  EXPECT_EQ(seed->welcome().completed_steps(), 2);
+  EXPECT_EQ(Expect(*seed, Kind::kActive).step, 3);
   EXPECT_EQ(Status().completed_steps(), 2);
-  ASSERT_TRUE((*seed)->SendPayload(3, Payload(3)).ok());
-  EXPECT_EQ(Expect(**seed, Kind::kAggregate).step, 3);
+  ASSERT_TRUE(seed->SendPayload(3, Payload(3)).ok());
+  EXPECT_EQ(Expect(*seed, Kind::kAggregate).step, 3);
   server_->Shutdown();
-  seed->reset();
+  seed.reset();
   server_.reset();
 
   // Shutdown returned with the last step on disk.

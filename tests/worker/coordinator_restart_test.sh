@@ -9,24 +9,11 @@
 set -u
 bin="$1"
 data="$2"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  for f in "$work"/*.log; do echo "== $f"; tail -n 15 "$f"; done
-  exit 1
-}
-[ -n "$(ls "$data"/sotu/*.txt 2>/dev/null)" ] ||
-  fail "no SOTU text in $data (scripts/fetch_data.sh fetches it)"
+source "$(dirname "$0")/process_test_lib.sh"
+require_sotu
 
 steps=60
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 # coordinator LOG [run flags]: started on the fixed port and state directory; tried again
 # while it exits at once (after a SIGKILL the port may take a moment to come free).
 coordinator() {
@@ -53,28 +40,18 @@ worker() {
     --validation_interval 10 --csv "$work/$name.csv" --threads 1 >>"$work/$name.log" 2>&1 &
   pids+=($!)
 }
-a_step() { tail -n 1 "$work/a.csv" 2>/dev/null | cut -d, -f1; }
 
 coordinator coordinator1.log --run_id restart-test --min_workers 2 --total_steps "$steps" \
   --lr 2e-3 --warmup_steps 4 --step_deadline_s 60
 worker a
 worker b
-for _ in $(seq 600); do
-  step=$(a_step)
-  [[ "$step" =~ ^[0-9]+$ ]] && [ "$step" -ge 20 ] && break
-  sleep 0.1
-done
-[[ "$(a_step)" =~ ^[0-9]+$ ]] && [ "$(a_step)" -ge 20 ] || fail "worker a never reached step 20"
+wait_for_step a 20
 kill -KILL "$coordinator_pid"
 wait "$coordinator_pid" 2>/dev/null
-echo "killed the coordinator at worker a's step $(a_step)"
+echo "killed the coordinator at worker a's step $(csv_step a)"
 coordinator coordinator2.log  # the run's configuration comes from the state directory
 for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
 
-failures=0
-check() {
-  if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; failures=$((failures + 1)); fi
-}
 check "the second coordinator resumed the run" \
   "grep -q 'resuming run restart-test after step' '$work/coordinator2.log'"
 grep -h "resuming run\|between a step's save" "$work/coordinator2.log"
@@ -88,16 +65,8 @@ for w in a b; do
        'NR > 1 && \$1 < prev { exit 1 } NR > 1 && \$1 == prev { repeats++ } { prev = \$1 }
         END { exit !(prev == last && repeats <= 1) }'"
 done
-check "both workers end with one fingerprint" \
-  "[ \"\$(grep -ho 'fingerprint [0-9a-f]*' '$work'/{a,b}.log | sort -u | wc -l)\" -eq 1 ] && [ \"\$(grep -ho 'fingerprint [0-9a-f]*' '$work'/{a,b}.log | wc -l)\" -eq 2 ]"
-first=$(awk -F, 'NR == 2 { print $3 }' "$work/a.csv")
-last=$(tail -n 1 "$work/a.csv" | cut -d, -f3)
-echo "worker a: loss $first at step 1, $last at step $steps"
-check "the loss fell by at least 1.0" "awk -v f='$first' -v l='$last' 'BEGIN { exit !(f - l >= 1.0) }'"
+check_one_fingerprint "both workers end with one fingerprint" a b
+check_loss_fell a "$steps"
 check "the state directory holds the finished run" \
   "grep -q '\"completed_steps\": *$steps' '$work/state/run.json'"
-if [ "$failures" -ne 0 ]; then
-  for f in "$work"/*.log; do echo "== $f"; head -n 8 "$f"; echo ...; tail -n 12 "$f"; done
-  exit 1
-fi
-echo "all passed"
+finish

@@ -8,10 +8,9 @@
 set -u
 bin="$1"
 data="$2"
-work="$(mktemp -d)"
-trap 'kill -KILL $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+source "$(dirname "$0")/process_test_lib.sh"
 steps=30
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 "$bin/demod-coordinator" --listen "127.0.0.1:$port" --metrics "" --optimizer adamw \
   --value_encoding f32 --min_workers 3 --total_steps "$steps" --lr 3e-3 --warmup_steps 3 \
   --step_deadline_s 60 >"$work/coordinator.log" 2>&1 &
@@ -24,32 +23,17 @@ worker() {
 worker a
 worker b
 worker c
-for _ in $(seq 600); do
-  step=$(tail -n 1 "$work/a.csv" 2>/dev/null | cut -d, -f1)
-  [[ "$step" =~ ^[0-9]+$ ]] && [ "$step" -ge 8 ] && break
-  sleep 0.1
-done
+wait_for_step a 8
 worker d
 wait $(jobs -p | tail -n 4)
 
-failures=0
-check() {
-  if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; failures=$((failures + 1)); fi
-}
 for w in a b c d; do check "worker $w finished" "grep -q 'run finished' '$work/$w.log'"; done
 check "worker d joined mid-run" "grep -q 'receiving the parameters' '$work/d.log'"
 check "one fingerprint on all four" \
   "[ \$(grep -ho 'fingerprint [0-9a-f]*' '$work'/{a,b,c,d}.log | sort -u | wc -l) -eq 1 ]"
-first=$(awk -F, 'NR == 2 { print $3 }' "$work/a.csv")
-last=$(tail -n 1 "$work/a.csv" | cut -d, -f3)
-echo "worker a: loss $first at step 1, $last at step $steps"
-check "the loss fell by at least 1.0" "awk -v f='$first' -v l='$last' 'BEGIN { exit !(f - l >= 1.0) }'"
+check_loss_fell a "$steps"
 up=$(awk -F, 'NR == 2 { print $9 }' "$work/a.csv")
 dense=$(awk -F, 'NR == 2 { print $11 }' "$work/a.csv")
 check "a step uploads the whole f32 gradient ($up bytes for $dense bytes of fp32)" \
   "[ '$up' -ge '$dense' ] && [ \$(( up - dense )) -lt 2000 ]"
-if [ "$failures" -ne 0 ]; then
-  for f in "$work"/*.log; do echo "== $f"; tail -n 15 "$f"; done
-  exit 1
-fi
-echo "all passed"
+finish

@@ -9,24 +9,11 @@
 set -u
 bin="$1"
 data="$2"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  for f in "$work"/*.log; do echo "== $f"; tail -n 15 "$f"; done
-  exit 1
-}
-[ -f "$data/sotu/1790-George-Washington.txt" ] || [ -n "$(ls "$data"/sotu/*.txt 2>/dev/null)" ] ||
-  fail "no SOTU text in $data (scripts/fetch_data.sh fetches it)"
+source "$(dirname "$0")/process_test_lib.sh"
+require_sotu
 
 steps=80
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 "$bin/demod-coordinator" --listen "127.0.0.1:$port" --metrics "" --run_id process-test \
   --min_workers 3 --total_steps "$steps" --lr 2e-3 --warmup_steps 4 --fingerprint_interval 10 \
   --step_deadline_s 60 >"$work/coordinator.log" 2>&1 &
@@ -44,16 +31,6 @@ worker() {
   pids+=($!)
   last_pid=$!
 }
-# wait_for_step N: until worker a's CSV has reached step N.
-wait_for_step() {
-  for _ in $(seq 600); do
-    local step
-    step=$(tail -n 1 "$work/a.csv" 2>/dev/null | cut -d, -f1)
-    [[ "$step" =~ ^[0-9]+$ ]] && [ "$step" -ge "$1" ] && return 0
-    sleep 0.1
-  done
-  fail "worker a never reached step $1"
-}
 
 worker a
 worker b
@@ -61,19 +38,15 @@ b_pid=$last_pid
 # Thread counts must not change the parameters; c's are nudged after step 25, so its step-30
 # fingerprint disagrees and the coordinator must resync it from the majority.
 worker c --threads 2 --fault_perturb_step 25
-wait_for_step 10
+wait_for_step a 10
 worker d  # joins mid-run: receives the parameters from a donor
-wait_for_step 20
+wait_for_step a 20
 kill -KILL "$b_pid"
 wait "$b_pid" 2>/dev/null
-echo "killed worker b at step $(tail -n 1 "$work/a.csv" | cut -d, -f1)"
+echo "killed worker b at step $(csv_step a)"
 worker b  # restarts from its checkpoint directory
 for pid in "${pids[@]:1}"; do wait "$pid" 2>/dev/null; done
 
-failures=0
-check() {
-  if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; failures=$((failures + 1)); fi
-}
 for w in a b c d; do
   check "worker $w finished the run" "grep -q 'run finished' '$work/$w.log'"
 done
@@ -81,12 +54,8 @@ check "worker b resumed from its checkpoint" "grep -q 'resuming from' '$work/b.l
 check "worker d received the parameters" "grep -q 'received .* bytes of parameters' '$work/d.log'"
 fingerprints=$(grep -ho 'fingerprint [0-9a-f]*' "$work"/{a,b,c,d}.log | sort | uniq -c)
 echo "$fingerprints"
-check "all four workers end with one fingerprint" \
-  "[ \"\$(grep -ho 'fingerprint [0-9a-f]*' '$work'/{a,b,c,d}.log | sort -u | wc -l)\" -eq 1 ] && [ \"\$(grep -ho 'fingerprint [0-9a-f]*' '$work'/{a,b,c,d}.log | wc -l)\" -eq 4 ]"
-first=$(awk -F, 'NR == 2 { print $3 }' "$work/a.csv")
-last=$(tail -n 1 "$work/a.csv" | cut -d, -f3)
-echo "worker a: loss $first at step 1, $last at step $steps"
-check "the loss fell by at least 1.0" "awk -v f='$first' -v l='$last' 'BEGIN { exit !(f - l >= 1.0) }'"
+check_one_fingerprint "all four workers end with one fingerprint" a b c d
+check_loss_fell a "$steps"
 # The vote at step 30 must see the difference. Usually c is the odd one out; a worker that
 # received its parameters from c between the nudge and the vote inherits the difference, and
 # in a tie the lowest worker id's parameters win, so the others may be the ones resynced.
@@ -102,8 +71,4 @@ contributors30=$(grep -o "step 30 closed.*contributors \[[0-9,]*\]" "$work/coord
   sed 's/.*\[\(.*\)\]/\1/' | tr ',' '\n' | wc -l)
 check "step 30: bytes in ($in30) = contributors ($contributors30) x payload ($up_sizes)" \
   "[ '$in30' = \$(( contributors30 * up_sizes )) ]"
-if [ "$failures" -ne 0 ]; then
-  for f in "$work"/*.log; do echo "== $f"; head -n 8 "$f"; echo ...; tail -n 12 "$f"; done
-  exit 1
-fi
-echo "all passed"
+finish
