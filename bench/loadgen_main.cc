@@ -72,7 +72,7 @@
 #include "common/status_macros.h"
 #include "common/value_encoding.h"
 #include "tests/support/synthetic_payload.h"
-#include "worker/coordinator_client.h"
+#include "worker/client/coordinator_client.h"
 
 ABSL_FLAG(std::string, workers, "2,8,32", "comma-separated worker counts, one run each");
 ABSL_FLAG(int, steps, 20, "measured steps per run");

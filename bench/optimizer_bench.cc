@@ -13,8 +13,8 @@
 
 #include "bench/benchmark_gpt.h"
 #include "common/layout_table.h"
-#include "worker/demo_optimizer.h"
-#include "worker/in_process_exchange.h"
+#include "worker/optimizer/demo_optimizer.h"
+#include "worker/optimizer/in_process_exchange.h"
 
 namespace demod {
 namespace {

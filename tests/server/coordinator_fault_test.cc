@@ -31,7 +31,7 @@
 #include "tests/support/raw_train_call.h"
 #include "tests/support/synthetic_payload.h"
 #include "tests/support/synthetic_worker.h"
-#include "worker/coordinator_client.h"
+#include "worker/client/coordinator_client.h"
 
 namespace demod {
 namespace {

@@ -24,7 +24,7 @@
 #include "tests/support/scoped_temp_dir.h"
 #include "tests/support/synthetic_payload.h"
 #include "tests/support/synthetic_worker.h"
-#include "worker/coordinator_client.h"
+#include "worker/client/coordinator_client.h"
 
 namespace demod {
 namespace {

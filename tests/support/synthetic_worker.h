@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "worker/coordinator_client.h"
+#include "worker/client/coordinator_client.h"
 
 namespace demod {
 

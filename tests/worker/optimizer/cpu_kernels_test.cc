@@ -1,0 +1,176 @@
+#include "worker/optimizer/cpu_kernels.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+
+#include <limits>
+
+#include "worker/optimizer/chunked_dct.h"
+
+namespace demod {
+namespace {
+
+ChunkLayout Layout(std::vector<int64_t> shape, int64_t chunk, int64_t topk) {
+  return *MakeChunkLayout(shape, chunk, topk);
+}
+
+TEST(CpuGemmTest, MatchesMatrixProductForEveryBlockAndTail) {
+  for (auto [m, n, k] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {1, 1, 1}, {4, 16, 8}, {5, 37, 13}, {64, 64, 64}, {7, 100, 3}, {9, 33, 64}}) {
+    at::Tensor a = at::randn({m, k});
+    at::Tensor b = at::randn({k, n});
+    at::Tensor c = at::empty({m, n});
+    cpu::Gemm(m, n, k, a.data_ptr<float>(), k, b.data_ptr<float>(), n, c.data_ptr<float>(), n);
+    EXPECT_TRUE(at::allclose(c, at::mm(a, b), 1e-5, 1e-5)) << m << "x" << n << "x" << k;
+    at::Tensor ad = a.to(at::kDouble), bd = b.to(at::kDouble), cd = at::empty({m, n}, at::kDouble);
+    cpu::Gemm(m, n, k, ad.data_ptr<double>(), k, bd.data_ptr<double>(), n, cd.data_ptr<double>(),
+              n);
+    EXPECT_TRUE(at::allclose(cd, at::mm(ad, bd), 1e-12, 1e-12));
+  }
+}
+
+TEST(CpuGemmTest, HonoursLeadingDimensions) {
+  // A 3x4 window of a 6x10 matrix times a 4x5 window of an 8x9 one, into a 3x5 window.
+  at::Tensor a = at::randn({6, 10}), b = at::randn({8, 9}), c = at::zeros({7, 11});
+  cpu::Gemm(3, 5, 4, a.data_ptr<float>() + 2 * 10 + 1, 10, b.data_ptr<float>() + 9 + 2, 9,
+            c.data_ptr<float>() + 11 + 3, 11);
+  at::Tensor want = at::mm(a.slice(0, 2, 5).slice(1, 1, 5), b.slice(0, 1, 5).slice(1, 2, 7));
+  EXPECT_TRUE(at::allclose(c.slice(0, 1, 4).slice(1, 3, 8), want, 1e-5, 1e-5));
+  c.slice(0, 1, 4).slice(1, 3, 8).zero_();  // nothing outside the window was written
+  EXPECT_TRUE(at::equal(c, at::zeros({7, 11})));
+}
+
+at::Tensor TorchTopK(const at::Tensor& x, int64_t k) {
+  return std::get<0>(std::get<1>(x.abs().topk(k, -1)).sort(-1));
+}
+
+TEST(CpuTopKTest, MatchesTorchTopK) {
+  for (auto [rows, n, k] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {50, 4096, 32}, {30, 64, 32}, {7, 26, 26}, {10, 3072, 4}, {3, 1, 1}, {100, 512, 1}}) {
+    at::Tensor x = at::randn({rows, n});
+    at::Tensor got = at::empty({rows, k}, at::kLong);
+    cpu::TopKByMagnitude(x.data_ptr<float>(), rows, n, k, got.data_ptr<int64_t>());
+    EXPECT_TRUE(at::equal(got, TorchTopK(x, k))) << rows << " " << n << " " << k;
+  }
+}
+
+TEST(CpuTopKTest, FindsLargeValuesTheSampleMisses) {
+  // The sample (every 9th value for n = 4096, k = 32) sees nine huge values and nothing
+  // else: its threshold guess keeps only those nine, and the kernel must fall back to the
+  // full row to find the other 23.
+  at::Tensor x = at::zeros({1, 4096});
+  for (int64_t j = 0; j < 9; ++j) x[0][9 * j] = 1000.0;
+  for (int64_t j = 0; j < 40; ++j) x[0][2 + 9 * j] = 100.0 + j;
+  at::Tensor got = at::empty({1, 32}, at::kLong);
+  cpu::TopKByMagnitude(x.data_ptr<float>(), 1, 4096, 32, got.data_ptr<int64_t>());
+  EXPECT_TRUE(at::equal(got, TorchTopK(x, 32)));
+}
+
+TEST(CpuTopKTest, NanIsLargestAndTiesPreferLowerPositions) {
+  at::Tensor x =
+      at::tensor({1.f, -3.f, 3.f, std::numeric_limits<float>::quiet_NaN(), 3.f, 2.f}).view({1, 6});
+  at::Tensor got = at::empty({1, 3}, at::kLong);
+  cpu::TopKByMagnitude(x.data_ptr<float>(), 1, 6, 3, got.data_ptr<int64_t>());
+  EXPECT_EQ(got[0][0].item<int64_t>(), 1);
+  EXPECT_EQ(got[0][1].item<int64_t>(), 2);
+  EXPECT_EQ(got[0][2].item<int64_t>(), 3);
+}
+
+TEST(CpuPipelineTest, EncodeAccumulateSelectMatchesTheOperatorsAndDropsNonFiniteChunks) {
+  const ChunkLayout wide = Layout({128, 64}, 64, 8);  // 2 chunks of 64 x 64
+  const ChunkLayout tall = Layout({64, 128}, 64, 8);  // 2 more chunks of 64 x 64
+  at::Tensor g_wide = at::randn({128, 64});
+  at::Tensor g_tall = at::randn({64, 128});
+  g_tall[3][70] = std::numeric_limits<float>::infinity();  // the second chunk of `tall`
+  at::Tensor momentum = at::randn({5, 4096});
+  const at::Tensor before = momentum.clone();
+  at::Tensor f64 = DctBasis(64, at::kCPU, at::kFloat);
+  at::Tensor f64t = DctBasisTransposed(64, at::kCPU, at::kFloat);
+  std::vector<cpu::GradientChunks> sources(3);
+  sources[0] = {g_wide.data_ptr<float>(), &wide, 0, f64t.data_ptr<float>(), f64.data_ptr<float>()};
+  sources[1] = {nullptr, &wide, 2, f64t.data_ptr<float>(), f64.data_ptr<float>()};  // no grad
+  sources[2] = {g_tall.data_ptr<float>(), &tall, 3, f64t.data_ptr<float>(), f64.data_ptr<float>()};
+  at::Tensor indices = at::empty({5, 8}, at::kLong);
+  at::Tensor finite = at::empty({5}, at::kByte);
+  cpu::EncodeAccumulateSelect(sources, 5, 4096, 8, 0.9f, 0.1f, momentum.data_ptr<float>(),
+                              indices.data_ptr<int64_t>(), finite.data_ptr<uint8_t>());
+
+  at::Tensor encoded = at::zeros({5, 4096});
+  encoded.slice(0, 0, 2).copy_(EncodeChunks(g_wide, wide));
+  encoded.slice(0, 3, 4).copy_(EncodeChunks(g_tall, tall).slice(0, 0, 1));
+  at::Tensor want = before * 0.9f + encoded * 0.1f;
+  EXPECT_TRUE(at::allclose(momentum, want, 1e-5, 1e-5));
+  EXPECT_TRUE(at::equal(finite, at::tensor({1, 1, 1, 1, 0}, at::kByte)));
+  EXPECT_TRUE(at::allclose(momentum[4], before[4] * 0.9f));  // only decayed
+  EXPECT_TRUE(at::equal(indices, TorchTopK(momentum, 8)));
+}
+
+TEST(CpuDecodeTest, SparseDecodeEqualsDenseDecode) {
+  for (const ChunkLayout& layout : {Layout({128, 96}, 64, 32), Layout({200}, 64, 32),
+                                    Layout({1, 130}, 64, 32), Layout({48, 20}, 32, 16)}) {
+    AggregateTensor agg;
+    at::Tensor dense = at::zeros({layout.num_chunks(), layout.chunk_size()});
+    agg.chunk_offsets.push_back(0);
+    for (int64_t c = 0; c < layout.num_chunks(); ++c) {
+      // Chunk 1 stays empty; the others get entries at every third position.
+      for (int64_t j = (c * 7) % 3; c != 1 && j < layout.chunk_size(); j += 3) {
+        const float v = static_cast<float>((c + 1) * 0.5 - j * 0.01);
+        agg.indices.push_back(static_cast<uint32_t>(j));
+        agg.values.push_back(v);
+        dense[c][j] = v;
+      }
+      agg.chunk_offsets.push_back(agg.indices.size());
+    }
+    at::Tensor sparse = DecodeSparseChunks(agg, layout, at::TensorOptions(at::kFloat));
+    EXPECT_TRUE(at::allclose(sparse, DecodeChunks(dense, layout), 1e-5, 1e-5))
+        << ShapeToString(layout.matrix_shape);
+  }
+}
+
+TEST(CpuDecodeTest, FusedSignedStepMatchesTheOperators) {
+  const ChunkLayout layout = Layout({128, 96}, 64, 32);
+  AggregateTensor agg;
+  agg.chunk_offsets = {0, 2, 2, 3, 5};
+  agg.indices = {0, 77, 5, 1, 3071};
+  agg.values = {0.5f, -2.0f, 1.0f, -0.25f, 3.0f};
+  at::Tensor p = at::randn({128, 96});
+  at::Tensor want = p.clone();
+  at::Tensor direction = DecodeSparseChunks(agg, layout, at::TensorOptions(at::kFloat)).sign_();
+  const double lr = 0.01, keep = 1.0 - lr * 0.1;
+  want.mul_(keep);
+  want.add_(direction, -lr);
+  cpu::ApplySparseSignedStep(agg.chunk_offsets.data(), agg.indices.data(), agg.values.data(),
+                             layout, DctBasisTransposed(64, at::kCPU, at::kFloat).data_ptr<float>(),
+                             DctBasisTransposed(48, at::kCPU, at::kFloat).data_ptr<float>(),
+                             /*decay=*/true, static_cast<float>(keep), static_cast<float>(-lr),
+                             p.data_ptr<float>());
+  EXPECT_TRUE(at::equal(p, want));  // bit for bit, as a GPU worker computes it
+}
+
+TEST(CpuKernelsTest, ResultsDoNotDependOnTheThreadCount) {
+  const ChunkLayout layout = Layout({512, 256}, 64, 32);
+  at::Tensor x = at::randn({512, 256});
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  at::Tensor one = EncodeChunks(x, layout);
+  at::Tensor one_back = DecodeChunks(one, layout);
+  at::set_num_threads(2);
+  at::Tensor two = EncodeChunks(x, layout);
+  at::Tensor two_back = DecodeChunks(two, layout);
+  at::set_num_threads(threads);
+  EXPECT_TRUE(at::equal(one, two));
+  EXPECT_TRUE(at::equal(one_back, two_back));
+}
+
+TEST(ChunkedDctTest, AtenPathAgreesWithTheCpuKernels) {
+  // bfloat16 input takes the ATen matrix-product path; float the hand-written kernels.
+  const ChunkLayout layout = Layout({128, 64}, 64, 8);
+  at::Tensor x = at::randn({128, 64}).to(at::kBFloat16);
+  at::Tensor aten = EncodeChunks(x, layout).to(at::kFloat);
+  at::Tensor kernel = EncodeChunks(x.to(at::kFloat), layout);
+  EXPECT_TRUE(at::allclose(aten, kernel, 0.05, 0.1));
+}
+
+}  // namespace
+}  // namespace demod

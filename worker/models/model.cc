@@ -1,0 +1,40 @@
+#include "worker/models/model.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "worker/models/cnn_model.h"
+#include "worker/models/gpt_model.h"
+#include "worker/models/torchscript_model.h"
+
+namespace demod {
+
+Model::~Model() = default;
+
+absl::StatusOr<std::unique_ptr<Model>> MakeModel(const ModelSpec& spec, at::Device device) {
+  if (spec.kind == "gpt") {
+    absl::StatusOr<std::unique_ptr<GptModel>> gpt = GptModel::Create(spec.gpt, spec.seed, device);
+    if (!gpt.ok()) return gpt.status();
+    return std::unique_ptr<Model>(std::move(*gpt));
+  }
+  if (spec.kind == "cnn") {
+    absl::StatusOr<std::unique_ptr<CnnModel>> cnn = CnnModel::Create(spec.seed, device);
+    if (!cnn.ok()) return cnn.status();
+    return std::unique_ptr<Model>(std::move(*cnn));
+  }
+  if (spec.kind == "torchscript") {
+    if (spec.torchscript_path.empty()) {
+      return absl::InvalidArgumentError("model kind torchscript needs a file path");
+    }
+    return LoadTorchScriptModel(spec.torchscript_path, device);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown model kind '", spec.kind, "' (expected gpt, cnn or torchscript)"));
+}
+
+int64_t CountParameters(const std::vector<NamedTensor>& params) {
+  int64_t n = 0;
+  for (const NamedTensor& p : params) n += p.second.numel();
+  return n;
+}
+
+}  // namespace demod

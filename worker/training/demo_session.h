@@ -1,0 +1,100 @@
+// A worker's membership in a coordinated DeMo run, for a training loop of its own: join with
+// the model's parameters, then one Step per batch after backward().
+//
+//   demod::SessionOptions options;
+//   options.client.target = "127.0.0.1:7070";
+//   options.client.join.set_worker_name("my-worker");
+//   auto session = demod::DemoSession::Join(options, ToNamedTensors(model->named_parameters()));
+//   while (!(*session)->finished()) {
+//     at::Tensor loss = Loss(model, NextBatch());
+//     loss.backward();
+//     absl::Status s = (*session)->Step();          // exchange, aggregate, update, zero grads
+//     (*session)->Report(loss.item<double>(), tokens, compute_seconds);
+//   }
+//
+// Join announces the parameters' table, takes the run's optimizer settings and schedule from
+// the coordinator and makes the parameters the run's (the first worker's own, or a donor's
+// relayed through the coordinator, with the aggregates closed since applied). Step applies the
+// learning rate of the step, exchanges the DeMo payload, applies the aggregate, clears the
+// gradients and, every fingerprint_interval steps, reports a fingerprint of the parameters;
+// when the coordinator finds this worker's parameters diverged it reloads them before
+// returning. The complete program: worker/example_main.cc; docs/worker.md.
+//
+// One thread at a time. A session is one connection: after an UNAVAILABLE or ABORTED status
+// (the coordinator went away, or evicted this worker), Join again, passing momentum() on to
+// keep this worker's momentum (worker/training/trainer.h does this, with backoff).
+#ifndef DEMOD_WORKER_TRAINING_DEMO_SESSION_H_
+#define DEMOD_WORKER_TRAINING_DEMO_SESSION_H_
+
+#include <atomic>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/run_config.h"
+#include "worker/client/coordinator_client.h"
+#include "worker/training/coordinator_exchange.h"
+#include "worker/optimizer/demo_optimizer.h"
+#include "worker/optimizer/step_optimizer.h"
+
+namespace demod {
+
+struct SessionOptions {
+  ClientOptions client;  // address, credentials, name, hardware; the tensor table is filled in
+  // The worker's momentum from an earlier session or a checkpoint (DemoSession::momentum());
+  // empty for zeros.
+  std::string momentum;
+  absl::Duration step_timeout = absl::Minutes(10);
+  // When set and it turns true, a wait for the coordinator ends with CANCELLED (a signal
+  // handler's stop request, say).
+  const std::atomic<bool>* stop = nullptr;
+};
+
+class DemoSession {
+ public:
+  // The coordinator's refusal (UNAUTHENTICATED, FAILED_PRECONDITION for a different tensor
+  // table, ...), UNAVAILABLE when it cannot be reached, or FAILED_PRECONDITION when the run
+  // has finished.
+  static absl::StatusOr<std::unique_ptr<DemoSession>> Join(SessionOptions options,
+                                                           std::vector<NamedTensor> parameters);
+  ~DemoSession();
+
+  // One DeMo step from the parameters' gradients; see the header comment.
+  absl::Status Step();
+  // Loss and throughput of the last step, for the coordinator's metrics (validation_loss NaN
+  // when not measured).
+  absl::Status Report(double loss, uint64_t tokens, double compute_seconds,
+                      double validation_loss = std::numeric_limits<double>::quiet_NaN());
+
+  bool finished() const { return finished_; }
+  int64_t next_step() const { return optimizer_->step_count() + 1; }
+  int64_t total_steps() const { return total_steps_; }
+  double lr() const { return optimizer_->lr(); }
+  const std::string& run_id() const { return client_->welcome().run().run_id(); }
+  uint32_t worker_id() const { return client_->worker_id(); }
+  const std::vector<uint32_t>& last_contributors() const { return exchange_->last_contributors(); }
+  const StepTraffic& last_traffic() const { return optimizer_->last_traffic(); }
+  // This worker's own optimizer state (DeMo's momentum), serialized (parameter_state.h), for a
+  // checkpoint or a next session.
+  std::string momentum() const;
+  // "demo" or "adamw", as the run says.
+  const std::string& algorithm() const { return client_->welcome().run().optimizer().algorithm(); }
+
+ private:
+  DemoSession() = default;
+
+  std::vector<NamedTensor> parameters_;
+  std::unique_ptr<CoordinatorClient> client_;
+  std::unique_ptr<CoordinatorExchange> exchange_;
+  std::unique_ptr<StepOptimizer> optimizer_;  // DeMo, or the dense AdamW baseline
+  LrSchedule schedule_;
+  int64_t total_steps_ = 0;
+  bool finished_ = false;
+};
+
+}  // namespace demod
+
+#endif  // DEMOD_WORKER_TRAINING_DEMO_SESSION_H_
