@@ -10,8 +10,8 @@
 // Per N it prints one row of a markdown table (stdout); progress goes to stderr. Definitions:
 //   t_start  the last worker arrived at the step's barrier (payloads are already encoded)
 //   t_sent   the last worker's SendPayload returned
-//   t_in     the coordinator read the step's last payload (its log line for the step says when,
-//            to the microsecond, on the wall clock this program shares with it)
+//   t_in     the coordinator took the step's last payload (the aggregate's frames say when, to
+//            the microsecond, on the wall clock this program shares with it)
 //   t_done   the last worker holds the whole aggregate
 //   coordination latency = t_done - t_in; upload = t_sent - t_start; step wall = t_done - t_start
 // MB are 10^6 bytes; byte counts are encoded payloads and aggregates (gRPC framing not counted).
@@ -239,26 +239,21 @@ class CoordinatorProcess {
 
   pid_t pid() const { return pid_; }
 
-  // The gRPC port from the log line "... listening on port N ...".
-  absl::StatusOr<int> WaitForPort(absl::Duration timeout) {
+  // The gRPC port, from the file the coordinator writes once it serves (--port_file).
+  absl::StatusOr<int> WaitForPort(const std::string& port_file, absl::Duration timeout) {
     const absl::Time give_up = absl::Now() + timeout;
-    const std::string kMarker = "listening on port ";
     while (true) {
-      const std::string log = ReadLog();
-      if (size_t at = log.find(kMarker); at != std::string::npos) {
-        const size_t begin = at + kMarker.size();
-        const size_t end = log.find_first_not_of("0123456789", begin);
-        int port = 0;
-        if (absl::SimpleAtoi(log.substr(begin, end - begin), &port) && port > 0) return port;
-      }
+      std::ifstream in(port_file);
+      int port = 0;
+      if (in >> port && port > 0) return port;
       if (std::optional<std::string> exit = Reap(/*block=*/false); exit.has_value()) {
         const std::string last_line = LastLogLine();
-        return absl::UnavailableError(absl::StrCat("the coordinator ", *exit, " before listening: ",
+        return absl::UnavailableError(absl::StrCat("the coordinator ", *exit, " before serving: ",
                                                    last_line.empty() ? "(no log)" : last_line));
       }
       if (absl::Now() > give_up) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "the coordinator did not log its port within ", absl::FormatDuration(timeout)));
+        return absl::DeadlineExceededError(absl::StrCat("the coordinator did not write ", port_file,
+                                                        " within ", absl::FormatDuration(timeout)));
       }
       absl::SleepFor(absl::Milliseconds(10));
     }
@@ -392,7 +387,8 @@ struct WorkerStep {
   uint64_t payload_bytes = 0;
   Clock::time_point sent;
   Clock::time_point done;
-  absl::Time done_at;  // `done` on the wall clock, which the coordinator's log shares
+  absl::Time done_at;          // `done` on the wall clock, which the coordinator shares
+  absl::Time last_payload_in;  // t_in, as the aggregate says
   uint64_t aggregate_bytes = 0;
   uint32_t aggregate_crc = 0;  // the aggregate's own trailing CRC-32C: equal bytes, equal CRC
 };
@@ -656,6 +652,7 @@ absl::Status RunWorker(int index, Shared& shared) {
       if (event.kind == ClientEvent::Kind::kAggregate && event.step == step) {
         record.done = Clock::now();
         record.done_at = absl::Now();
+        record.last_payload_in = absl::FromUnixMicros(event.last_payload_unix_micros);
         aggregate = std::move(event.bytes);
         break;
       }
@@ -700,34 +697,6 @@ absl::Status RunWorker(int index, Shared& shared) {
 // ---------------------------------------------------------------------------------------------
 // One run per worker count.
 
-// When each step's last payload arrived, from the coordinator's per-step log lines
-// ("step 12 closed in ...; last payload in at 2026-11-27T14:15:26.123456Z)").
-using StepTimes = std::map<int64_t, absl::Time>;
-
-absl::StatusOr<StepTimes> LastPayloadTimes(const std::string& log_path) {
-  std::ifstream log(log_path);
-  if (!log) return absl::NotFoundError(absl::StrCat("cannot read ", log_path));
-  StepTimes times;
-  const std::string kIn = "; last payload in at ";
-  std::string line;
-  while (std::getline(log, line)) {
-    const size_t step_at = line.find(" info step ");
-    const size_t in_at = line.find(kIn);
-    if (step_at == std::string::npos || in_at == std::string::npos) continue;
-    int64_t step = 0;
-    absl::Time at;
-    std::string error;
-    const absl::string_view rest = absl::string_view(line).substr(step_at + 11);
-    const absl::string_view stamp = absl::string_view(line).substr(in_at + kIn.size(), 27);
-    if (!absl::SimpleAtoi(rest.substr(0, rest.find(' ')), &step) ||
-        !absl::ParseTime("%Y-%m-%dT%H:%M:%E6SZ", stamp, &at, &error)) {
-      return absl::InternalError(absl::StrCat("unreadable step line in ", log_path, ": ", line));
-    }
-    times[step] = at;
-  }
-  return times;
-}
-
 struct RunResult {
   int workers = 0;
   uint64_t payload_bytes = 0;  // per worker per step
@@ -762,9 +731,11 @@ absl::StatusOr<RunResult> RunOnce(RunSpec spec, const std::string& coordinator_b
                                   double tcp_bytes_per_s) {
   const int n = spec.workers;
   const std::string log_path = absl::StrCat("/tmp/demod-loadgen-", getpid(), "-", n, ".log");
+  const std::string port_path = absl::StrCat("/tmp/demod-loadgen-", getpid(), "-", n, ".port");
   std::vector<std::string> args = {
       spec.separate_connections ? "--listen=0.0.0.0:0" : "--listen=127.0.0.1:0",
       "--metrics=",
+      absl::StrCat("--port_file=", port_path),
       absl::StrCat("--run_id=loadgen-", n),
       absl::StrCat("--min_workers=", n),
       absl::StrCat("--max_workers=", std::max(n, 1)),
@@ -801,7 +772,8 @@ absl::StatusOr<RunResult> RunOnce(RunSpec spec, const std::string& coordinator_b
   absl::StatusOr<std::unique_ptr<CoordinatorProcess>> started =
       CoordinatorProcess::Start(coordinator_binary, args, log_path);
   absl::StatusOr<int> port =
-      started.ok() ? (*started)->WaitForPort(absl::Seconds(10)) : started.status();
+      started.ok() ? (*started)->WaitForPort(port_path, absl::Seconds(10)) : started.status();
+  unlink(port_path.c_str());
   if (spec.separate_connections) unlink(token_path.c_str());  // read at start-up only
   if (!started.ok()) return started.status();
   std::unique_ptr<CoordinatorProcess> coordinator = *std::move(started);
@@ -843,7 +815,6 @@ absl::StatusOr<RunResult> RunOnce(RunSpec spec, const std::string& coordinator_b
     if (!m->sample.ok()) return m->sample.status();
   }
 
-  DEMOD_ASSIGN_OR_RETURN(const StepTimes last_payload_in, LastPayloadTimes(log_path));
   RunResult r;
   r.workers = n;
   std::vector<double> latencies, walls, uploads;
@@ -863,13 +834,14 @@ absl::StatusOr<RunResult> RunOnce(RunSpec spec, const std::string& coordinator_b
       done = std::max(done, s.done);
       done_at = std::max(done_at, s.done_at);
     }
-    auto in = last_payload_in.find(step);
-    if (in == last_payload_in.end()) {
-      return absl::InternalError(absl::StrCat("N=", n, ": the coordinator's log (", log_path,
-                                              ") does not say when step ", step,
-                                              "'s last payload arrived"));
+    const absl::Time in = shared.step(0, step).last_payload_in;
+    if (in == absl::UnixEpoch()) {
+      return absl::InternalError(
+          absl::StrCat("N=", n, ": the aggregate of step ", step,
+                       " does not say when its last "
+                       "payload arrived (a coordinator older than this program?)"));
     }
-    latencies.push_back(absl::ToDoubleMilliseconds(done_at - in->second));
+    latencies.push_back(absl::ToDoubleMilliseconds(done_at - in));
     const double wall = Seconds(done - shared.start(step));
     walls.push_back(wall * 1e3);
     uploads.push_back(Seconds(sent - shared.start(step)) * 1e3);

@@ -20,8 +20,11 @@ std::vector<Frame> SplitIntoFrames(absl::string_view message, uint64_t max_frame
   return frames;
 }
 
-FrameAssembler::FrameAssembler(uint64_t max_message_bytes, uint64_t max_frame_bytes)
-    : max_message_bytes_(max_message_bytes), max_frame_bytes_(max_frame_bytes) {}
+FrameAssembler::FrameAssembler(uint64_t max_message_bytes, uint64_t max_frame_bytes,
+                               Restarts restarts)
+    : max_message_bytes_(max_message_bytes),
+      max_frame_bytes_(max_frame_bytes),
+      restarts_(restarts) {}
 
 absl::Status FrameAssembler::Fail(std::string message) {
   id_.reset();
@@ -37,6 +40,9 @@ absl::StatusOr<std::optional<std::string>> FrameAssembler::Add(int64_t id, uint6
   if (data.size() > max_frame_bytes_) {
     return Fail(absl::StrCat(what, "frame of ", data.size(), " bytes exceeds the limit of ",
                              max_frame_bytes_));
+  }
+  if (id_.has_value() && offset == 0 && restarts_ == Restarts::kAllowedAtOffsetZero) {
+    id_.reset();  // started over: what arrived of the incomplete message is dropped
   }
   if (id_.has_value() && *id_ != id) {
     return Fail(absl::StrCat(what, "frame arrived while message ", *id_, " is incomplete (",
@@ -75,10 +81,13 @@ absl::StatusOr<std::optional<std::string>> FrameAssembler::AddOwned(int64_t id,
                                                                     uint64_t total_bytes,
                                                                     uint64_t offset,
                                                                     std::string data) {
-  const bool whole = !id_.has_value() && offset == 0 && data.size() == total_bytes &&
-                     !data.empty() && data.size() <= max_frame_bytes_ &&
-                     total_bytes <= max_message_bytes_;
+  const bool idle = !id_.has_value() || restarts_ == Restarts::kAllowedAtOffsetZero;
+  const bool whole = idle && offset == 0 && data.size() == total_bytes && !data.empty() &&
+                     data.size() <= max_frame_bytes_ && total_bytes <= max_message_bytes_;
   if (!whole) return Add(id, total_bytes, offset, absl::string_view(data));
+  id_.reset();  // a restart drops what arrived of the incomplete message
+  total_ = 0;
+  buffer_.clear();
   return std::optional<std::string>(std::move(data));
 }
 

@@ -3,6 +3,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -69,6 +70,21 @@ void ExitWithReason(int code, absl::string_view message) {
   std::fprintf(stderr, "%s: %.*s\n", ProgramName().c_str(), static_cast<int>(message.size()),
                message.data());
   std::exit(code);
+}
+
+void WriteFileOrExit(const std::string& path, absl::string_view contents, absl::string_view what) {
+  const std::string temp = absl::StrCat(path, ".tmp.", getpid());
+  bool written = false;
+  {
+    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+    out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
+    out.close();
+    written = !out.fail();
+  }
+  if (!written || std::rename(temp.c_str(), path.c_str()) != 0) {
+    std::remove(temp.c_str());
+    ExitWithReason(kExitFailed, absl::StrCat("cannot write the ", what, " file ", path));
+  }
 }
 
 std::string ReadFileOrExit(const std::string& path, absl::string_view what) {

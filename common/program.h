@@ -48,6 +48,12 @@ void KeepLargeBlocksInHeap();
 // The file's bytes, or ExitWithReason(kExitUsage, "cannot read the <what> file <path>").
 std::string ReadFileOrExit(const std::string& path, absl::string_view what);
 
+// Writes `contents` to `path` whole: a reader finds no file, or the old one, or all of the new
+// one, never a part (it is written beside and renamed over). Another program waiting for the
+// file may read it as soon as it exists. ExitWithReason(kExitFailed, "cannot write the <what>
+// file <path>") on error.
+void WriteFileOrExit(const std::string& path, absl::string_view contents, absl::string_view what);
+
 }  // namespace demod
 
 #endif  // DEMOD_COMMON_PROGRAM_H_

@@ -22,7 +22,11 @@
 #include "common/program.h"
 #include "server/coordinator_server.h"
 
-ABSL_FLAG(std::string, listen, "0.0.0.0:7070", "gRPC address to serve workers on");
+ABSL_FLAG(std::string, listen, "0.0.0.0:7070",
+          "gRPC address to serve workers on; port 0 picks a free one (see --port_file)");
+ABSL_FLAG(std::string, port_file, "",
+          "once serving, write the gRPC port to this file (a number and a newline; the file "
+          "appears whole), so whoever started the coordinator knows where it listens");
 ABSL_FLAG(std::string, metrics, "0.0.0.0:9090",
           "address of the Prometheus /metrics endpoint; empty for none");
 ABSL_FLAG(std::string, state_dir, "",
@@ -165,6 +169,10 @@ int Main() {
   absl::StatusOr<std::unique_ptr<CoordinatorServer>> server =
       CoordinatorServer::Start(std::move(options));
   if (!server.ok()) ExitWithReason(kExitFailed, server.status().ToString());
+
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    WriteFileOrExit(absl::GetFlag(FLAGS_port_file), absl::StrCat((*server)->port(), "\n"), "port");
+  }
 
   // A signal is taken by a thread of its own (program.h), not inside gRPC's threads.
   OnStopSignal([s = server->get()](int signal) {

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/frame_assembler.h"
 #include "common/logging.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
@@ -40,26 +41,31 @@ void AppendLengthDelimitedHeader(int field, uint64_t length, std::string& out) {
 
 }  // namespace
 
-std::shared_ptr<const OutboundMessage> OutboundMessage::AggregateFrame(int64_t step,
-                                                                       uint64_t total_bytes,
-                                                                       uint64_t offset,
-                                                                       std::string data) {
-  // Protobuf writes fields in field-number order; data is the frame's last field, so the bytes
-  // are: the frame's tag and length, its other fields, data's tag and length, then data.
-  v1::AggregateFrame fields;
-  fields.set_step(step);
-  fields.set_total_bytes(total_bytes);
-  fields.set_offset(offset);
+std::shared_ptr<const OutboundMessage> OutboundMessage::AggregateFrame(
+    int64_t step, uint64_t total_bytes, uint64_t offset, std::string data,
+    int64_t last_payload_unix_micros) {
+  // Protobuf writes fields in field-number order, and data is the only field that is not a
+  // scalar: the bytes are the frame's tag and length, the fields before data, data's tag and
+  // length, data, then the fields after it.
   static_assert(v1::AggregateFrame::kDataFieldNumber > v1::AggregateFrame::kOffsetFieldNumber &&
                 v1::AggregateFrame::kDataFieldNumber > v1::AggregateFrame::kTotalBytesFieldNumber &&
-                v1::AggregateFrame::kDataFieldNumber > v1::AggregateFrame::kStepFieldNumber);
-  std::string frame_head = fields.SerializeAsString();
+                v1::AggregateFrame::kDataFieldNumber > v1::AggregateFrame::kStepFieldNumber &&
+                v1::AggregateFrame::kLastPayloadUnixMicrosFieldNumber >
+                    v1::AggregateFrame::kDataFieldNumber);
+  v1::AggregateFrame before;
+  before.set_step(step);
+  before.set_total_bytes(total_bytes);
+  before.set_offset(offset);
+  std::string frame_head = before.SerializeAsString();
   if (!data.empty()) {
     AppendLengthDelimitedHeader(v1::AggregateFrame::kDataFieldNumber, data.size(), frame_head);
   }
+  v1::AggregateFrame after;
+  after.set_last_payload_unix_micros(last_payload_unix_micros);
+  const std::string frame_tail = after.SerializeAsString();
   std::string head;
   AppendLengthDelimitedHeader(v1::CoordinatorMessage::kAggregateFieldNumber,
-                              frame_head.size() + data.size(), head);
+                              frame_head.size() + data.size() + frame_tail.size(), head);
   head += frame_head;
 
   std::vector<grpc::Slice> slices;
@@ -71,7 +77,23 @@ std::shared_ptr<const OutboundMessage> OutboundMessage::AggregateFrame(int64_t s
         owned->data(), owned->size(),
         [](void* string) { delete static_cast<std::string*>(string); }, owned);
   }
+  if (!frame_tail.empty()) slices.emplace_back(frame_tail);
   return std::make_shared<const OutboundMessage>(grpc::ByteBuffer(slices.data(), slices.size()));
+}
+
+std::vector<std::shared_ptr<const OutboundMessage>> OutboundMessage::AggregateFrames(
+    int64_t step, std::string aggregate, uint64_t max_frame_bytes,
+    int64_t last_payload_unix_micros) {
+  std::vector<std::shared_ptr<const OutboundMessage>> frames;
+  const uint64_t total_bytes = aggregate.size();
+  const std::vector<Frame> parts = SplitIntoFrames(aggregate, max_frame_bytes);
+  for (const Frame& f : parts) {
+    frames.push_back(AggregateFrame(step, total_bytes, f.offset,
+                                    parts.size() == 1 ? std::move(aggregate)  // no copy
+                                                      : std::string(f.data),
+                                    last_payload_unix_micros));
+  }
+  return frames;
 }
 
 }  // namespace demod

@@ -9,20 +9,17 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "common/aggregation.h"
 #include "common/layout_table.h"
 #include "common/logging.h"
 #include "common/payload_codec.h"
 #include "common/run_in_parallel.h"
 #include "common/status_macros.h"
-#include "server/fingerprint_vote.h"
 #include "server/tensor_table.h"
 
 namespace demod {
 namespace {
 
-constexpr uint32_t kProtocolVersion = 1;
 // A flush of at least 2 x kChannelsPerFanOutThread channels (a step's aggregate to that many
 // members) is spread over up to kMaxFanOutThreads threads.
 constexpr size_t kChannelsPerFanOutThread = 4;
@@ -137,7 +134,8 @@ absl::StatusOr<std::unique_ptr<RunCoordinator>> RunCoordinator::Create(Options o
 RunCoordinator::RunCoordinator(Options options, int64_t completed_steps, bool resumed)
     : config_(options.config),
       metrics_(options.metrics),
-      machine_(config_, completed_steps, resumed) {
+      machine_(config_, completed_steps, resumed),
+      relay_(config_.max_frame_bytes) {
   if (options.store.has_value()) {
     saver_ = std::make_unique<RunStateSaver>(
         *std::move(options.store), [metrics = metrics_](const absl::Status& s) {
@@ -206,10 +204,10 @@ absl::StatusOr<WorkerId> RunCoordinator::Admit(const v1::Join& join,
                                                absl::Time now) {
   absl::MutexLock lock(&mu_);
   if (shut_down_) return absl::UnavailableError("the coordinator is shutting down");
-  if (join.protocol_version() != kProtocolVersion) {
+  if (join.protocol_version() != v1::PROTOCOL_VERSION) {
     return absl::FailedPreconditionError(
         absl::StrCat("join: protocol version ", join.protocol_version(), " is not supported",
-                     " (this coordinator speaks ", kProtocolVersion, ")"));
+                     " (this coordinator speaks ", v1::PROTOCOL_VERSION, ")"));
   }
   DEMOD_RETURN_IF_ERROR(CheckWorkerName(join.worker_name()));
   if (!join.run_id().empty() && join.run_id() != config_.run_id) {
@@ -218,7 +216,7 @@ absl::StatusOr<WorkerId> RunCoordinator::Admit(const v1::Join& join,
                                                       config_.run_id, "'"));
   }
   if (machine_.finished()) {
-    return absl::FailedPreconditionError(
+    return absl::OutOfRangeError(
         absl::StrCat("run ", config_.run_id, " has finished all ", config_.total_steps, " steps"));
   }
   const bool adopting = persisted_.tensors.empty();
@@ -409,8 +407,7 @@ absl::Status RunCoordinator::OnPayload(WorkerId worker, StepPayload payload, uin
   const int64_t step = payload.step;
   if (!machine_.open_step().has_value() && step == machine_.completed_steps() + 1) {
     // Paused: the payload is still valid when the step opens (the parameters do not move).
-    early_payloads_[worker] = std::move(payload);
-    payload_bytes_[worker] = bytes;
+    early_payloads_[worker] = TakenPayload{std::move(payload), bytes};
     return absl::OkStatus();
   }
   absl::StatusOr<std::vector<Action>> actions = machine_.Payload(worker, step, now);
@@ -428,12 +425,8 @@ absl::Status RunCoordinator::OnPayload(WorkerId worker, StepPayload payload, uin
     return a.kind == Action::Kind::kRejectLate && a.worker == worker;
   });
   if (accepted) {
-    payloads_[worker] = std::move(payload);
-    payload_bytes_[worker] = bytes;
-    if (step_.has_value()) {
-      if (!step_->first_payload.has_value()) step_->first_payload = now;
-      step_->last_payload = now;
-    }
+    payloads_[worker] = TakenPayload{std::move(payload), bytes};
+    if (step_.has_value()) step_->PayloadTaken(now);
   }
   Apply(*std::move(actions), now);
   return absl::OkStatus();
@@ -442,46 +435,17 @@ absl::Status RunCoordinator::OnPayload(WorkerId worker, StepPayload payload, uin
 absl::Status RunCoordinator::OnStateFrame(WorkerId donor, const StateFrameHeader& frame,
                                           std::shared_ptr<const OutboundMessage> relay,
                                           absl::Time now) {
-  auto transfer = relays_.find(frame.joiner_id);
-  if (transfer == relays_.end() || transfer->second.donor != donor) {
-    // The joiner left or got another donor while this one was streaming: nothing to relay.
-    return absl::OkStatus();
-  }
-  Relay& r = transfer->second;
-  if (frame.offset == 0) {
-    if (frame.total_bytes == 0 || frame.total_bytes > max_state_bytes_) {
-      return absl::InvalidArgumentError(absl::StrCat("state for worker ", frame.joiner_id,
-                                                     ": total_bytes ", frame.total_bytes,
-                                                     " is not in [1, ", max_state_bytes_, "]"));
-    }
-    if (frame.step < 0 || frame.step > machine_.completed_steps()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("state for worker ", frame.joiner_id, ": step ", frame.step,
-                       " is not a completed step (", machine_.completed_steps(), " completed)"));
-    }
-    r.total_bytes = frame.total_bytes;
-    r.step = frame.step;
-    r.next_offset = 0;
-  }
-  if (r.total_bytes == 0 || frame.offset != r.next_offset || frame.total_bytes != r.total_bytes ||
-      frame.step != r.step || frame.data_bytes > static_cast<uint64_t>(config_.max_frame_bytes) ||
-      frame.data_bytes > r.total_bytes - r.next_offset || frame.data_bytes == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "state frame for worker ", frame.joiner_id, " at offset ", frame.offset, " with ",
-        frame.data_bytes, " bytes of ", frame.total_bytes, " for step ", frame.step,
-        " does not continue the transfer (expected offset ", r.next_offset, " of ", r.total_bytes,
-        ", frames of 1 to ", config_.max_frame_bytes, " bytes)"));
-  }
-  r.next_offset += frame.data_bytes;
+  DEMOD_ASSIGN_OR_RETURN(ParameterRelay::Judged judged,
+                         relay_.Judge(donor, frame, max_state_bytes_, machine_.completed_steps()));
+  if (judged.verdict == ParameterRelay::Verdict::kDrop) return absl::OkStatus();
   const WorkerId joiner = frame.joiner_id;
   machine_.StateProgress(joiner, now);
   SendTo(joiner, std::move(relay));
-  if (r.next_offset < r.total_bytes) return absl::OkStatus();
-  metrics_->StateTransfer(r.total_bytes);
+  if (judged.verdict != ParameterRelay::Verdict::kRelayLast) return absl::OkStatus();
+  metrics_->StateTransfer(judged.total_bytes);
   Log(LogLevel::kInfo,
-      absl::StrCat("worker ", joiner, " received ", r.total_bytes, " bytes of parameters (step ",
-                   r.step, ") from worker ", donor));
-  relays_.erase(transfer);
+      absl::StrCat("worker ", joiner, " received ", judged.total_bytes,
+                   " bytes of parameters (step ", judged.step, ") from worker ", donor));
   DEMOD_ASSIGN_OR_RETURN(std::vector<Action> actions, machine_.StateTransferred(joiner, now));
   Apply(std::move(actions), now);
   return absl::OkStatus();
@@ -494,44 +458,25 @@ absl::Status RunCoordinator::OnFingerprint(WorkerId worker, const v1::Fingerprin
                                                    ", which has not closed (",
                                                    machine_.completed_steps(), " closed)"));
   }
-  // Only members that were active for the whole step vote: a worker receiving parameters, or
-  // activated later, has nothing comparable to report.
-  auto since = active_since_.find(worker);
-  if (relays_.count(worker) > 0 || since == active_since_.end() ||
-      since->second > fingerprint.step()) {
-    return absl::OkStatus();
-  }
-  if (fingerprint.step() < fingerprint_step_) return absl::OkStatus();  // superseded
-  if (fingerprint.step() > fingerprint_step_) {
-    fingerprint_step_ = fingerprint.step();
-    fingerprints_.clear();
-  }
-  fingerprints_[worker] = fingerprint.hash();
-  // Decide once every member that voted-eligible for this step has reported it.
-  for (const auto& [id, first_step] : active_since_) {
-    if (first_step <= fingerprint_step_ && relays_.count(id) == 0 && fingerprints_.count(id) == 0) {
-      return absl::OkStatus();
-    }
-  }
-  if (fingerprints_.size() < 2) return absl::OkStatus();
-  const FingerprintVerdict verdict = VoteOnFingerprints(fingerprints_);
-  fingerprints_.clear();
-  for (WorkerId divergent : verdict.divergent) {
+  const std::optional<FingerprintVerdict> verdict =
+      fingerprints_.Report(worker, fingerprint.step(), fingerprint.hash());
+  if (!verdict.has_value()) return absl::OkStatus();
+  for (WorkerId divergent : verdict->divergent) {
     const std::string& name = members_.at(divergent).name;
     metrics_->FingerprintMismatch(name);
     absl::StatusOr<std::vector<Action>> actions =
-        machine_.Resync(divergent, verdict.divergent, now);
+        machine_.Resync(divergent, verdict->divergent, now);
     Log(LogLevel::kWarning,
-        absl::StrCat("worker ", divergent, " '", name, "' diverged at step ", fingerprint_step_,
-                     " (", verdict.agreeing.size(), " of ",
-                     verdict.agreeing.size() + verdict.divergent.size(),
+        absl::StrCat("worker ", divergent, " '", name, "' diverged at step ", fingerprint.step(),
+                     " (", verdict->agreeing.size(), " of ",
+                     verdict->agreeing.size() + verdict->divergent.size(),
                      " agree): ", actions.ok() ? "resyncing" : actions.status().message()));
     if (!actions.ok()) continue;
-    active_since_.erase(divergent);
+    fingerprints_.Deactivated(divergent);
     SendControl(divergent,
                 MakeControl(v1::Control::KIND_RESYNC,
                             absl::StrCat("parameters differ from the majority's after step ",
-                                         fingerprint_step_)));
+                                         fingerprint.step())));
     Apply(*std::move(actions), now);
   }
   return absl::OkStatus();
@@ -549,8 +494,8 @@ void RunCoordinator::Apply(std::vector<Action> initial, absl::Time now) {
       case Action::Kind::kWelcome: {
         // Active now: any transfer is over (or moot: a joiner left without a donor becomes
         // the seed), and its fingerprints count from this step on.
-        relays_.erase(action.worker);
-        active_since_[action.worker] = action.step;
+        relay_.End(action.worker);
+        fingerprints_.Activated(action.worker, action.step);
         v1::Control control = MakeControl(v1::Control::KIND_ACTIVE, action.reason);
         control.add_steps(action.step);
         SendControl(action.worker, std::move(control));
@@ -607,7 +552,8 @@ void RunCoordinator::Apply(std::vector<Action> initial, absl::Time now) {
 }
 
 void RunCoordinator::RequestState(const Action& request) {
-  relays_[request.worker] = Relay{request.donor};
+  relay_.Start(request.worker, request.donor);
+  fingerprints_.Deactivated(request.worker);  // its parameters are about to be replaced
   v1::Control control = MakeControl(v1::Control::KIND_SEND_STATE, request.reason);
   control.set_joiner_id(request.worker);
   SendControl(request.donor, std::move(control));
@@ -616,18 +562,17 @@ void RunCoordinator::RequestState(const Action& request) {
 
 void RunCoordinator::OpenStep(const Action& open, absl::Time now, std::vector<Action>& more) {
   if (machine_.paused() == false) metrics_->SetPaused(false);
-  step_ = StepInProgress{open.step, now, open.workers, std::nullopt, std::nullopt};
+  step_.emplace(open.step, now, open.workers);
   payloads_.clear();
   // Payloads that waited out a pause count now, if their senders are expected.
-  std::map<WorkerId, StepPayload> early = std::move(early_payloads_);
+  std::map<WorkerId, TakenPayload> early = std::move(early_payloads_);
   early_payloads_.clear();
-  for (auto& [worker, payload] : early) {
-    if (payload.step != open.step || members_.count(worker) == 0) continue;
+  for (auto& [worker, taken] : early) {
+    if (taken.payload.step != open.step || members_.count(worker) == 0) continue;
     absl::StatusOr<std::vector<Action>> actions = machine_.Payload(worker, open.step, now);
     if (!actions.ok()) continue;  // not expected: it rejoined or was not active
-    payloads_[worker] = std::move(payload);
-    if (!step_->first_payload.has_value()) step_->first_payload = now;
-    step_->last_payload = now;
+    payloads_[worker] = std::move(taken);
+    step_->PayloadTaken(now);
     more.insert(more.end(), actions->begin(), actions->end());
   }
 }
@@ -636,8 +581,9 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
   std::vector<Contribution> contributions;
   uint64_t bytes_in = 0;
   for (WorkerId id : close.workers) {
-    contributions.push_back({id, &payloads_.at(id)});
-    bytes_in += payload_bytes_[id];
+    const TakenPayload& taken = payloads_.at(id);
+    contributions.push_back({id, &taken.payload});
+    bytes_in += taken.bytes;
   }
   absl::StatusOr<std::string> encoded = AggregateStepEncoded(contributions, *layouts_);
   if (!encoded.ok()) {
@@ -648,7 +594,6 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
     return;
   }
   payloads_.clear();
-  payload_bytes_.clear();
   // The aggregate leaves once every earlier state is on disk, while this step's own save goes
   // on beside the next step: the saved state is never more than one step from the workers',
   // and a restarted coordinator takes the seed's step (StepMachine::Join). The wait holds the
@@ -656,59 +601,28 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
   // takes less time than a save).
   if (saver_ != nullptr) saver_->WaitForSaves();
   Save();
-  // Built once and shared by every member's stream, which writes the same serialized bytes.
-  std::vector<std::shared_ptr<const OutboundMessage>> frames;
-  const uint64_t total_bytes = encoded->size();
-  const std::vector<Frame> parts = SplitIntoFrames(*encoded, config_.max_frame_bytes);
-  for (const Frame& f : parts) {
-    frames.push_back(OutboundMessage::AggregateFrame(
-        close.step, total_bytes, f.offset,
-        parts.size() == 1 ? *std::move(encoded)  // the common case: no copy
-                          : std::string(f.data)));
-  }
-  uint64_t bytes_out = 0;
-  for (auto& [id, member] : members_) {
-    for (const auto& frame : frames) SendTo(id, frame);
-    bytes_out += total_bytes;
-  }
-  StepInProgress step;
-  if (step_.has_value()) {
-    step = *step_;
-  } else {
-    step.step = close.step;
-    step.opened = now;
-  }
+  const StepRecord record = step_.has_value() ? *std::move(step_) : StepRecord(close.step, now, {});
   step_.reset();
-  for (WorkerId id : step.expected) {
-    if (!std::binary_search(close.workers.begin(), close.workers.end(), id) &&
-        members_.count(id) > 0) {
-      metrics_->ContributionMissed(members_.at(id).name);
+  const std::optional<absl::Time> last_payload = record.last_payload();
+  const uint64_t bytes_out = encoded->size() * members_.size();
+  SendToAll(OutboundMessage::AggregateFrames(
+      close.step, *std::move(encoded), config_.max_frame_bytes,
+      last_payload.has_value() ? absl::ToUnixMicros(*last_payload) : 0));
+  RecordClosedStep(record.Close(now, close.workers, bytes_in, bytes_out, close.reason));
+}
+
+void RunCoordinator::RecordClosedStep(const StepSummary& summary) {
+  for (WorkerId id : summary.missing) {
+    if (auto it = members_.find(id); it != members_.end()) {
+      metrics_->ContributionMissed(it->second.name);
     }
   }
-  const absl::Duration duration = now - step.opened;
-  // From the first payload to the close: the last payload's arrival, or the deadline when
-  // someone did not send (what the fastest worker waited for the slowest).
-  const absl::Duration barrier =
-      step.first_payload.has_value() ? now - *step.first_payload : absl::ZeroDuration();
-  metrics_->StepClosed(absl::ToDoubleSeconds(duration), absl::ToDoubleSeconds(barrier),
-                       static_cast<int>(close.workers.size()),
-                       static_cast<int>(step.expected.size()),
-                       static_cast<uint64_t>(TotalElements(*layouts_)) * 4 * close.workers.size());
-  metrics_->SetCurrentStep(close.step);
-  Log(LogLevel::kInfo,
-      absl::StrCat("step ", close.step, " closed in ",
-                   absl::FormatDuration(absl::Trunc(duration, absl::Microseconds(100))),
-                   ": contributors [", absl::StrJoin(close.workers, ","), "] of ",
-                   step.expected.size(), ", ", bytes_in, " bytes in, ", bytes_out, " bytes out (",
-                   close.reason,
-                   // To the microsecond, so that a tool on this host can time the step's
-                   // coordination (demod-loadgen does: last payload in -> aggregate delivered).
-                   step.last_payload.has_value()
-                       ? absl::StrCat("; last payload in at ",
-                                      absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", *step.last_payload,
-                                                       absl::UTCTimeZone()))
-                       : std::string(),
-                   ")"));
+  metrics_->StepClosed(
+      absl::ToDoubleSeconds(summary.duration), absl::ToDoubleSeconds(summary.barrier_wait),
+      static_cast<int>(summary.contributors.size()), static_cast<int>(summary.expected),
+      static_cast<uint64_t>(TotalElements(*layouts_)) * 4 * summary.contributors.size());
+  metrics_->SetCurrentStep(summary.step);
+  Log(LogLevel::kInfo, summary.LogLine());
 }
 
 void RunCoordinator::Expel(WorkerId worker, const absl::Status& status, LeaveReason metric_reason,
@@ -733,10 +647,9 @@ void RunCoordinator::Forget(WorkerId worker, const std::string& event, const std
   metrics_->RemoveWorker(it->second.name);
   Record(it->second.name, event, reason, now);
   members_.erase(it);
-  relays_.erase(worker);
+  relay_.End(worker);
   early_payloads_.erase(worker);
-  fingerprints_.erase(worker);
-  active_since_.erase(worker);
+  fingerprints_.Deactivated(worker);
 }
 
 void RunCoordinator::Malformed(WorkerId worker, const absl::Status& status, absl::Time now) {
@@ -810,6 +723,13 @@ void RunCoordinator::SendTo(WorkerId worker, std::shared_ptr<const OutboundMessa
   unflushed_.push_back(it->second.channel);
 }
 
+void RunCoordinator::SendToAll(
+    const std::vector<std::shared_ptr<const OutboundMessage>>& messages) {
+  for (const auto& [id, member] : members_) {
+    for (const auto& message : messages) SendTo(id, message);
+  }
+}
+
 void RunCoordinator::EndStream(Member& member, const absl::Status& status) {
   member.channel->End(status);
   unflushed_.push_back(member.channel);
@@ -837,10 +757,7 @@ void RunCoordinator::SendControl(WorkerId worker, v1::Control control) {
   SendTo(worker, ControlMessage(std::move(control)));
 }
 
-void RunCoordinator::Broadcast(const v1::Control& control) {
-  std::shared_ptr<const OutboundMessage> message = ControlMessage(control);
-  for (auto& [id, member] : members_) SendTo(id, message);
-}
+void RunCoordinator::Broadcast(const v1::Control& control) { SendToAll({ControlMessage(control)}); }
 
 void RunCoordinator::Record(const std::string& worker, const std::string& event,
                             const std::string& reason, absl::Time now) {

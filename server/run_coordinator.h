@@ -6,12 +6,12 @@
 // - Payload frames are reassembled per worker, decoded and checked against the run's layout
 //   table; when a step closes its contributors' payloads are aggregated once, encoded once
 //   and the same frames are queued to every member (members still receiving parameters
-//   too, so they can catch up).
-// - Parameters for a joiner are relayed frame by frame from the donor the machine picks (each
-//   frame checked, then sent on as the bytes received); if the donor leaves or stalls, the
-//   machine picks another and the transfer restarts at offset 0.
-// - Fingerprints reported for a step are compared across workers; a minority is resynced from
-//   the majority.
+//   too, so they can catch up). StepRecord sums the step up for the metrics and the log.
+// - Parameters for a joiner are relayed frame by frame from the donor the machine picks, each
+//   frame judged by ParameterRelay and sent on as the bytes received; if the donor leaves or
+//   stalls, the machine picks another and the transfer restarts at offset 0.
+// - Fingerprints reported for a step are compared across workers (FingerprintRound); a
+//   minority is resynced from the majority.
 // - At every step boundary the run's state is saved to the RunStore, on a thread of its own
 //   (RunStateSaver): a step's aggregate waits only for the save of the step before, so the
 //   saved state is never more than one step from the workers' (while saves succeed), and a
@@ -41,12 +41,15 @@
 #include "common/sparse_payload.h"
 #include "demod/v1/coordinator.pb.h"
 #include "server/coordinator_metrics.h"
+#include "server/fingerprint_round.h"
 #include "server/member_channel.h"
 #include "server/outbound_message.h"
+#include "server/parameter_relay.h"
 #include "server/run_state_saver.h"
 #include "server/run_store.h"
 #include "server/state_frame_header.h"
 #include "server/step_machine.h"
+#include "server/step_record.h"
 
 namespace demod {
 
@@ -101,18 +104,10 @@ class RunCoordinator {
     uint64_t bytes_received = 0;
     uint64_t bytes_sent = 0;
   };
-  struct Relay {  // parameters streaming from a donor to a joiner
-    WorkerId donor;
-    uint64_t next_offset = 0;
-    uint64_t total_bytes = 0;
-    int64_t step = 0;
-  };
-  struct StepInProgress {
-    int64_t step = 0;
-    absl::Time opened;
-    std::vector<WorkerId> expected;
-    std::optional<absl::Time> first_payload;
-    std::optional<absl::Time> last_payload;
+  // A decoded payload and its size on the wire.
+  struct TakenPayload {
+    StepPayload payload;
+    uint64_t bytes = 0;
   };
 
   // A payload whose last frame arrived, to be decoded outside the lock.
@@ -151,6 +146,8 @@ class RunCoordinator {
   void OpenStep(const Action& open, absl::Time now, std::vector<Action>& more)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseStep(const Action& close, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Metrics and the log line of a step that closed.
+  void RecordClosedStep(const StepSummary& summary) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RequestState(const Action& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the member's stream with `status` and removes it from the run.
   void Expel(WorkerId worker, const absl::Status& status, LeaveReason metric_reason, absl::Time now)
@@ -158,6 +155,9 @@ class RunCoordinator {
   void Forget(WorkerId worker, const std::string& event, const std::string& reason, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendTo(WorkerId worker, std::shared_ptr<const OutboundMessage> message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues `messages`, in order, to every member.
+  void SendToAll(const std::vector<std::shared_ptr<const OutboundMessage>>& messages)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndStream(Member& member, const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts the writes queued under the lock; every entry point that may queue calls it last.
@@ -182,18 +182,13 @@ class RunCoordinator {
   uint64_t max_payload_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t max_state_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<WorkerId, Member> members_ ABSL_GUARDED_BY(mu_);
-  std::map<WorkerId, Relay> relays_ ABSL_GUARDED_BY(mu_);  // by joiner
-  std::optional<StepInProgress> step_ ABSL_GUARDED_BY(mu_);
+  ParameterRelay relay_ ABSL_GUARDED_BY(mu_);
+  FingerprintRound fingerprints_ ABSL_GUARDED_BY(mu_);
+  std::optional<StepRecord> step_ ABSL_GUARDED_BY(mu_);  // the open step
   // Decoded payloads of the open step, and payloads for the next step that arrived while
   // the run was paused (they wait for it to open).
-  std::map<WorkerId, StepPayload> payloads_ ABSL_GUARDED_BY(mu_);
-  std::map<WorkerId, StepPayload> early_payloads_ ABSL_GUARDED_BY(mu_);
-  std::map<WorkerId, uint64_t> payload_bytes_ ABSL_GUARDED_BY(mu_);
-  // Fingerprints of the latest fingerprinted step, by worker.
-  int64_t fingerprint_step_ ABSL_GUARDED_BY(mu_) = 0;
-  std::map<WorkerId, uint64_t> fingerprints_ ABSL_GUARDED_BY(mu_);
-  // Active members and the first step each contributed to.
-  std::map<WorkerId, int64_t> active_since_ ABSL_GUARDED_BY(mu_);
+  std::map<WorkerId, TakenPayload> payloads_ ABSL_GUARDED_BY(mu_);
+  std::map<WorkerId, TakenPayload> early_payloads_ ABSL_GUARDED_BY(mu_);
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   // Channels with messages or an end queued since the last FlushChannels.
   std::vector<std::shared_ptr<MemberChannel>> unflushed_ ABSL_GUARDED_BY(mu_);

@@ -134,7 +134,7 @@ absl::StatusOr<StepMachine::Joined> StepMachine::Join(const std::string& name, a
     completed_steps_ = resume_step;
     finished_ = completed_steps_ >= config_.total_steps;
   }
-  if (finished_) return absl::FailedPreconditionError("the run has finished");
+  if (finished_) return absl::OutOfRangeError("the run has finished");
   if (completed_steps_ > 0 && resume_step <= 0 && Holders({}).empty()) {
     // It would be the seed, and its untrained parameters would replace the run's.
     return absl::UnavailableError(absl::StrCat(

@@ -92,8 +92,8 @@ class StepMachine {
     std::vector<Action> actions;
   };
   // `resume_step`: the last step the worker's parameters include (0 for none). RESOURCE_EXHAUSTED
-  // at max_workers, ALREADY_EXISTS for a name in use, FAILED_PRECONDITION once the run has
-  // finished, UNAVAILABLE for a would-be seed with no step (see the rules above).
+  // at max_workers, ALREADY_EXISTS for a name in use, OUT_OF_RANGE once the run has finished,
+  // UNAVAILABLE for a would-be seed with no step (see the rules above).
   absl::StatusOr<Joined> Join(const std::string& name, absl::Time now, int64_t resume_step = 0);
   // A frame of the joiner's parameters went on to it: its transfer is moving.
   void StateProgress(WorkerId joiner, absl::Time now);

@@ -85,6 +85,44 @@ TEST(FrameAssemblerTest, RejectsEveryInconsistency) {
   }
 }
 
+// The rule decided once, for both sides: a restart at offset 0 is an error unless the stream
+// allows it (a worker's parameter transfer, which a new donor starts over).
+TEST(FrameAssemblerTest, ARestartAtOffsetZeroIsRefusedByDefault) {
+  FrameAssembler assembler(1000, 500);
+  EXPECT_FALSE(assembler.Add(4, 6, 0, "abc")->has_value());
+  absl::StatusOr<std::optional<std::string>> same = assembler.Add(4, 6, 0, "abc");
+  EXPECT_EQ(same.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(same.status().message(), HasSubstr("frame at offset 0, expected 3"));
+  EXPECT_FALSE(assembler.Add(4, 6, 0, "abc")->has_value());
+  absl::StatusOr<std::optional<std::string>> other = assembler.Add(5, 6, 0, "abc");
+  EXPECT_THAT(other.status().message(), HasSubstr("while message 4 is incomplete"));
+  EXPECT_FALSE(assembler.Add(4, 6, 0, "abc")->has_value());
+  EXPECT_FALSE(assembler.AddOwned(5, 3, 0, "xyz").ok());  // whole, but still a restart
+}
+
+TEST(FrameAssemblerTest, ARestartAtOffsetZeroStartsTheMessageOverWhereAllowed) {
+  FrameAssembler assembler(1000, 500, FrameAssembler::Restarts::kAllowedAtOffsetZero);
+  EXPECT_FALSE(assembler.Add(4, 6, 0, "abc")->has_value());
+  // Another message (a new donor's parameters, of another step and size) replaces it.
+  EXPECT_FALSE(assembler.Add(3, 4, 0, "wx")->has_value());
+  EXPECT_EQ(**assembler.Add(3, 4, 2, "yz"), "wxyz");
+  EXPECT_FALSE(assembler.in_progress());
+  // The same message again from its start.
+  EXPECT_FALSE(assembler.Add(7, 6, 0, "abc")->has_value());
+  EXPECT_FALSE(assembler.Add(7, 6, 0, "ABC")->has_value());
+  EXPECT_EQ(**assembler.Add(7, 6, 3, "DEF"), "ABCDEF");
+  // A whole message in one taken frame drops the incomplete one too.
+  EXPECT_FALSE(assembler.Add(8, 6, 0, "abc")->has_value());
+  EXPECT_EQ(**assembler.AddOwned(9, 3, 0, "xyz"), "xyz");
+  EXPECT_FALSE(assembler.in_progress());
+  // Everything else is still checked: only offset 0 starts over.
+  EXPECT_FALSE(assembler.Add(8, 6, 0, "abc")->has_value());
+  EXPECT_THAT(assembler.Add(9, 6, 3, "def").status().message(),
+              HasSubstr("while message 8 is incomplete"));
+  EXPECT_THAT(assembler.Add(8, 2000, 0, "abc").status().message(),
+              HasSubstr("2000 bytes exceeds the limit of 1000"));
+}
+
 TEST(FrameAssemblerTest, HandsBackAOneFrameMessageWithoutCopying) {
   FrameAssembler assembler(1000, 500);
   std::string frame = Bytes(300);

@@ -737,7 +737,7 @@ TEST_F(CoordinatorServiceTest, FinishedRunEndsEveryStreamAndRefusesJoins) {
   Expect(*a, Kind::kFinished);
   EXPECT_TRUE(Expect(*a, Kind::kEnded).status.ok());
   EXPECT_EQ(CoordinatorClient::Connect(Options("late")).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+            absl::StatusCode::kOutOfRange);
   EXPECT_TRUE(Status().finished());
 }
 

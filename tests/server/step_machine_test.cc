@@ -313,7 +313,7 @@ TEST(StepMachineTest, FinishesAfterTotalSteps) {
   auto last = m.Payload(1, 2, At(2));
   ASSERT_THAT(Kinds(*last), ElementsAre(Kind::kCloseStep, Kind::kFinish));
   EXPECT_TRUE(m.finished());
-  EXPECT_EQ(m.Join("x", At(3)).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(m.Join("x", At(3)).status().code(), absl::StatusCode::kOutOfRange);
 }
 
 TEST(StepMachineTest, ResumesAfterTheCompletedSteps) {
@@ -397,7 +397,7 @@ TEST(StepMachineTest, ResumedSeedOneStepBehindRunsThatStepAgain) {
 TEST(StepMachineTest, ResumedSeedAtTheLastStepFinishesTheRun) {
   RunConfig c = Config(1);
   StepMachine m(c, c.total_steps - 1, /*resumed=*/true);
-  EXPECT_EQ(m.Join("a", kT0, c.total_steps).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(m.Join("a", kT0, c.total_steps).status().code(), absl::StatusCode::kOutOfRange);
   EXPECT_TRUE(m.finished());
   EXPECT_EQ(m.completed_steps(), c.total_steps);
 }

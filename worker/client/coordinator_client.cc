@@ -1,5 +1,6 @@
 #include "worker/client/coordinator_client.h"
 
+#include <iterator>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -9,7 +10,6 @@
 namespace demod {
 namespace {
 
-constexpr uint32_t kProtocolVersion = 1;
 // A worker trusts its coordinator, but not without bound: no single aggregate or parameter
 // transfer it accepts is larger than this.
 constexpr uint64_t kMaxIncomingMessageBytes = uint64_t{16} << 30;
@@ -31,6 +31,7 @@ const char* ClientEventKindName(ClientEvent::Kind kind) {
   static const char* const kNames[] = {"aggregate", "active",        "not_included", "send_state",
                                        "state",     "resync",        "paused",       "evicted",
                                        "finished",  "shutting_down", "ended"};
+  static_assert(std::size(kNames) == static_cast<size_t>(ClientEvent::Kind::kLast) + 1);
   return kNames[static_cast<int>(kind)];
 }
 
@@ -65,7 +66,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(
   client->stream_ = client->stub_->Train(&client->context_);
   v1::WorkerMessage join;
   *join.mutable_join() = options.join;
-  join.mutable_join()->set_protocol_version(kProtocolVersion);
+  join.mutable_join()->set_protocol_version(v1::PROTOCOL_VERSION);
   v1::CoordinatorMessage first;
   if (!client->stream_->Write(join) || !client->stream_->Read(&first)) {
     // Refused: the status says why.
@@ -76,7 +77,12 @@ absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(
     client->stream_->Finish();
     return absl::InternalError("the coordinator's first message was not a welcome");
   }
+  client->join_ = join.join();
   client->welcome_ = first.welcome();
+  const uint64_t max_frame_bytes = client->welcome_.run().max_frame_bytes();
+  client->aggregate_frames_.emplace(kMaxIncomingMessageBytes, max_frame_bytes);
+  client->state_frames_.emplace(kMaxIncomingMessageBytes, max_frame_bytes,
+                                FrameAssembler::Restarts::kAllowedAtOffsetZero);
   {
     absl::MutexLock lock(&client->write_mu_);
     client->last_write_ = absl::Now();
@@ -161,36 +167,20 @@ void CoordinatorClient::Push(ClientEvent event) {
   events_.push_back(std::move(event));
 }
 
-// Frames of a message arrive in order. A frame at offset 0 starts the message over (a parameter
-// transfer restarted by a new donor).
-absl::Status CoordinatorClient::ReceiveFrame(ClientEvent::Kind kind, const char* what, int64_t step,
-                                             uint64_t total, uint64_t offset, std::string&& data,
-                                             Reassembly& reassembly) {
-  if (offset == 0) {
-    if (total > kMaxIncomingMessageBytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, " of step ", step, " announces ", total, " bytes"));
-    }
-    reassembly.step = step;
-    reassembly.total = total;
-    reassembly.bytes.clear();
-    reassembly.bytes.reserve(data.size() == total ? 0 : total);
+absl::Status CoordinatorClient::Reassemble(FrameAssembler& frames, ClientEvent::Kind kind,
+                                           int64_t step, uint64_t total, uint64_t offset,
+                                           std::string&& data, int64_t last_payload_unix_micros) {
+  absl::StatusOr<std::optional<std::string>> whole =
+      frames.AddOwned(step, total, offset, std::move(data));
+  if (!whole.ok()) {
+    return absl::Status(whole.status().code(), absl::StrCat(ClientEventKindName(kind),
+                                                            " frames: ", whole.status().message()));
   }
-  if (!reassembly.step.has_value() || *reassembly.step != step || reassembly.total != total ||
-      offset != reassembly.bytes.size() || data.size() > total - reassembly.bytes.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " frame of step ", step, " at offset ",
-                                                   offset, " does not continue the message"));
-  }
-  if (offset == 0 && data.size() == total) {
-    reassembly.bytes = std::move(data);  // a whole message in one frame (the common case)
-  } else {
-    reassembly.bytes.append(data);
-  }
-  if (reassembly.bytes.size() < total) return absl::OkStatus();
+  if (!whole->has_value()) return absl::OkStatus();
   ClientEvent event = EventOf(kind);
   event.step = step;
-  event.bytes = std::move(reassembly.bytes);
-  reassembly = Reassembly();
+  event.bytes = **std::move(whole);
+  event.last_payload_unix_micros = last_payload_unix_micros;
   Push(std::move(event));
   return absl::OkStatus();
 }
@@ -199,13 +189,14 @@ absl::Status CoordinatorClient::Dispatch(v1::CoordinatorMessage& message) {
   switch (message.kind_case()) {
     case v1::CoordinatorMessage::kAggregate: {
       v1::AggregateFrame& f = *message.mutable_aggregate();
-      return ReceiveFrame(ClientEvent::Kind::kAggregate, "aggregate", f.step(), f.total_bytes(),
-                          f.offset(), std::move(*f.mutable_data()), aggregate_);
+      return Reassemble(*aggregate_frames_, ClientEvent::Kind::kAggregate, f.step(),
+                        f.total_bytes(), f.offset(), std::move(*f.mutable_data()),
+                        f.last_payload_unix_micros());
     }
     case v1::CoordinatorMessage::kState: {
       v1::StateFrame& f = *message.mutable_state();
-      return ReceiveFrame(ClientEvent::Kind::kState, "parameter", f.step(), f.total_bytes(),
-                          f.offset(), std::move(*f.mutable_data()), state_);
+      return Reassemble(*state_frames_, ClientEvent::Kind::kState, f.step(), f.total_bytes(),
+                        f.offset(), std::move(*f.mutable_data()));
     }
     case v1::CoordinatorMessage::kControl: {
       const v1::Control& c = message.control();

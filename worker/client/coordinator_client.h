@@ -44,14 +44,15 @@ struct ClientOptions {
   std::string token;   // bearer token; empty for none
   std::optional<ClientTls> tls;
   // Worker name, hardware, tensor table, resume step and run id; protocol_version is set by
-  // Connect.
+  // Connect (v1::PROTOCOL_VERSION).
   v1::Join join;
   absl::Duration connect_timeout = absl::Seconds(10);
 };
 
 struct ClientEvent {
   enum class Kind {
-    kAggregate,     // step, bytes: an encoded StepAggregate (common/payload_codec.h)
+    kAggregate,     // step, bytes: an encoded StepAggregate (common/payload_codec.h);
+                    // last_payload_unix_micros
     kActive,        // step: the first step this worker contributes to
     kNotIncluded,   // steps: this worker's payloads that missed their step
     kSendState,     // joiner: stream the parameters to this worker (SendState)
@@ -61,7 +62,9 @@ struct ClientEvent {
     kEvicted,       // reason; the stream ends next
     kFinished,      // all steps done; the stream ends next
     kShuttingDown,  // the coordinator is going away; reconnect later
-    kEnded,         // status: the stream is over (OK after kFinished)
+    kEnded,         // status: the stream is over, with the code the proto's Train lists
+                    // (OK after kFinished)
+    kLast = kEnded,
   };
   Kind kind;
   int64_t step = 0;
@@ -70,18 +73,23 @@ struct ClientEvent {
   uint32_t joiner = 0;
   std::string reason;
   absl::Status status;
+  // kAggregate: when the coordinator took the step's last payload, on its clock (0: none did).
+  int64_t last_payload_unix_micros = 0;
 };
 const char* ClientEventKindName(ClientEvent::Kind kind);
 
 class CoordinatorClient {
  public:
   // Connects, joins, and waits for the Welcome. UNAVAILABLE when the coordinator cannot be
-  // reached within connect_timeout; otherwise the coordinator's refusal (UNAUTHENTICATED,
+  // reached within connect_timeout; otherwise the coordinator's refusal, with the codes the
+  // proto's Train lists (OUT_OF_RANGE when the run has finished, UNAUTHENTICATED,
   // FAILED_PRECONDITION for a different tensor table, RESOURCE_EXHAUSTED when full, ...).
   static absl::StatusOr<std::unique_ptr<CoordinatorClient>> Connect(ClientOptions options);
   ~CoordinatorClient();
 
   const v1::Welcome& welcome() const { return welcome_; }
+  // The join this worker was admitted with: the tensor table the run checked it against.
+  const v1::Join& join() const { return join_; }
   uint32_t worker_id() const { return welcome_.worker_id(); }
 
   // Each fails with the stream's end status once it is over.
@@ -112,19 +120,15 @@ class CoordinatorClient {
   // Turns one message into events; a malformed one ends the stream.
   // Takes frame data out of `message` rather than copying it.
   absl::Status Dispatch(v1::CoordinatorMessage& message);
-  // A message arriving in frames (an aggregate, or parameters).
-  struct Reassembly {
-    std::optional<int64_t> step;
-    uint64_t total = 0;
-    std::string bytes;
-  };
-  // Adds a frame to `reassembly`; once the message is whole, pushes it as an event of `kind`.
-  absl::Status ReceiveFrame(ClientEvent::Kind kind, const char* what, int64_t step, uint64_t total,
-                            uint64_t offset, std::string&& data, Reassembly& reassembly);
+  // Adds a frame to `frames`; once its message is whole, pushes it as an event of `kind`.
+  absl::Status Reassemble(FrameAssembler& frames, ClientEvent::Kind kind, int64_t step,
+                          uint64_t total, uint64_t offset, std::string&& data,
+                          int64_t last_payload_unix_micros = 0);
 
   std::unique_ptr<v1::Coordinator::Stub> stub_;
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, v1::CoordinatorMessage>> stream_;
+  v1::Join join_;
   v1::Welcome welcome_;
   std::thread reader_;
   std::thread heartbeat_;
@@ -140,9 +144,9 @@ class CoordinatorClient {
   uint64_t bytes_sent_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t bytes_received_ ABSL_GUARDED_BY(mu_) = 0;
 
-  // Touched by the reader thread only.
-  Reassembly aggregate_;
-  Reassembly state_;
+  // Touched by the reader thread only (set up before it starts).
+  std::optional<FrameAssembler> aggregate_frames_;
+  std::optional<FrameAssembler> state_frames_;
 };
 
 }  // namespace demod

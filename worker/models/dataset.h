@@ -3,8 +3,8 @@
 //
 // Determinism: a training batch is a pure function of (seed, rank, world size, step), so a
 // worker that restarts or joins late draws what it would have drawn; the validation batch is
-// the same on every worker. Sampling uses demod's own generator (worker/models/deterministic_random.h),
-// not torch's, so it does not depend on the LibTorch build.
+// the same on every worker. Sampling uses demod's own generator
+// (worker/models/deterministic_random.h), not torch's, so it does not depend on the LibTorch build.
 //
 // Sharding: Shard(rank, world_size) gives each worker a disjoint, contiguous part of the
 // training split; call it again whenever membership changes. A fresh data set is unsharded

@@ -35,8 +35,8 @@
 #include "absl/time/time.h"
 #include "worker/optimizer/chunked_dct.h"
 #include "worker/optimizer/demo_optimizer.h"
-#include "worker/replay/golden_run.h"
 #include "worker/optimizer/in_process_exchange.h"
+#include "worker/replay/golden_run.h"
 #include "worker/replay/replay.h"
 
 namespace demod {

@@ -36,7 +36,7 @@ absl::StatusOr<ClientEvent> CoordinatorExchange::NextEvent() {
   DEMOD_ASSIGN_OR_RETURN(ClientEvent event, std::move(next));
   if (event.kind == ClientEvent::Kind::kEnded) {
     if (event.status.ok()) {
-      return finished_ ? absl::FailedPreconditionError("the run has finished")
+      return finished_ ? absl::OutOfRangeError("the run has finished")
                        : absl::UnavailableError("the coordinator ended the stream");
     }
     return event.status;
@@ -96,7 +96,7 @@ absl::StatusOr<ExchangeResult> CoordinatorExchange::ExchangeStep(int64_t step,
                                                                  std::string payload) {
   DEMOD_RETURN_IF_ERROR(client_->SendPayload(step, payload));
   while (pending_aggregates_.count(step) == 0) {
-    if (finished_) return absl::FailedPreconditionError("the run has finished");
+    if (finished_) return absl::OutOfRangeError("the run has finished");
     DEMOD_ASSIGN_OR_RETURN(ClientEvent event, NextEvent());
     DEMOD_RETURN_IF_ERROR(Serve(event));
   }
@@ -185,7 +185,7 @@ absl::StatusOr<int64_t> CoordinatorExchange::ReceiveParameters(
         return event.step;
       default:
         DEMOD_RETURN_IF_ERROR(Serve(event));
-        if (finished_) return absl::FailedPreconditionError("the run has finished");
+        if (finished_) return absl::OutOfRangeError("the run has finished");
     }
   }
 }

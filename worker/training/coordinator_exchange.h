@@ -42,7 +42,7 @@ class CoordinatorExchange final : public Exchange {
 
   absl::Status Register(const LayoutTable& table) override;
   // UNAVAILABLE/ABORTED/... with the reason when the stream ended (shutdown, eviction);
-  // FAILED_PRECONDITION when the run finished first.
+  // OUT_OF_RANGE when the run finished first.
   absl::StatusOr<ExchangeResult> ExchangeStep(int64_t step, std::string payload) override;
 
   // Waits until the worker may contribute and returns that step. With `expect_state`, loads

@@ -111,7 +111,7 @@ DemoSession::~DemoSession() {
 }
 
 absl::Status DemoSession::Step() {
-  if (finished_) return absl::FailedPreconditionError("the run has finished");
+  if (finished_) return absl::OutOfRangeError("the run has finished");
   const int64_t step = next_step();
   optimizer_->set_lr(LearningRateAt(schedule_, step, total_steps_));
   absl::Status stepped = optimizer_->Step();

@@ -36,9 +36,9 @@
 #include "absl/status/statusor.h"
 #include "common/run_config.h"
 #include "worker/client/coordinator_client.h"
-#include "worker/training/coordinator_exchange.h"
 #include "worker/optimizer/demo_optimizer.h"
 #include "worker/optimizer/step_optimizer.h"
+#include "worker/training/coordinator_exchange.h"
 
 namespace demod {
 
@@ -55,9 +55,9 @@ struct SessionOptions {
 
 class DemoSession {
  public:
-  // The coordinator's refusal (UNAUTHENTICATED, FAILED_PRECONDITION for a different tensor
-  // table, ...), UNAVAILABLE when it cannot be reached, or FAILED_PRECONDITION when the run
-  // has finished.
+  // OUT_OF_RANGE when the run has finished (every status of the session says so with that
+  // code), UNAVAILABLE when the coordinator cannot be reached, or its refusal
+  // (UNAUTHENTICATED, FAILED_PRECONDITION for a different tensor table, ...).
   static absl::StatusOr<std::unique_ptr<DemoSession>> Join(SessionOptions options,
                                                            std::vector<NamedTensor> parameters);
   ~DemoSession();

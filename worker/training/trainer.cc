@@ -1,7 +1,6 @@
 #include "worker/training/trainer.h"
 
 #include <ATen/core/grad_mode.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,15 +11,14 @@
 #include <random>
 #include <thread>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "worker/optimizer/parameter_state.h"
 #include "worker/training/checkpoint.h"
 #include "worker/training/demo_session.h"
-#include "worker/optimizer/parameter_state.h"
 
 namespace demod {
 namespace {
@@ -103,8 +101,7 @@ class Trainer::Impl {
     session_options.stop = stop_;
     absl::StatusOr<std::unique_ptr<DemoSession>> session =
         DemoSession::Join(std::move(session_options), parameters_);
-    if (absl::IsFailedPrecondition(session.status()) &&
-        absl::StrContains(session.status().message(), "has finished")) {
+    if (absl::IsOutOfRange(session.status())) {
       summary_.run_finished = done_ = true;  // it finished while this worker was away
       return absl::OkStatus();
     }
