@@ -1,10 +1,12 @@
 #include "worker/training/coordinator_exchange.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/layout_table.h"
 #include "common/logging.h"
 #include "common/payload_codec.h"
 #include "common/status_macros.h"
@@ -20,6 +22,18 @@ CoordinatorExchange::CoordinatorExchange(CoordinatorClient* client,
       stop_(stop) {}
 
 absl::Status CoordinatorExchange::Register(const LayoutTable& table) {
+  // The coordinator admitted the join's tensors and derives the run's table from them as
+  // below: an optimizer with another table would send payloads the run refuses.
+  std::vector<TensorShape> shapes;
+  for (const v1::TensorSpec& spec : client_->join().tensors()) {
+    shapes.push_back({spec.name(), {spec.shape().begin(), spec.shape().end()}});
+  }
+  const v1::OptimizerSettings& o = client_->welcome().run().optimizer();
+  // The dense baseline sends every coefficient: the layout clamps k to the chunk size.
+  const int64_t topk =
+      o.algorithm() == "adamw" ? std::numeric_limits<int64_t>::max() : o.compression_topk();
+  DEMOD_ASSIGN_OR_RETURN(LayoutTable run, MakeLayoutTable(shapes, o.compression_chunk(), topk));
+  DEMOD_RETURN_IF_ERROR(CheckSameLayoutTable(run, table));
   table_ = table;
   return absl::OkStatus();
 }

@@ -40,6 +40,8 @@ class CoordinatorExchange final : public Exchange {
   CoordinatorExchange(CoordinatorClient* client, std::vector<NamedTensor> parameters,
                       absl::Duration step_timeout, const std::atomic<bool>* stop = nullptr);
 
+  // FAILED_PRECONDITION, naming the first difference, unless `table` is the run's: the one the
+  // coordinator derives from the join's tensors and the run's optimizer settings.
   absl::Status Register(const LayoutTable& table) override;
   // UNAVAILABLE/ABORTED/... with the reason when the stream ended (shutdown, eviction);
   // OUT_OF_RANGE when the run finished first.

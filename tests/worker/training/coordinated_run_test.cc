@@ -1,0 +1,119 @@
+// The worker's side of a coordinated run against a real coordinator on loopback: the exchange
+// accepts only the run's tensor table, and the end of the run reaches the session as a status
+// code (OUT_OF_RANGE), never as text.
+#include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/layout_table.h"
+#include "server/coordinator_server.h"
+#include "tests/support/status_matchers.h"
+#include "tests/support/synthetic_worker.h"
+#include "worker/client/coordinator_client.h"
+#include "worker/training/coordinator_exchange.h"
+#include "worker/training/demo_session.h"
+
+namespace demod {
+namespace {
+
+using ::testing::HasSubstr;
+
+const std::vector<std::pair<std::string, std::vector<int64_t>>> kShapes = {{"w", {16, 32}},
+                                                                           {"b", {32}}};
+constexpr int64_t kChunk = 16;
+constexpr int64_t kTopK = 4;
+
+class CoordinatedRunTest : public ::testing::Test {
+ protected:
+  void Start(int64_t total_steps) {
+    CoordinatorServerOptions options;
+    options.listen_address = "127.0.0.1:0";
+    options.metrics_address = "";
+    options.config.run_id = "coordinated-run-test";
+    options.config.total_steps = total_steps;
+    options.config.optimizer.compression_chunk = kChunk;
+    options.config.optimizer.compression_topk = kTopK;
+    options.config.optimizer.value_encoding = ValueEncoding::kFloat32;
+    options.config.deadline.kind = DeadlinePolicy::Kind::kFixed;
+    options.config.deadline.fixed = absl::Seconds(30);
+    ASSERT_OK_AND_ASSIGN(server_, CoordinatorServer::Start(std::move(options)));
+    target_ = absl::StrCat("127.0.0.1:", server_->port());
+  }
+
+  SessionOptions Options(const std::string& name) const {
+    SessionOptions options;
+    options.client = SyntheticWorkerOptions(target_, name, kShapes);
+    options.step_timeout = absl::Seconds(30);
+    return options;
+  }
+
+  static std::vector<TensorShape> Shapes() {
+    std::vector<TensorShape> shapes;
+    for (const auto& [name, shape] : kShapes) shapes.push_back({name, shape});
+    return shapes;
+  }
+
+  // Parameters of kShapes with a gradient, as after backward().
+  static std::vector<NamedTensor> Parameters() {
+    std::vector<NamedTensor> parameters;
+    for (const auto& [name, shape] : kShapes) {
+      parameters.emplace_back(name, at::zeros(shape, at::kFloat).set_requires_grad(true));
+    }
+    return parameters;
+  }
+  static void Backward(const std::vector<NamedTensor>& parameters) {
+    for (const auto& [name, p] : parameters) p.mutable_grad() = at::randn_like(p);
+  }
+
+  std::unique_ptr<CoordinatorServer> server_;
+  std::string target_;
+};
+
+TEST_F(CoordinatedRunTest, RegisterAcceptsOnlyTheRunsTable) {
+  Start(/*total_steps=*/10);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<CoordinatorClient> client,
+                       CoordinatorClient::Connect(Options("a").client));
+  CoordinatorExchange exchange(client.get(), {}, absl::Seconds(10));
+
+  ASSERT_OK_AND_ASSIGN(LayoutTable other_k, MakeLayoutTable(Shapes(), kChunk, 2 * kTopK));
+  absl::Status status = exchange.Register(other_k);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(status.message(), HasSubstr("topk 8 differs from the run's"));
+
+  std::vector<TensorShape> renamed = Shapes();
+  renamed[1].name = "bias";
+  ASSERT_OK_AND_ASSIGN(LayoutTable other_name, MakeLayoutTable(renamed, kChunk, kTopK));
+  status = exchange.Register(other_name);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(status.message(), HasSubstr("'bias'"));
+
+  ASSERT_OK_AND_ASSIGN(LayoutTable run, MakeLayoutTable(Shapes(), kChunk, kTopK));
+  EXPECT_OK(exchange.Register(run));
+}
+
+TEST_F(CoordinatedRunTest, TheEndOfTheRunIsOutOfRange) {
+  Start(/*total_steps=*/2);
+  const std::vector<NamedTensor> parameters = Parameters();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<DemoSession> session,
+                       DemoSession::Join(Options("a"), parameters));
+  while (!session->finished()) {
+    Backward(parameters);
+    ASSERT_OK(session->Step());
+  }
+  EXPECT_EQ(session->next_step(), 3);
+  Backward(parameters);
+  EXPECT_EQ(session->Step().code(), absl::StatusCode::kOutOfRange);
+
+  // A worker that comes after the last step is refused with the same code.
+  absl::StatusOr<std::unique_ptr<DemoSession>> late = DemoSession::Join(Options("b"), Parameters());
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kOutOfRange) << late.status();
+}
+
+}  // namespace
+}  // namespace demod
