@@ -52,7 +52,30 @@ case "$model" in
 esac
 
 bash scripts/setup.sh
-bash scripts/build.sh >/dev/null
+# A first build takes minutes: its progress shows as one line that updates ("build: 12/127
+# cpu_kernels.cc"), and its output only when it fails.
+show_build_progress() {
+  local line shown=0
+  while IFS= read -r line; do
+    if [[ "$line" =~ ^\[([0-9]+)/([0-9]+)\]\ .*\ ([^ ]+)$ ]]; then
+      local what="${BASH_REMATCH[3]##*/}"
+      printf '\rbuild: %s/%s %s\033[K' "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "${what%.o}" >&2
+      shown=1
+    elif [[ "$line" == "-- "* && "$shown" -eq 0 ]]; then
+      printf '\rbuild: configuring\033[K' >&2
+      shown=1
+    fi
+  done
+  [ "$shown" -eq 0 ] || printf '\r\033[K' >&2
+}
+build_log=$(mktemp)
+if ! bash scripts/build.sh 2>&1 | tee "$build_log" | show_build_progress; then
+  echo "run: the build failed; its last lines:" >&2
+  tail -n 30 "$build_log" >&2
+  rm -f "$build_log"
+  exit 1
+fi
+rm -f "$build_log"
 bash scripts/fetch_data.sh data
 bin="${BUILD_DIR:-build}/bin"
 
