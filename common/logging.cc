@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <iterator>
 #include <string>
 
 #include "absl/status/status.h"
@@ -16,11 +17,12 @@ namespace {
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
 
 constexpr absl::string_view kLevelNames[] = {"debug", "info", "warning", "error"};
+static_assert(std::size(kLevelNames) == static_cast<size_t>(LogLevel::kLast) + 1);
 
 }  // namespace
 
 absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view name) {
-  for (int i = 0; i < 4; ++i) {
+  for (size_t i = 0; i < std::size(kLevelNames); ++i) {
     if (name == kLevelNames[i]) return static_cast<LogLevel>(i);
   }
   return absl::InvalidArgumentError(

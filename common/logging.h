@@ -12,7 +12,7 @@
 
 namespace demod {
 
-enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3, kLast = kError };
 
 // "debug", "info", "warning", "error"; INVALID_ARGUMENT naming the accepted ones otherwise.
 absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view name);

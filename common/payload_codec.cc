@@ -459,6 +459,8 @@ absl::StatusOr<StepPayload> DecodeStepPayload(absl::string_view bytes, const Lay
   return payload;
 }
 
+namespace {
+
 // Aggregate values travel as f32, bf16 or f16 (the means of signs are not signs).
 absl::Status CheckAggregateEncoding(uint8_t raw) {
   if (!IsValidValueEncoding(raw) || static_cast<ValueEncoding>(raw) == ValueEncoding::kSign) {
@@ -483,8 +485,6 @@ bool ValuesRepresentable(const std::vector<float>& values, ValueEncoding encodin
   }
   return lost == 0;
 }
-
-namespace {
 
 // The aggregate's own fields, as ValidateStepAggregate checks them.
 absl::Status CheckAggregateHeader(ValueEncoding encoding,

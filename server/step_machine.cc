@@ -1,6 +1,7 @@
 #include "server/step_machine.h"
 
 #include <algorithm>
+#include <iterator>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -44,6 +45,7 @@ bool operator==(const Action& a, const Action& b) {
 std::string ActionToString(const Action& a) {
   static const char* const kNames[] = {"welcome",     "request_state", "open_step", "close_step",
                                        "reject_late", "evict",         "pause",     "finish"};
+  static_assert(std::size(kNames) == static_cast<size_t>(Action::Kind::kLast) + 1);
   return absl::StrCat(kNames[static_cast<int>(a.kind)], " worker=", a.worker, " donor=", a.donor,
                       " step=", a.step, " workers=[", absl::StrJoin(a.workers, ","), "] (",
                       a.reason, ")");

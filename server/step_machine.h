@@ -59,6 +59,7 @@ struct Action {
     kEvict,         // worker
     kPause,         // fewer than min_workers active
     kFinish,        // total_steps done
+    kLast = kFinish,
   };
   Kind kind;
   WorkerId worker = 0;

@@ -14,6 +14,7 @@
 #include "common/value_encoding.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/status_matchers.h"
 
 namespace demod {
 namespace {
@@ -82,7 +83,7 @@ TEST(AggregateStepTest, MeanOverTheWorkersThatSelectedACoefficient) {
   EXPECT_THAT(b.indices, ElementsAre(0, 5, 6, 15));
   EXPECT_THAT(b.values, ElementsAre(1.0f, 2.0f, -2.0f, 1.5f));
 
-  EXPECT_TRUE(ValidateStepAggregate(*aggregate, table).ok());
+  EXPECT_OK(ValidateStepAggregate(*aggregate, table));
 }
 
 // bf16 payloads give a bf16 aggregate: each mean rounded to bf16, as precise as what was sent.
@@ -100,7 +101,7 @@ TEST(AggregateStepTest, MeansOfHalfPrecisionPayloadsAreRoundedToTheirEncoding) {
     // The mean, 1.00390625, needs 9 significant bits: bf16 rounds it to even (1.0), f16 keeps it.
     EXPECT_EQ(aggregate->tensors[0].values[0],
               encoding == ValueEncoding::kBFloat16 ? 1.0f : 1.00390625f);
-    EXPECT_TRUE(EncodeStepAggregate(*aggregate, table).ok());
+    EXPECT_OK(EncodeStepAggregate(*aggregate, table));
   }
   p.encoding = ValueEncoding::kBFloat16;
   q.encoding = ValueEncoding::kFloat32;
@@ -326,7 +327,7 @@ TEST(AggregateStepTest, CoordinatorSizedStepSplitOverThreadsEqualsOneTensorAtATi
   absl::StatusOr<StepAggregate> aggregate = AggregateStep(contributions, table);
   ASSERT_TRUE(aggregate.ok()) << aggregate.status();
   EXPECT_EQ(table.size() * table[0].layout.num_chunks(), 1200u);
-  EXPECT_TRUE(ValidateStepAggregate(*aggregate, table).ok());
+  EXPECT_OK(ValidateStepAggregate(*aggregate, table));
   for (size_t t = 0; t < table.size(); ++t) {
     std::vector<StepPayload> single(payloads.size());
     std::vector<Contribution> alone;
@@ -474,7 +475,7 @@ TEST(AggregateStepTest, HugeFiniteValuesGiveABoundedMeanNotAnError) {
   ASSERT_TRUE(aggregate.ok()) << aggregate.status();
   EXPECT_EQ(aggregate->tensors[0].values[0], std::numeric_limits<float>::max());
   EXPECT_EQ(aggregate->tensors[1].values[0], -std::numeric_limits<float>::max());
-  EXPECT_TRUE(ValidateStepAggregate(*aggregate, table).ok());
+  EXPECT_OK(ValidateStepAggregate(*aggregate, table));
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "common/crc32c.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/status_matchers.h"
 
 namespace demod {
 namespace {
@@ -47,9 +48,7 @@ struct TensorSpec {
 LayoutTable MakeTable(const std::vector<TensorSpec>& specs) {
   LayoutTable table;
   for (const TensorSpec& spec : specs) {
-    absl::StatusOr<ChunkLayout> layout = MakeChunkLayout(spec.shape, spec.target, spec.topk);
-    EXPECT_TRUE(layout.ok()) << layout.status();
-    table.push_back({spec.name, *layout});
+    table.push_back({spec.name, ValueOrStop(MakeChunkLayout(spec.shape, spec.target, spec.topk))});
   }
   return table;
 }
@@ -97,7 +96,7 @@ void Reseal(std::string* bytes) {
 
 std::string EncodeOrDie(const StepPayload& payload, const LayoutTable& table) {
   absl::StatusOr<std::string> bytes = EncodeStepPayload(payload, table);
-  EXPECT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_OK(bytes);
   return bytes.ok() ? *bytes : std::string();
 }
 
@@ -322,7 +321,7 @@ class PayloadValidationTest : public ::testing::Test {
 };
 
 TEST_F(PayloadValidationTest, ValidPayloadPasses) {
-  EXPECT_TRUE(ValidateStepPayload(payload_, table_).ok());
+  EXPECT_OK(ValidateStepPayload(payload_, table_));
 }
 
 TEST_F(PayloadValidationTest, TensorCount) {
@@ -699,7 +698,7 @@ TEST(AggregateFormatTest, ValuesMustBeExactInTheEncodingAndSignIsRefused) {
   EXPECT_THAT(EncodeStepAggregate(aggregate, table).status().message(),
               HasSubstr("tensor 'b': a value is not exactly bf16"));
   aggregate.encoding = ValueEncoding::kFloat16;
-  EXPECT_TRUE(EncodeStepAggregate(aggregate, table).ok());  // f16 has 11 significant bits
+  EXPECT_OK(EncodeStepAggregate(aggregate, table));  // f16 has 11 significant bits
   aggregate.encoding = ValueEncoding::kSign;
   EXPECT_THAT(EncodeStepAggregate(aggregate, table).status().message(),
               HasSubstr("aggregate value encoding 3 is not one of 0 (f32), 1 (bf16), 2 (f16)"));
@@ -744,7 +743,7 @@ class AggregateValidationTest : public ::testing::Test {
 };
 
 TEST_F(AggregateValidationTest, ValidAggregatePasses) {
-  EXPECT_TRUE(ValidateStepAggregate(aggregate_, table_).ok());
+  EXPECT_OK(ValidateStepAggregate(aggregate_, table_));
 }
 
 TEST_F(AggregateValidationTest, Contributors) {
@@ -799,9 +798,7 @@ class AggregateDecodeTest : public ::testing::Test {
   AggregateDecodeTest()
       : table_(MakeTable({{"h.0.fc.weight", {128, 192}, 64, 4}, {"bias", {40}, 8, 3}})),
         aggregate_(RandomAggregate(table_, 2)) {
-    absl::StatusOr<std::string> bytes = EncodeStepAggregate(aggregate_, table_);
-    EXPECT_TRUE(bytes.ok()) << bytes.status();
-    bytes_ = *bytes;
+    bytes_ = ValueOrStop(EncodeStepAggregate(aggregate_, table_));
   }
 
   absl::Status Decode(absl::string_view bytes) {

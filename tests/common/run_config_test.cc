@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/status_matchers.h"
 
 namespace demod {
 namespace {
@@ -102,8 +103,8 @@ TEST(RunConfigDefaultsTest, DefaultsNeedOnlyARunId) {
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(status.message(),
             "run_id must be 1 to 64 characters from [A-Za-z0-9._-], not '.' or '..', got ''");
-  EXPECT_TRUE(ValidConfig().Validate().ok()) << ValidConfig().Validate();
-  EXPECT_TRUE(CustomBase().Validate().ok()) << CustomBase().Validate();
+  EXPECT_OK(ValidConfig().Validate());
+  EXPECT_OK(CustomBase().Validate());
 }
 
 TEST(RunConfigDefaultsTest, RunIdCannotNameAnotherDirectory) {
@@ -114,7 +115,7 @@ TEST(RunConfigDefaultsTest, RunIdCannotNameAnotherDirectory) {
   }
   RunConfig dotted = ValidConfig();
   dotted.run_id = "..a";
-  EXPECT_TRUE(dotted.Validate().ok());
+  EXPECT_OK(dotted.Validate());
 }
 
 TEST(RunConfigDefaultsTest, EmptyDocumentWithDefaultBaseNeedsARunId) {
@@ -579,7 +580,7 @@ TEST(RunConfigValidateTest, BoundaryValuesAreAccepted) {
     SCOPED_TRACE(name);
     RunConfig config = ValidConfig();
     mutate(config);
-    EXPECT_TRUE(config.Validate().ok()) << config.Validate();
+    EXPECT_OK(config.Validate());
   }
 }
 
@@ -670,7 +671,7 @@ TEST(LearningRateAtTest, StepsBeforeTheFirst) {
 RunConfig RoundTrip(const RunConfig& config, const RunConfig& other_base) {
   const std::string json = RunConfigToJson(config);
   absl::StatusOr<RunConfig> parsed = ParseRunConfig(json, other_base);
-  EXPECT_TRUE(parsed.ok()) << parsed.status() << "\n" << json;
+  EXPECT_OK(parsed);
   return parsed.ok() ? *parsed : RunConfig{};
 }
 

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <random>
@@ -29,6 +30,7 @@
 #include "common/status_macros.h"
 #include "server/coordinator_server.h"
 #include "tests/support/raw_train_call.h"
+#include "tests/support/status_matchers.h"
 #include "tests/support/synthetic_payload.h"
 #include "tests/support/synthetic_worker.h"
 #include "worker/client/coordinator_client.h"
@@ -77,12 +79,13 @@ enum class Misbehavior {
   kGarbage,             // bytes that are not a WorkerMessage -> INVALID_ARGUMENT
   kWrongTable,          // -> FAILED_PRECONDITION
 };
-constexpr int kMisbehaviors = 8;
+constexpr int kMisbehaviors = static_cast<int>(Misbehavior::kWrongTable) + 1;
 
 const char* Name(Misbehavior m) {
   static const char* const kNames[] = {
       "honest",       "leaves-anytime", "donor-leaves", "undecodable-payload",
       "late-payload", "silent",         "garbage",      "wrong-table"};
+  static_assert(std::size(kNames) == kMisbehaviors);
   return kNames[static_cast<int>(m)];
 }
 
@@ -354,7 +357,7 @@ TEST(CoordinatorFaultTest, TheRunGoesOnThroughMisbehavingWorkers) {
     EXPECT_GT(lives[m], 0) << Name(static_cast<Misbehavior>(m)) << " was never tried";
     std::printf("%s: %d lives\n", Name(static_cast<Misbehavior>(m)), lives[m]);
   }
-  for (const SteadyWorker& w : steady) EXPECT_TRUE(w.failure.ok()) << w.failure;
+  for (const SteadyWorker& w : steady) EXPECT_OK(w.failure);
   // Progress, and one aggregate per step whoever received it.
   int common = 0;
   for (const auto& [step, bytes] : steady[0].aggregates) {

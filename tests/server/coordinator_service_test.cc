@@ -22,6 +22,7 @@
 #include "tests/support/prometheus_scrape.h"
 #include "tests/support/raw_train_call.h"
 #include "tests/support/scoped_temp_dir.h"
+#include "tests/support/status_matchers.h"
 #include "tests/support/synthetic_payload.h"
 #include "tests/support/synthetic_worker.h"
 #include "worker/client/coordinator_client.h"
@@ -88,7 +89,7 @@ class CoordinatorServiceTest : public ::testing::Test {
     ClientOptions options = Options(name);
     options.join.set_resume_step(resume_step);
     absl::StatusOr<std::unique_ptr<CoordinatorClient>> client = CoordinatorClient::Connect(options);
-    EXPECT_TRUE(client.ok()) << client.status();
+    EXPECT_OK(client);
     return client.ok() ? *std::move(client) : nullptr;
   }
 
@@ -98,7 +99,7 @@ class CoordinatorServiceTest : public ::testing::Test {
     if (a == nullptr) return nullptr;
     Expect(*a, Kind::kActive);
     for (int64_t step = 1; step <= steps; ++step) {
-      EXPECT_TRUE(a->SendPayload(step, Payload(step)).ok());
+      EXPECT_OK(a->SendPayload(step, Payload(step)));
       Expect(*a, Kind::kAggregate);
     }
     return a;
@@ -108,7 +109,7 @@ class CoordinatorServiceTest : public ::testing::Test {
   static ClientEvent Next(CoordinatorClient& client) {
     while (true) {
       absl::StatusOr<ClientEvent> event = client.Next(kWait);
-      EXPECT_TRUE(event.ok()) << event.status();
+      EXPECT_OK(event);
       if (!event.ok()) {
         ClientEvent none;
         none.kind = Kind::kEnded;
@@ -391,7 +392,7 @@ TEST_F(CoordinatorServiceTest, BearerTokenIsRequiredOnEveryCall) {
   EXPECT_THAT(refused.message(), ::testing::Not(HasSubstr("s3cret")));
   ClientOptions right = Options("a");
   right.token = "s3cret";
-  EXPECT_TRUE(CoordinatorClient::Connect(right).ok());
+  EXPECT_OK(CoordinatorClient::Connect(right));
 
   Status();
   EXPECT_EQ(last_rpc_.error_code(), grpc::StatusCode::UNAUTHENTICATED);
@@ -735,7 +736,7 @@ TEST_F(CoordinatorServiceTest, FinishedRunEndsEveryStreamAndRefusesJoins) {
     Expect(*a, Kind::kAggregate);
   }
   Expect(*a, Kind::kFinished);
-  EXPECT_TRUE(Expect(*a, Kind::kEnded).status.ok());
+  EXPECT_OK(Expect(*a, Kind::kEnded).status);
   EXPECT_EQ(CoordinatorClient::Connect(Options("late")).status().code(),
             absl::StatusCode::kOutOfRange);
   EXPECT_TRUE(Status().finished());

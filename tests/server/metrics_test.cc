@@ -27,6 +27,7 @@
 #include "server/coordinator_metrics.h"
 #include "server/metrics_endpoint.h"
 #include "tests/support/prometheus_scrape.h"
+#include "tests/support/status_matchers.h"
 
 namespace demod {
 namespace {
@@ -171,7 +172,7 @@ TEST(MetricsTest, AddressInUseIsAnErrorNotAnException) {
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(second.status().message(), HasSubstr(taken));
   // The first endpoint is unharmed.
-  EXPECT_TRUE(HttpGet((*first)->port(), "/metrics").ok());
+  EXPECT_OK(HttpGet((*first)->port(), "/metrics"));
 }
 
 TEST(MetricsTest, MalformedAddressIsInvalidArgument) {

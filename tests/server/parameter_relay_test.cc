@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "tests/support/status_matchers.h"
+
 namespace demod {
 namespace {
 
@@ -22,7 +24,7 @@ StateFrameHeader Frame(int64_t step, uint64_t total, uint64_t offset, uint64_t d
 
 Verdict Judge(ParameterRelay& relay, WorkerId donor, const StateFrameHeader& frame) {
   absl::StatusOr<ParameterRelay::Judged> judged = relay.Judge(donor, frame, kMaxState, kCompleted);
-  EXPECT_TRUE(judged.ok()) << judged.status();
+  EXPECT_OK(judged);
   return judged.ok() ? judged->verdict : Verdict::kDrop;
 }
 

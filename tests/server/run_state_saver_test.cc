@@ -8,6 +8,7 @@
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "tests/support/scoped_temp_dir.h"
+#include "tests/support/status_matchers.h"
 
 namespace demod {
 namespace {
@@ -29,7 +30,7 @@ class RunStateSaverTest : public ::testing::Test {
 
   int64_t StoredSteps() const {
     absl::StatusOr<std::optional<PersistedRun>> loaded = store_->Load();
-    EXPECT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_OK(loaded);
     return loaded.ok() && loaded->has_value() ? (*loaded)->completed_steps : -1;
   }
 

@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/status_matchers.h"
 
 namespace demod {
 namespace {
@@ -108,11 +109,7 @@ class RunStoreTest : public ::testing::Test {
 
   std::string Path(const std::string& name) const { return absl::StrCat(dir_, "/", name); }
 
-  RunStore OpenStore() {
-    absl::StatusOr<RunStore> store = RunStore::Open(dir_);
-    EXPECT_TRUE(store.ok()) << store.status();
-    return *std::move(store);
-  }
+  RunStore OpenStore() { return ValueOrStop(RunStore::Open(dir_)); }
 
   static std::string ReadText(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
@@ -129,7 +126,7 @@ class RunStoreTest : public ::testing::Test {
   // Saves FullRun(), replaces `from` with `to` in the file, and returns Load()'s status.
   absl::Status LoadEdited(const std::string& from, const std::string& to) {
     RunStore store = OpenStore();
-    EXPECT_TRUE(store.Save(FullRun()).ok());
+    EXPECT_OK(store.Save(FullRun()));
     const std::string text = ReadText(Path("run.json"));
     EXPECT_THAT(text, HasSubstr(from));
     WriteText(Path("run.json"), absl::StrReplaceAll(text, {{from, to}}));

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "tests/support/status_matchers.h"
+
 namespace demod {
 namespace {
 
@@ -45,10 +47,9 @@ StepMachine Running(int n, RunConfig config = Config()) {
   config.min_workers = n;
   StepMachine m(config);
   for (int i = 1; i <= n; ++i) {
-    auto joined = m.Join("w" + std::to_string(i), kT0);
-    EXPECT_TRUE(joined.ok()) << joined.status();
+    const StepMachine::Joined joined = ValueOrStop(m.Join("w" + std::to_string(i), kT0));
     if (i > 1) {
-      EXPECT_TRUE(m.StateTransferred(joined->id, kT0).ok());
+      EXPECT_OK(m.StateTransferred(joined.id, kT0));
     }
   }
   EXPECT_EQ(m.open_step(), 1);
@@ -344,7 +345,7 @@ TEST(StepMachineTest, UntrainedWorkerCannotSeedATrainedRun) {
   EXPECT_EQ(live.completed_steps(), 1);
   live.Leave(1, At(2), "gone");
   EXPECT_EQ(live.Join("new", At(3)).status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_TRUE(live.Join("w1", At(3), /*resume_step=*/1).ok());
+  EXPECT_OK(live.Join("w1", At(3), /*resume_step=*/1));
 }
 
 TEST(StepMachineTest, ResumedSeedOneStepAheadCompletesThatStep) {

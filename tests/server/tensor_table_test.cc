@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "tests/support/status_matchers.h"
+
 namespace demod {
 namespace {
 
@@ -45,7 +47,7 @@ TEST(TensorTableTest, RejectsBadTables) {
 
 TEST(TensorTableTest, NamesTheFirstDifference) {
   const TensorSpecs run = Table({{"a", {2, 3}, v1::DTYPE_FLOAT32}, {"b", {3}, v1::DTYPE_FLOAT32}});
-  EXPECT_TRUE(CheckSameTensorSpecs(run, run).ok());
+  EXPECT_OK(CheckSameTensorSpecs(run, run));
   struct Case {
     TensorSpecs candidate;
     const char* message;

@@ -6,12 +6,16 @@
 //   EXPECT_OK(store.Save(run));
 //
 // ASSERT_OK_AND_ASSIGN declares or assigns `lhs`; like every ASSERT, it belongs in a function
-// returning void.
+// returning void. A helper that returns a value uses ValueOrStop instead:
+//
+//   ChunkLayout Layout(...) { return ValueOrStop(MakeChunkLayout(shape, chunk, topk)); }
 #ifndef DEMOD_TESTS_SUPPORT_STATUS_MATCHERS_H_
 #define DEMOD_TESTS_SUPPORT_STATUS_MATCHERS_H_
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -34,6 +38,19 @@ template <typename T>
 }
 
 }  // namespace testing_internal
+
+// The value of an OK `status_or`. Otherwise the test fails with the status and its program
+// stops (ctest runs each test in a program of its own), rather than go on with no value.
+template <typename T>
+T ValueOrStop(absl::StatusOr<T> status_or) {
+  if (!status_or.ok()) {
+    ADD_FAILURE() << "not OK: " << status_or.status();
+    std::fprintf(stderr, "stopping the test: %s\n", status_or.status().ToString().c_str());
+    std::abort();
+  }
+  return *std::move(status_or);
+}
+
 }  // namespace demod
 
 #define EXPECT_OK(expr) EXPECT_PRED_FORMAT1(::demod::testing_internal::IsOk, expr)

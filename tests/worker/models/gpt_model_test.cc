@@ -8,6 +8,7 @@
 #include <cmath>
 #include <set>
 
+#include "tests/support/status_matchers.h"
 #include "worker/models/model.h"
 
 namespace demod {
@@ -23,9 +24,7 @@ GptConfig TinyConfig() {
 }
 
 std::unique_ptr<GptModel> MakeGpt(const GptConfig& config, uint64_t seed = 1) {
-  absl::StatusOr<std::unique_ptr<GptModel>> gpt = GptModel::Create(config, seed, at::kCPU);
-  EXPECT_TRUE(gpt.ok()) << gpt.status();
-  return *std::move(gpt);
+  return ValueOrStop(GptModel::Create(config, seed, at::kCPU));
 }
 
 Batch RandomBytes(int64_t b, int64_t t, uint64_t seed) {

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <string>
 
+#include "tests/support/status_matchers.h"
 #include "worker/models/dataset.h"
 
 namespace demod {
@@ -30,9 +31,7 @@ std::string MakeCorpus(const std::string& name) {
 }
 
 std::unique_ptr<TextDataset> Open(const std::string& dir, int64_t context, uint64_t seed = 9) {
-  absl::StatusOr<std::unique_ptr<TextDataset>> ds = TextDataset::Open(dir, context, seed);
-  EXPECT_TRUE(ds.ok()) << ds.status();
-  return *std::move(ds);
+  return ValueOrStop(TextDataset::Open(dir, context, seed));
 }
 
 TEST(TextDatasetTest, SplitsAndShapes) {

@@ -4,13 +4,13 @@
 
 #include <cmath>
 
+#include "tests/support/status_matchers.h"
+
 namespace demod {
 namespace {
 
 ChunkLayout Layout(std::vector<int64_t> shape, int64_t chunk, int64_t topk = 4) {
-  absl::StatusOr<ChunkLayout> layout = MakeChunkLayout(shape, chunk, topk);
-  EXPECT_TRUE(layout.ok()) << layout.status();
-  return *layout;
+  return ValueOrStop(MakeChunkLayout(shape, chunk, topk));
 }
 
 TEST(DctBasisTest, IsOrthonormal) {

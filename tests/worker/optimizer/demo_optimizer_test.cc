@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "common/payload_codec.h"
+#include "tests/support/status_matchers.h"
 #include "worker/optimizer/chunked_dct.h"
 #include "worker/optimizer/in_process_exchange.h"
 
@@ -63,10 +64,8 @@ Cluster MakeCluster(InProcessHub* hub, const std::vector<at::Tensor>& init,
       named.emplace_back("p" + std::to_string(i), ps.back());
     }
     c.exchanges.push_back(std::make_unique<InProcessExchange>(hub, w));
-    absl::StatusOr<std::unique_ptr<DemoOptimizer>> opt =
-        DemoOptimizer::Create(named, options, c.exchanges.back().get());
-    EXPECT_TRUE(opt.ok()) << opt.status();
-    c.optimizers.push_back(*std::move(opt));
+    c.optimizers.push_back(
+        ValueOrStop(DemoOptimizer::Create(named, options, c.exchanges.back().get())));
     c.params.push_back(ps);
   }
   return c;
@@ -329,7 +328,7 @@ TEST(DemoOptimizerTest, NonFiniteGradientFailsTheStepAndNamesTheTensor) {
   EXPECT_TRUE(at::allclose((*opt)->Momentum(0), at::ones({64, 64}), 1e-5, 1e-5));
   EXPECT_TRUE(at::isfinite((*opt)->Momentum(1)).all().item<bool>());
   b.mutable_grad()[5] = 0;
-  EXPECT_TRUE((*opt)->Step().ok());
+  EXPECT_OK((*opt)->Step());
   EXPECT_EQ((*opt)->step_count(), 1);
 }
 
