@@ -5,8 +5,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -72,7 +74,8 @@ void ExitWithReason(int code, absl::string_view message) {
   std::exit(code);
 }
 
-void WriteFileOrExit(const std::string& path, absl::string_view contents, absl::string_view what) {
+absl::Status WriteFileWhole(const std::string& path, absl::string_view contents,
+                            absl::string_view what) {
   const std::string temp = absl::StrCat(path, ".tmp.", getpid());
   bool written = false;
   {
@@ -81,10 +84,12 @@ void WriteFileOrExit(const std::string& path, absl::string_view contents, absl::
     out.close();
     written = !out.fail();
   }
-  if (!written || std::rename(temp.c_str(), path.c_str()) != 0) {
-    std::remove(temp.c_str());
-    ExitWithReason(kExitFailed, absl::StrCat("cannot write the ", what, " file ", path));
-  }
+  const int error = errno;
+  if (written && std::rename(temp.c_str(), path.c_str()) == 0) return absl::OkStatus();
+  const int rename_error = errno;
+  std::remove(temp.c_str());
+  return absl::UnavailableError(absl::StrCat("cannot write the ", what, " file ", path, ": ",
+                                             std::strerror(written ? rename_error : error)));
 }
 
 std::string ReadFileOrExit(const std::string& path, absl::string_view what) {

@@ -15,6 +15,7 @@
 #include <functional>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
 namespace demod {
@@ -49,10 +50,11 @@ void KeepLargeBlocksInHeap();
 std::string ReadFileOrExit(const std::string& path, absl::string_view what);
 
 // Writes `contents` to `path` whole: a reader finds no file, or the old one, or all of the new
-// one, never a part (it is written beside and renamed over). Another program waiting for the
-// file may read it as soon as it exists. ExitWithReason(kExitFailed, "cannot write the <what>
-// file <path>") on error.
-void WriteFileOrExit(const std::string& path, absl::string_view contents, absl::string_view what);
+// one, never a part (it is written beside and renamed over), so another program waiting for
+// the file may read it as soon as it exists. UNAVAILABLE "cannot write the <what> file <path>:
+// <reason>" on error.
+absl::Status WriteFileWhole(const std::string& path, absl::string_view contents,
+                            absl::string_view what);
 
 }  // namespace demod
 

@@ -42,18 +42,21 @@ cmake -S . -B "$build" -G "$generator" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 cmake --build "$build" -j"$(nproc)" --target demod-coordinator demod-worker || exit 2
 bin="$build/bin"
 work=$(mktemp -d)
-"$bin/demod-coordinator" --listen 127.0.0.1:7700 --metrics "" --min_workers 2 --total_steps 40 \
-  --lr 2e-3 --warmup_steps 4 --fingerprint_interval 10 --value_encoding "${ENCODING:-bf16}" \
-  --optimizer "${OPTIMIZER:-demo}" \
+"$bin/demod-coordinator" --listen 127.0.0.1:0 --port_file "$work/port" --metrics "" \
+  --min_workers 2 --total_steps 40 --lr 2e-3 --warmup_steps 4 --fingerprint_interval 10 \
+  --value_encoding "${ENCODING:-bf16}" --optimizer "${OPTIMIZER:-demo}" \
   >"$work/coordinator.log" 2>&1 &
-sleep 1
-common=(--coordinator 127.0.0.1:7700 --data_dir data --gpt_layers 2 --gpt_d_model 64
-        --gpt_heads 4 --context 64 --batch_size 8 --validation_interval 10)
-"$bin/demod-worker" "${common[@]}" --name cpu --device cpu --threads 4 >"$work/cpu.log" 2>&1 &
-"$bin/demod-worker" "${common[@]}" --name gpu --device cuda >"$work/gpu.log" 2>&1
+for _ in $(seq 200); do [ -s "$work/port" ] && break; sleep 0.05; done
+common=(--coordinator "127.0.0.1:$(cat "$work/port")" --data_dir data --gpt_layers 2
+        --gpt_d_model 64 --gpt_heads 4 --context 64 --batch_size 8 --validation_interval 10)
+"$bin/demod-worker" "${common[@]}" --name cpu --device cpu --threads 4 \
+  --summary_json "$work/cpu.json" >"$work/cpu.log" 2>&1 &
+"$bin/demod-worker" "${common[@]}" --name gpu --device cuda --summary_json "$work/gpu.json" \
+  >"$work/gpu.log" 2>&1
 wait
 for f in coordinator cpu gpu; do echo "== $f"; grep -v " step [0-9]*/" "$work/$f.log" | tail -n 8; done
-n=$(grep -ho 'fingerprint [0-9a-f]*' "$work/cpu.log" "$work/gpu.log" | sort -u | wc -l)
+n=$(python3 -c 'import json, sys; print(len({json.load(open(f))["fingerprint"] for f in sys.argv[1:]}))' \
+  "$work/cpu.json" "$work/gpu.json" 2>/dev/null || echo 0)
 if [ "$n" -eq 1 ] && ! grep -q diverged "$work/coordinator.log"; then
   echo "PASS: CPU and CUDA workers end identical, no resync"
 else

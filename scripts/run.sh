@@ -90,14 +90,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo; echo "run: interrupted; stopping every process" >&2; exit 130' INT TERM
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$bin/demod-coordinator" --listen "127.0.0.1:$port" --metrics "" --run_id "$(basename "$out")" \
-  --min_workers "$workers" --total_steps "$steps" --lr "$lr" --optimizer "$optimizer" \
-  --warmup_steps $((steps / 10)) --value_encoding "$encoding" --state_dir "$out/state" \
-  >"$out/coordinator.log" 2>&1 &
+"$bin/demod-coordinator" --listen 127.0.0.1:0 --port_file "$out/coordinator.port" --metrics "" \
+  --run_id "$(basename "$out")" --min_workers "$workers" --total_steps "$steps" --lr "$lr" \
+  --optimizer "$optimizer" --warmup_steps $((steps / 10)) --value_encoding "$encoding" \
+  --state_dir "$out/state" >"$out/coordinator.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -q listening "$out/coordinator.log" && break; sleep 0.1; done
-grep -q listening "$out/coordinator.log" || { cat "$out/coordinator.log" >&2; exit 1; }
+# It writes its port once it serves.
+for _ in $(seq 200); do
+  [ -s "$out/coordinator.port" ] || ! kill -0 "${pids[0]}" 2>/dev/null && break
+  sleep 0.05
+done
+[ -s "$out/coordinator.port" ] || { cat "$out/coordinator.log" >&2; exit 1; }
+port=$(cat "$out/coordinator.port")
 
 # Workers share the machine's cores.
 threads=$(( $(nproc) / workers )); [ "$threads" -ge 1 ] || threads=1
@@ -105,7 +109,7 @@ for i in $(seq 1 "$workers"); do
   "$bin/demod-worker" --coordinator "127.0.0.1:$port" --name "worker-$i" --device "$device" \
     --model "$model" --data "$data" --data_dir data --batch_size "$batch_size" \
     --threads "$threads" --csv "$out/worker-$i.csv" --checkpoint_dir "$out/checkpoint-$i" \
-    --progress=false >"$out/worker-$i.log" 2>&1 &
+    --summary_json "$out/worker-$i.json" --progress=false >"$out/worker-$i.log" 2>&1 &
   pids+=($!)
 done
 echo "run: coordinator on 127.0.0.1:$port, $workers workers ($model on $data, $device," \
@@ -134,17 +138,23 @@ done
 echo
 wall=$(( $(date +%s) - started ))
 
+# Each worker's outcome (--summary_json): it finished the run, and every final fingerprint
+# agrees.
+summary_field() {
+  python3 -c 'import json, sys
+v = json.load(open(sys.argv[1])).get(sys.argv[2], "")
+print(str(v).lower() if isinstance(v, bool) else v)' "$out/worker-$1.json" "$2" 2>/dev/null || true
+}
 status=0
 for i in $(seq 1 "$workers"); do
-  if ! grep -q "run finished" "$out/worker-$i.log"; then
+  if [ "$(summary_field "$i" run_finished)" != true ]; then
     echo "run: worker-$i did not finish the run; last lines of $out/worker-$i.log:" >&2
     tail -n 5 "$out/worker-$i.log" >&2
     status=1
   fi
 done
-
-# Every worker's last line: the final fingerprint must agree.
-fingerprints=$(grep -ho "fingerprint [0-9a-f]*" "$out"/worker-*.log | sort -u | wc -l)
+fingerprints=$(for i in $(seq 1 "$workers"); do summary_field "$i" fingerprint; done |
+  sort -u | { grep -c . || true; })
 summary=$(awk -F, 'NR > 1 { n++; up += $9; down += $10; dense += $11; if ($4 != "") val = $4; loss = $3 }
   END { if (n) printf "%d %.4f %s %.0f %.0f %.0f", n, loss, val, up / n, down / n, dense / n }' \
   "$out/worker-1.csv")
@@ -154,7 +164,9 @@ echo "  steps: $n (worker-1), wall time ${wall}s"
 echo "  final loss $loss, final validation loss ${val:-n/a}"
 echo "  bytes per worker per step: ${up} up, ${down} down; an fp32 all-reduce sends ${dense}" \
   "($(awk -v d="$dense" -v u="$up" 'BEGIN { if (u > 0) printf "%.0fx", d / u }') less upload)"
-if [ "$fingerprints" -eq 1 ]; then
+if [ "$status" -ne 0 ]; then
+  echo "  not every worker finished: see the lines above" >&2
+elif [ "$fingerprints" -eq 1 ]; then
   echo "  parameters identical on all $workers workers (one fingerprint)"
 else
   echo "  parameters DIFFER between workers ($fingerprints fingerprints)" >&2

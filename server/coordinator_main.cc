@@ -5,7 +5,8 @@
 // the run flags below override single fields. With --state_dir the run survives restarts.
 //
 // Exit codes: 0 when the run finished or a signal stopped the coordinator; 1 when it could not
-// start (address in use, unreadable state); 2 for bad flags or configuration.
+// start (address in use, unreadable state, an unwritable --port_file); 2 for bad flags or
+// configuration.
 
 #include <cstdio>
 #include <fstream>
@@ -171,7 +172,12 @@ int Main() {
   if (!server.ok()) ExitWithReason(kExitFailed, server.status().ToString());
 
   if (!absl::GetFlag(FLAGS_port_file).empty()) {
-    WriteFileOrExit(absl::GetFlag(FLAGS_port_file), absl::StrCat((*server)->port(), "\n"), "port");
+    absl::Status written = WriteFileWhole(absl::GetFlag(FLAGS_port_file),
+                                          absl::StrCat((*server)->port(), "\n"), "port");
+    if (!written.ok()) {
+      (*server)->Shutdown();
+      ExitWithReason(kExitFailed, written.message());
+    }
   }
 
   // A signal is taken by a thread of its own (program.h), not inside gRPC's threads.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# demod-coordinator as a program: exit codes and one-line reasons for bad flags, a clean exit
-# on SIGTERM, and a refused start on a state directory of another run.
+# demod-coordinator as a program: exit codes and one-line reasons for bad flags, the port file,
+# a clean exit on SIGTERM, and a refused start on a state directory of another run.
 # Usage: coordinator_cli_test.sh <path to demod-coordinator>
 set -u
 bin="$1"
@@ -22,6 +22,17 @@ expect_exit() {
   fi
 }
 
+# serving PORT_FILE PID: true once the coordinator wrote its --port_file; false if it exited
+# or took more than 20 s.
+serving() {
+  for _ in $(seq 400); do
+    [ -s "$1" ] && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
 printf 'optimizer:\n  compression_topk: 0\n' >"$work/bad.yaml"
 expect_exit 2 "optimizer.compression_topk must be >= 1" --config "$work/bad.yaml"
 printf 'optimiser: {}\n' >"$work/unknown.yaml"
@@ -33,16 +44,16 @@ expect_exit 2 "unexpected argument" extra
 expect_exit 2 "value encoding\|encoding" --value_encoding f8
 : >"$work/empty-token"
 expect_exit 2 "is empty" --token_file "$work/empty-token"
+expect_exit 1 "cannot write the port file" --port_file "$work/no/such/dir/port"
 
 # Flags win over the file, and the file is judged with them: min_workers 100 needs
 # --max_workers above the default 64.
 printf 'min_workers: 100\n' >"$work/big.yaml"
 expect_exit 2 "max_workers" --config "$work/big.yaml"
 "$bin" --listen 127.0.0.1:0 --metrics "" --config "$work/big.yaml" --max_workers 128 \
-  --run_id big >"$work/big.log" 2>&1 &
+  --run_id big --port_file "$work/big.port" >"$work/big.log" 2>&1 &
 big=$!
-for _ in $(seq 50); do grep -q listening "$work/big.log" && break; sleep 0.1; done
-if grep -q listening "$work/big.log"; then
+if serving "$work/big.port" "$big"; then
   echo "ok: --config with min_workers 100 and --max_workers 128 starts"
 else
   echo "FAIL: --config big.yaml --max_workers 128 did not start:"; cat "$work/big.log"
@@ -52,9 +63,17 @@ kill -TERM "$big" 2>/dev/null; wait "$big" 2>/dev/null
 
 # A port in use: start on a fixed free port twice.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" --listen "127.0.0.1:$port" --metrics "" --run_id cli >"$work/first.log" 2>&1 &
+"$bin" --listen "127.0.0.1:$port" --metrics "" --run_id cli --port_file "$work/first.port" \
+  >"$work/first.log" 2>&1 &
 first=$!
-for _ in $(seq 50); do grep -q listening "$work/first.log" && break; sleep 0.1; done
+serving "$work/first.port" "$first"
+check_port=$(cat "$work/first.port" 2>/dev/null)
+if [[ "$check_port" != "$port" ]]; then
+  echo "FAIL: --port_file holds '$check_port', the coordinator listens on $port"
+  failures=$((failures + 1))
+else
+  echo "ok: --port_file holds the port"
+fi
 timeout 20 "$bin" --listen "127.0.0.1:$port" --metrics "" >"$work/out" 2>"$work/err"
 got=$?
 if [[ $got -ne 1 ]] || ! grep -q "cannot listen" "$work/err"; then
@@ -75,9 +94,9 @@ fi
 
 # A state directory keeps its run: another run id is refused, the same one resumes.
 "$bin" --listen 127.0.0.1:0 --metrics "" --run_id keep --state_dir "$work/state" \
-  >"$work/keep.log" 2>&1 &
+  --port_file "$work/keep.port" >"$work/keep.log" 2>&1 &
 keep=$!
-for _ in $(seq 50); do grep -q listening "$work/keep.log" && break; sleep 0.1; done
+serving "$work/keep.port" "$keep"
 kill -TERM "$keep"; wait "$keep"
 expect_exit 1 "holds run 'keep'" --run_id other --state_dir "$work/state"
 

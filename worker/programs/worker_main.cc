@@ -8,8 +8,10 @@
 #include <ATen/Parallel.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -43,6 +45,9 @@ ABSL_FLAG(int64_t, validation_interval, 10, "steps between validation losses; 0:
 ABSL_FLAG(std::string, checkpoint_dir, "", "save and resume parameters, momentum, step here");
 ABSL_FLAG(int64_t, checkpoint_interval, 50, "steps between checkpoints");
 ABSL_FLAG(std::string, csv, "", "write one line per step here");
+ABSL_FLAG(std::string, summary_json, "",
+          "when the worker ends without an error, write its outcome here as JSON: run_finished, "
+          "steps, last_step, losses, bytes, wall_seconds and the parameters' fingerprint");
 ABSL_FLAG(std::string, token_file, "", "file holding the coordinator's bearer token");
 ABSL_FLAG(std::string, tls_ca, "", "CA (PEM) of the coordinator's certificate; enables TLS");
 ABSL_FLAG(std::string, tls_cert, "", "client certificate (PEM) for mTLS");
@@ -73,6 +78,26 @@ at::Device ParseDevice(const std::string& name) {
   }
   ExitWithReason(kExitUsage,
                  absl::StrCat("--device ", name, ": expected cpu, cuda, cuda:N or auto"));
+}
+
+// The outcome of a worker, for programs that started it (scripts/run.sh, the process tests):
+// a file they read instead of this program's log. The fingerprint is 16 hex digits, since a
+// 64-bit integer does not survive every JSON reader.
+std::string SummaryJson(const TrainingSummary& s) {
+  nlohmann::json json = {
+      {"run_finished", s.run_finished},
+      {"steps", s.steps},
+      {"last_step", s.last_step},
+      {"last_loss", s.last_loss},
+      {"last_validation_loss", nullptr},
+      {"bytes_sent", s.bytes_sent},
+      {"bytes_received", s.bytes_received},
+      {"dense_fp32_bytes", s.dense_fp32_bytes},
+      {"wall_seconds", s.wall_seconds},
+      {"fingerprint", absl::StrFormat("%016x", s.fingerprint)},
+  };
+  if (std::isfinite(s.last_validation_loss)) json["last_validation_loss"] = s.last_validation_loss;
+  return json.dump(2) + "\n";
 }
 
 std::string CpuName() {
@@ -189,6 +214,11 @@ int Main() {
                       summary->last_validation_loss, summary->bytes_sent / steps / 1024,
                       summary->bytes_received / steps / 1024,
                       summary->dense_fp32_bytes / steps / 1024, summary->fingerprint));
+  if (!absl::GetFlag(FLAGS_summary_json).empty()) {
+    absl::Status written =
+        WriteFileWhole(absl::GetFlag(FLAGS_summary_json), SummaryJson(*summary), "summary");
+    if (!written.ok()) ExitWithReason(kExitFailed, written.message());
+  }
   return 0;
 }
 

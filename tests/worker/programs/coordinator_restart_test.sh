@@ -13,31 +13,22 @@ source "$(dirname "$0")/process_test_lib.sh"
 require_sotu
 
 steps=60
-port=$(free_port)
-# coordinator LOG [run flags]: started on the fixed port and state directory; tried again
-# while it exits at once (after a SIGKILL the port may take a moment to come free).
+# coordinator LOG [run flags]: started on the state directory (and, the second time, on the
+# first one's port); tried again while it exits at once (after a SIGKILL the port may take a
+# moment to come free).
 coordinator() {
-  local log="$1"
-  shift
   for _ in $(seq 50); do
-    "$bin/demod-coordinator" --listen "127.0.0.1:$port" --metrics "" --state_dir "$work/state" \
-      "$@" >"$work/$log" 2>&1 &
-    coordinator_pid=$!
-    pids+=($!)
-    for _ in $(seq 100); do
-      grep -q listening "$work/$log" && return 0
-      kill -0 "$coordinator_pid" 2>/dev/null || break
-      sleep 0.1
-    done
+    start_coordinator "$@" --state_dir "$work/state" && return 0
     sleep 0.2
   done
-  fail "the coordinator ($log) did not start"
+  fail "the coordinator ($1) did not start"
 }
 worker() {
   local name="$1"
   "$bin/demod-worker" --coordinator "127.0.0.1:$port" --name "$name" --data_dir "$data" \
     --gpt_layers 2 --gpt_d_model 64 --gpt_heads 4 --context 64 --batch_size 8 \
-    --validation_interval 10 --csv "$work/$name.csv" --threads 1 >>"$work/$name.log" 2>&1 &
+    --validation_interval 10 --csv "$work/$name.csv" --threads 1 \
+    --summary_json "$work/$name.summary.json" >>"$work/$name.log" 2>&1 &
   pids+=($!)
 }
 
@@ -57,7 +48,7 @@ check "the second coordinator resumed the run" \
 grep -h "resuming run\|between a step's save" "$work/coordinator2.log"
 for w in a b; do
   check "worker $w reconnected" "grep -q 'reconnecting in' '$work/$w.log'"
-  check "worker $w finished the run" "grep -q 'run finished' '$work/$w.log'"
+  check_finished "$w"
   # A worker may run one step twice: the one it applied just before the kill, when the seed
   # had not applied it and the run goes on from the seed's parameters (which it receives).
   check "worker $w's steps increase to $steps, one repeated at most" \

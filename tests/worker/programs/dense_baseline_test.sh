@@ -10,15 +10,14 @@ bin="$1"
 data="$2"
 source "$(dirname "$0")/process_test_lib.sh"
 steps=30
-port=$(free_port)
-"$bin/demod-coordinator" --listen "127.0.0.1:$port" --metrics "" --optimizer adamw \
-  --value_encoding f32 --min_workers 3 --total_steps "$steps" --lr 3e-3 --warmup_steps 3 \
-  --step_deadline_s 60 >"$work/coordinator.log" 2>&1 &
-for _ in $(seq 100); do grep -q listening "$work/coordinator.log" && break; sleep 0.1; done
+start_coordinator coordinator.log --optimizer adamw --value_encoding f32 --min_workers 3 \
+  --total_steps "$steps" --lr 3e-3 --warmup_steps 3 --step_deadline_s 60 ||
+  fail "the coordinator did not start"
 worker() {
   "$bin/demod-worker" --coordinator "127.0.0.1:$port" --name "$1" --data_dir "$data" \
     --gpt_layers 2 --gpt_d_model 128 --gpt_heads 4 --context 64 --batch_size 8 --threads 1 \
-    --validation_interval 10 --csv "$work/$1.csv" >"$work/$1.log" 2>&1 &
+    --validation_interval 10 --csv "$work/$1.csv" --summary_json "$work/$1.summary.json" \
+    >"$work/$1.log" 2>&1 &
 }
 worker a
 worker b
@@ -27,10 +26,9 @@ wait_for_step a 8
 worker d
 wait $(jobs -p | tail -n 4)
 
-for w in a b c d; do check "worker $w finished" "grep -q 'run finished' '$work/$w.log'"; done
+check_finished a b c d
 check "worker d joined mid-run" "grep -q 'receiving the parameters' '$work/d.log'"
-check "one fingerprint on all four" \
-  "[ \$(grep -ho 'fingerprint [0-9a-f]*' '$work'/{a,b,c,d}.log | sort -u | wc -l) -eq 1 ]"
+check_one_fingerprint "one fingerprint on all four" a b c d
 check_loss_fell a "$steps"
 up=$(awk -F, 'NR == 2 { print $9 }' "$work/a.csv")
 dense=$(awk -F, 'NR == 2 { print $11 }' "$work/a.csv")
