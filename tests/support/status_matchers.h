@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/status_macros.h"  // DEMOD_STATUS_CONCAT_
 
 namespace demod {
 namespace testing_internal {
@@ -56,10 +57,8 @@ T ValueOrStop(absl::StatusOr<T> status_or) {
 #define EXPECT_OK(expr) EXPECT_PRED_FORMAT1(::demod::testing_internal::IsOk, expr)
 #define ASSERT_OK(expr) ASSERT_PRED_FORMAT1(::demod::testing_internal::IsOk, expr)
 
-#define DEMOD_TEST_CONCAT_INNER_(a, b) a##b
-#define DEMOD_TEST_CONCAT_(a, b) DEMOD_TEST_CONCAT_INNER_(a, b)
 #define ASSERT_OK_AND_ASSIGN(lhs, expr) \
-  ASSERT_OK_AND_ASSIGN_IMPL_(DEMOD_TEST_CONCAT_(demod_test_statusor_, __LINE__), lhs, expr)
+  ASSERT_OK_AND_ASSIGN_IMPL_(DEMOD_STATUS_CONCAT_(demod_test_statusor_, __LINE__), lhs, expr)
 #define ASSERT_OK_AND_ASSIGN_IMPL_(statusor, lhs, expr) \
   auto statusor = (expr);                               \
   ASSERT_OK(statusor);                                  \
