@@ -732,6 +732,7 @@ absl::StatusOr<RunResult> RunOnce(RunSpec spec, const std::string& coordinator_b
   const int n = spec.workers;
   const std::string log_path = absl::StrCat("/tmp/demod-loadgen-", getpid(), "-", n, ".log");
   const std::string port_path = absl::StrCat("/tmp/demod-loadgen-", getpid(), "-", n, ".port");
+  unlink(port_path.c_str());  // a leftover of an earlier process with this pid
   std::vector<std::string> args = {
       spec.separate_connections ? "--listen=0.0.0.0:0" : "--listen=127.0.0.1:0",
       "--metrics=",

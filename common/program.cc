@@ -1,5 +1,6 @@
 #include "common/program.h"
 
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -77,19 +78,29 @@ void ExitWithReason(int code, absl::string_view message) {
 absl::Status WriteFileWhole(const std::string& path, absl::string_view contents,
                             absl::string_view what) {
   const std::string temp = absl::StrCat(path, ".tmp.", getpid());
-  bool written = false;
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
-    out.close();
-    written = !out.fail();
+  const auto failed = [&](const char* doing) {
+    const int error = errno;
+    std::remove(temp.c_str());
+    return absl::UnavailableError(absl::StrCat("cannot write the ", what, " file ", path, " (",
+                                               doing, "): ", std::strerror(error)));
+  };
+  const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return failed("create");
+  size_t written = 0;
+  while (written < contents.size()) {
+    const ssize_t n = write(fd, contents.data() + written, contents.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int error = errno;
+      close(fd);
+      errno = error;
+      return failed("write");
+    }
+    written += static_cast<size_t>(n);
   }
-  const int error = errno;
-  if (written && std::rename(temp.c_str(), path.c_str()) == 0) return absl::OkStatus();
-  const int rename_error = errno;
-  std::remove(temp.c_str());
-  return absl::UnavailableError(absl::StrCat("cannot write the ", what, " file ", path, ": ",
-                                             std::strerror(written ? rename_error : error)));
+  if (close(fd) != 0) return failed("close");
+  if (std::rename(temp.c_str(), path.c_str()) != 0) return failed("rename");
+  return absl::OkStatus();
 }
 
 std::string ReadFileOrExit(const std::string& path, absl::string_view what) {

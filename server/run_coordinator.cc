@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <deque>
-#include <limits>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -14,6 +13,7 @@
 #include "common/logging.h"
 #include "common/payload_codec.h"
 #include "common/run_in_parallel.h"
+#include "common/run_settings.h"
 #include "common/status_macros.h"
 #include "server/tensor_table.h"
 
@@ -74,17 +74,6 @@ uint64_t MaxStateBytes(const LayoutTable& table) {
   return static_cast<uint64_t>(TotalElements(table)) * kMaxStateBytesPerElement + (1 << 20);
 }
 
-// Entries per chunk in a payload: DeMo's top-k, or every coefficient for the dense baseline
-// (MakeLayoutTable clamps k to the chunk size).
-int64_t PayloadTopK(const OptimizerConfig& o) {
-  return o.algorithm == OptimizerConfig::Algorithm::kAdamW ? std::numeric_limits<int64_t>::max()
-                                                           : o.compression_topk;
-}
-
-std::string OptimizerEncodingName(ValueEncoding encoding) {
-  return std::string(ValueEncodingName(encoding));
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RunCoordinator>> RunCoordinator::Create(Options options) {
@@ -114,9 +103,8 @@ absl::StatusOr<std::unique_ptr<RunCoordinator>> RunCoordinator::Create(Options o
       for (const v1::TensorSpec& spec : coordinator->persisted_.tensors) {
         shapes.push_back({spec.name(), {spec.shape().begin(), spec.shape().end()}});
       }
-      const OptimizerConfig& o = coordinator->config_.optimizer;
       DEMOD_ASSIGN_OR_RETURN(LayoutTable layouts,
-                             MakeLayoutTable(shapes, o.compression_chunk, PayloadTopK(o)));
+                             MakeRunLayoutTable(shapes, coordinator->config_.optimizer));
       coordinator->layouts_ = std::make_shared<const LayoutTable>(std::move(layouts));
       coordinator->max_payload_bytes_ = MaxPayloadBytes(*coordinator->layouts_);
       coordinator->max_state_bytes_ = MaxStateBytes(*coordinator->layouts_);
@@ -148,29 +136,6 @@ RunCoordinator::RunCoordinator(Options options, int64_t completed_steps, bool re
   }
 }
 
-v1::RunSettings RunCoordinator::Settings() const {
-  v1::RunSettings run;
-  run.set_run_id(config_.run_id);
-  v1::OptimizerSettings* o = run.mutable_optimizer();
-  o->set_base_lr(config_.optimizer.lr.base_lr);
-  o->set_warmup_steps(config_.optimizer.lr.warmup_steps);
-  o->set_final_lr_factor(config_.optimizer.lr.final_factor);
-  o->set_compression_decay(config_.optimizer.compression_decay);
-  o->set_compression_topk(config_.optimizer.compression_topk);
-  o->set_compression_chunk(config_.optimizer.compression_chunk);
-  o->set_weight_decay(config_.optimizer.weight_decay);
-  o->set_value_encoding(OptimizerEncodingName(config_.optimizer.value_encoding));
-  o->set_algorithm(std::string(AlgorithmName(config_.optimizer.algorithm)));
-  o->set_adam_beta1(config_.optimizer.adam_beta1);
-  o->set_adam_beta2(config_.optimizer.adam_beta2);
-  o->set_adam_eps(config_.optimizer.adam_eps);
-  run.set_total_steps(config_.total_steps);
-  run.set_fingerprint_interval(config_.fingerprint_interval);
-  run.set_max_frame_bytes(config_.max_frame_bytes);
-  run.set_heartbeat_interval_ms(absl::ToInt64Milliseconds(config_.heartbeat_timeout / 3));
-  return run;
-}
-
 absl::Status RunCoordinator::AdoptTensorTable(const v1::Join& join) {
   DEMOD_ASSIGN_OR_RETURN(std::vector<TensorShape> shapes, ValidateTensorSpecs(join.tensors()));
   if (!persisted_.tensors.empty()) {
@@ -178,9 +143,7 @@ absl::Status RunCoordinator::AdoptTensorTable(const v1::Join& join) {
     for (const v1::TensorSpec& spec : persisted_.tensors) *run.Add() = spec;
     return CheckSameTensorSpecs(run, join.tensors());
   }
-  const OptimizerConfig& o = config_.optimizer;
-  DEMOD_ASSIGN_OR_RETURN(LayoutTable layouts,
-                         MakeLayoutTable(shapes, o.compression_chunk, PayloadTopK(o)));
+  DEMOD_ASSIGN_OR_RETURN(LayoutTable layouts, MakeRunLayoutTable(shapes, config_.optimizer));
   layouts_ = std::make_shared<const LayoutTable>(std::move(layouts));
   max_payload_bytes_ = MaxPayloadBytes(*layouts_);
   max_state_bytes_ = MaxStateBytes(*layouts_);
@@ -254,7 +217,7 @@ absl::StatusOr<WorkerId> RunCoordinator::Admit(const v1::Join& join,
   }
   v1::CoordinatorMessage welcome;
   welcome.mutable_welcome()->set_worker_id(id);
-  *welcome.mutable_welcome()->mutable_run() = Settings();
+  *welcome.mutable_welcome()->mutable_run() = RunSettingsOf(config_);
   welcome.mutable_welcome()->set_completed_steps(machine_.completed_steps());
   welcome.mutable_welcome()->set_receives_state(receives_state);
   SendTo(id, std::make_shared<const OutboundMessage>(welcome));

@@ -168,7 +168,6 @@ class RunCoordinator {
               absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Save() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ShutdownLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  v1::RunSettings Settings() const;
 
   const RunConfig config_;
   std::unique_ptr<RunStateSaver> saver_;  // null without a store

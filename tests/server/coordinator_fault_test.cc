@@ -157,7 +157,7 @@ class FaultRun {
     if (m == Misbehavior::kGarbage) {
       v1::WorkerMessage join;
       *join.mutable_join() = Options(name).join;
-      join.mutable_join()->set_protocol_version(1);
+      join.mutable_join()->set_protocol_version(v1::PROTOCOL_VERSION);
       const grpc::Status status =
           TrainWithBytes(target_, {join.SerializeAsString(), std::string("\xff\xff\xff", 3)});
       return Expect(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT,

@@ -424,7 +424,7 @@ struct RawStream {
 
 v1::WorkerMessage JoinMessage(const std::string& name) {
   v1::WorkerMessage m;
-  m.mutable_join()->set_protocol_version(1);
+  m.mutable_join()->set_protocol_version(v1::PROTOCOL_VERSION);
   m.mutable_join()->set_worker_name(name);
   *m.mutable_join()->mutable_tensors() = TensorSpecsOf(kShapes);
   return m;

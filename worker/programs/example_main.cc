@@ -40,6 +40,10 @@ int main(int argc, char** argv) {
   options.client.join.set_worker_name(absl::GetFlag(FLAGS_name));
   absl::StatusOr<std::unique_ptr<demod::DemoSession>> session =
       demod::DemoSession::Join(options, parameters);
+  if (absl::IsOutOfRange(session.status())) {  // the run finished before this worker came
+    std::printf("run finished\n");
+    return 0;
+  }
   if (!session.ok()) {
     std::fprintf(stderr, "demod-example: %s\n", session.status().ToString().c_str());
     return 1;

@@ -1,14 +1,13 @@
 #include "worker/training/coordinator_exchange.h"
 
 #include <algorithm>
-#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "common/layout_table.h"
 #include "common/logging.h"
 #include "common/payload_codec.h"
+#include "common/run_settings.h"
 #include "common/status_macros.h"
 
 namespace demod {
@@ -28,11 +27,9 @@ absl::Status CoordinatorExchange::Register(const LayoutTable& table) {
   for (const v1::TensorSpec& spec : client_->join().tensors()) {
     shapes.push_back({spec.name(), {spec.shape().begin(), spec.shape().end()}});
   }
-  const v1::OptimizerSettings& o = client_->welcome().run().optimizer();
-  // The dense baseline sends every coefficient: the layout clamps k to the chunk size.
-  const int64_t topk =
-      o.algorithm() == "adamw" ? std::numeric_limits<int64_t>::max() : o.compression_topk();
-  DEMOD_ASSIGN_OR_RETURN(LayoutTable run, MakeLayoutTable(shapes, o.compression_chunk(), topk));
+  DEMOD_ASSIGN_OR_RETURN(const OptimizerConfig optimizer,
+                         OptimizerConfigOf(client_->welcome().run().optimizer()));
+  DEMOD_ASSIGN_OR_RETURN(LayoutTable run, MakeRunLayoutTable(shapes, optimizer));
   DEMOD_RETURN_IF_ERROR(CheckSameLayoutTable(run, table));
   table_ = table;
   return absl::OkStatus();

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/run_settings.h"
 #include "common/status_macros.h"
 #include "worker/optimizer/dense_adamw.h"
 #include "worker/optimizer/parameter_state.h"
@@ -27,36 +28,30 @@ v1::DType ProtoDType(at::ScalarType type) {
 }
 
 // The run's optimizer, as the coordinator's settings describe it.
-absl::StatusOr<std::unique_ptr<StepOptimizer>> MakeOptimizer(const v1::RunSettings& run,
+absl::StatusOr<std::unique_ptr<StepOptimizer>> MakeOptimizer(const OptimizerConfig& o,
                                                              std::vector<NamedTensor> parameters,
                                                              Exchange* exchange) {
-  const v1::OptimizerSettings& o = run.optimizer();
-  DEMOD_ASSIGN_OR_RETURN(ValueEncoding encoding, ParseValueEncoding(o.value_encoding()));
-  if (o.algorithm() == "adamw") {
+  if (o.algorithm == OptimizerConfig::Algorithm::kAdamW) {
     AdamWOptions adamw;
-    adamw.lr = o.base_lr();
-    adamw.beta1 = o.adam_beta1();
-    adamw.beta2 = o.adam_beta2();
-    adamw.eps = o.adam_eps();
-    adamw.weight_decay = o.weight_decay();
-    adamw.chunk = o.compression_chunk();
-    adamw.encoding = encoding;
+    adamw.lr = o.lr.base_lr;
+    adamw.beta1 = o.adam_beta1;
+    adamw.beta2 = o.adam_beta2;
+    adamw.eps = o.adam_eps;
+    adamw.weight_decay = o.weight_decay;
+    adamw.chunk = o.compression_chunk;
+    adamw.encoding = o.value_encoding;
     DEMOD_ASSIGN_OR_RETURN(std::unique_ptr<DenseAdamW> optimizer,
                            DenseAdamW::Create(std::move(parameters), adamw, exchange));
     return std::unique_ptr<StepOptimizer>(std::move(optimizer));
   }
-  if (o.algorithm() != "demo" && !o.algorithm().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("the run uses optimizer '", o.algorithm(),
-                                                   "', which this worker does not know"));
-  }
   DEMOD_ASSIGN_OR_RETURN(std::unique_ptr<DemoOptimizer> optimizer,
                          DemoOptimizer::Create(std::move(parameters),
-                                               DemoOptions(o.base_lr())
-                                                   .compression_decay(o.compression_decay())
-                                                   .compression_topk(o.compression_topk())
-                                                   .compression_chunk(o.compression_chunk())
-                                                   .weight_decay(o.weight_decay())
-                                                   .value_encoding(encoding),
+                                               DemoOptions(o.lr.base_lr)
+                                                   .compression_decay(o.compression_decay)
+                                                   .compression_topk(o.compression_topk)
+                                                   .compression_chunk(o.compression_chunk)
+                                                   .weight_decay(o.weight_decay)
+                                                   .value_encoding(o.value_encoding),
                                                exchange));
   return std::unique_ptr<StepOptimizer>(std::move(optimizer));
 }
@@ -78,16 +73,15 @@ absl::StatusOr<std::unique_ptr<DemoSession>> DemoSession::Join(
   DEMOD_ASSIGN_OR_RETURN(session->client_, CoordinatorClient::Connect(options.client));
   const v1::Welcome& welcome = session->client_->welcome();
   session->total_steps_ = welcome.run().total_steps();
-  session->schedule_.base_lr = welcome.run().optimizer().base_lr();
-  session->schedule_.warmup_steps = welcome.run().optimizer().warmup_steps();
-  session->schedule_.final_factor = welcome.run().optimizer().final_lr_factor();
+  DEMOD_ASSIGN_OR_RETURN(session->optimizer_config_, OptimizerConfigOf(welcome.run().optimizer()));
   Log(LogLevel::kInfo, absl::StrCat("joined run ", welcome.run().run_id(), " as worker ",
                                     welcome.worker_id(), " after step ", welcome.completed_steps(),
                                     welcome.receives_state() ? "; receiving the parameters" : ""));
   session->exchange_ = std::make_unique<CoordinatorExchange>(
       session->client_.get(), session->parameters_, options.step_timeout, options.stop);
-  DEMOD_ASSIGN_OR_RETURN(session->optimizer_, MakeOptimizer(welcome.run(), session->parameters_,
-                                                            session->exchange_.get()));
+  DEMOD_ASSIGN_OR_RETURN(
+      session->optimizer_,
+      MakeOptimizer(session->optimizer_config_, session->parameters_, session->exchange_.get()));
   // A joiner receives the optimizer's shared state (AdamW's moments) with the parameters.
   std::vector<NamedTensor> state = session->parameters_;
   for (NamedTensor& t : session->optimizer_->SharedState()) state.push_back(std::move(t));
@@ -96,12 +90,13 @@ absl::StatusOr<std::unique_ptr<DemoSession>> DemoSession::Join(
     DEMOD_RETURN_IF_ERROR(LoadTensors(options.momentum, session->optimizer_->LocalState()));
   }
   DemoSession* s = session.get();
-  DEMOD_RETURN_IF_ERROR(
-      s->exchange_
-          ->ReceiveParameters(
-              welcome.receives_state(), *s->optimizer_,
-              [s](int64_t step) { return LearningRateAt(s->schedule_, step, s->total_steps_); })
-          .status());
+  DEMOD_RETURN_IF_ERROR(s->exchange_
+                            ->ReceiveParameters(welcome.receives_state(), *s->optimizer_,
+                                                [s](int64_t step) {
+                                                  return LearningRateAt(s->optimizer_config_.lr,
+                                                                        step, s->total_steps_);
+                                                })
+                            .status());
   s->finished_ = s->next_step() > s->total_steps_;
   return session;
 }
@@ -113,7 +108,7 @@ DemoSession::~DemoSession() {
 absl::Status DemoSession::Step() {
   if (finished_) return absl::OutOfRangeError("the run has finished");
   const int64_t step = next_step();
-  optimizer_->set_lr(LearningRateAt(schedule_, step, total_steps_));
+  optimizer_->set_lr(LearningRateAt(optimizer_config_.lr, step, total_steps_));
   absl::Status stepped = optimizer_->Step();
   optimizer_->ZeroGrad();
   if (!stepped.ok()) {
@@ -128,7 +123,9 @@ absl::Status DemoSession::Step() {
     if (!sent.ok() && !finished_) return sent;
   }
   if (exchange_->resync_requested() && !finished_) {
-    const auto lr_at = [this](int64_t s) { return LearningRateAt(schedule_, s, total_steps_); };
+    const auto lr_at = [this](int64_t s) {
+      return LearningRateAt(optimizer_config_.lr, s, total_steps_);
+    };
     absl::Status resynced = exchange_->ReceiveParameters(true, *optimizer_, lr_at).status();
     if (!resynced.ok() && exchange_->finished()) {
       finished_ = true;  // the run ended while the parameters were on their way

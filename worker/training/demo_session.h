@@ -80,8 +80,8 @@ class DemoSession {
   // This worker's own optimizer state (DeMo's momentum), serialized (parameter_state.h), for a
   // checkpoint or a next session.
   std::string momentum() const;
-  // "demo" or "adamw", as the run says.
-  const std::string& algorithm() const { return client_->welcome().run().optimizer().algorithm(); }
+  // DeMo, or the dense AdamW baseline, as the run says.
+  OptimizerConfig::Algorithm algorithm() const { return optimizer_config_.algorithm; }
 
  private:
   DemoSession() = default;
@@ -90,7 +90,7 @@ class DemoSession {
   std::unique_ptr<CoordinatorClient> client_;
   std::unique_ptr<CoordinatorExchange> exchange_;
   std::unique_ptr<StepOptimizer> optimizer_;  // DeMo, or the dense AdamW baseline
-  LrSchedule schedule_;
+  OptimizerConfig optimizer_config_;          // the run's, from the Welcome
   int64_t total_steps_ = 0;
   bool finished_ = false;
 };
