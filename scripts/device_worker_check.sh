@@ -46,7 +46,12 @@ work=$(mktemp -d)
   --min_workers 2 --total_steps 40 --lr 2e-3 --warmup_steps 4 --fingerprint_interval 10 \
   --value_encoding "${ENCODING:-bf16}" --optimizer "${OPTIMIZER:-demo}" \
   >"$work/coordinator.log" 2>&1 &
-for _ in $(seq 200); do [ -s "$work/port" ] && break; sleep 0.05; done
+coordinator=$!
+for _ in $(seq 200); do
+  [ -s "$work/port" ] || ! kill -0 "$coordinator" 2>/dev/null && break
+  sleep 0.05
+done
+[ -s "$work/port" ] || { echo "FAIL: the coordinator did not start"; cat "$work/coordinator.log"; exit 1; }
 common=(--coordinator "127.0.0.1:$(cat "$work/port")" --data_dir data --gpt_layers 2
         --gpt_d_model 64 --gpt_heads 4 --context 64 --batch_size 8 --validation_interval 10)
 "$bin/demod-worker" "${common[@]}" --name cpu --device cpu --threads 4 \

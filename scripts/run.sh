@@ -53,9 +53,13 @@ esac
 
 bash scripts/setup.sh
 # A first build takes minutes: its progress shows as one line that updates ("build: 12/127
-# cpu_kernels.cc"), and its output only when it fails.
+# cpu_kernels.cc") on a terminal, and its output only when it fails.
 show_build_progress() {
   local line shown=0
+  if [ ! -t 2 ]; then
+    cat >/dev/null
+    return 0
+  fi
   while IFS= read -r line; do
     if [[ "$line" =~ ^\[([0-9]+)/([0-9]+)\]\ .*\ ([^ ]+)$ ]]; then
       local what="${BASH_REMATCH[3]##*/}"
@@ -69,6 +73,7 @@ show_build_progress() {
   [ "$shown" -eq 0 ] || printf '\r\033[K' >&2
 }
 build_log=$(mktemp)
+trap 'rm -f "$build_log"' EXIT
 if ! bash scripts/build.sh 2>&1 | tee "$build_log" | show_build_progress; then
   echo "run: the build failed; its last lines:" >&2
   tail -n 30 "$build_log" >&2
@@ -81,6 +86,9 @@ bin="${BUILD_DIR:-build}/bin"
 
 out="${out:-runs/$(date -u +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
+# A run folder may be used again (its state and checkpoints resume the run): what the last
+# run's processes wrote for this one to read must not be mistaken for this run's.
+rm -f "$out/coordinator.port" "$out"/worker-*.json
 pids=()
 cleanup() {
   trap - EXIT INT TERM
@@ -117,6 +125,7 @@ echo "run: coordinator on 127.0.0.1:$port, $workers workers ($model on $data, $d
 
 started=$(date +%s)
 last_val="-"
+orphaned=0  # seconds the workers have outlived the coordinator
 while true; do
   alive=0
   for pid in "${pids[@]:1}"; do kill -0 "$pid" 2>/dev/null && alive=$((alive + 1)); done
@@ -132,7 +141,18 @@ while true; do
     fi
   fi
   [ "$alive" -eq 0 ] && break
-  if ! kill -0 "${pids[0]}" 2>/dev/null && [ "$alive" -gt 0 ]; then sleep 2; fi
+  # Workers outlive the coordinator only briefly when the run finished; otherwise (it failed,
+  # or the run in this folder had finished before: a resumed finished run exits at once) they
+  # would retry for minutes.
+  if ! kill -0 "${pids[0]}" 2>/dev/null; then
+    orphaned=$((orphaned + 1))
+    if [ "$orphaned" -eq 20 ]; then
+      echo
+      echo "run: the coordinator has exited (see $out/coordinator.log; a run folder whose run" \
+        "finished before is done); stopping the workers" >&2
+      for pid in "${pids[@]:1}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    fi
+  fi
   sleep 1
 done
 echo
@@ -156,12 +176,12 @@ done
 fingerprints=$(for i in $(seq 1 "$workers"); do summary_field "$i" fingerprint; done |
   sort -u | { grep -c . || true; })
 summary=$(awk -F, 'NR > 1 { n++; up += $9; down += $10; dense += $11; if ($4 != "") val = $4; loss = $3 }
-  END { if (n) printf "%d %.4f %s %.0f %.0f %.0f", n, loss, val, up / n, down / n, dense / n }' \
-  "$out/worker-1.csv")
+  END { if (n) printf "%d %.4f %s %.0f %.0f %.0f", n, loss, val == "" ? "n/a" : val, up / n,
+                      down / n, dense / n }' "$out/worker-1.csv" 2>/dev/null || true)
 read -r n loss val up down dense <<<"$summary"
 echo "summary:"
 echo "  steps: $n (worker-1), wall time ${wall}s"
-echo "  final loss $loss, final validation loss ${val:-n/a}"
+echo "  final loss ${loss:-n/a}, final validation loss ${val:-n/a}"
 echo "  bytes per worker per step: ${up} up, ${down} down; an fp32 all-reduce sends ${dense}" \
   "($(awk -v d="$dense" -v u="$up" 'BEGIN { if (u > 0) printf "%.0fx", d / u }') less upload)"
 if [ "$status" -ne 0 ]; then

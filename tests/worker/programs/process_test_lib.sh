@@ -16,6 +16,7 @@
 #   finish          exits 1 with the logs if a check failed, else prints "all passed"
 work="$(mktemp -d)"
 pids=()
+port=""
 failures=0
 cleanup() {
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done

@@ -20,7 +20,9 @@ TEST(CheckpointTest, SaveLoadAndCorruption) {
   ASSERT_OK_AND_ASSIGN(std::optional<Checkpoint> none, LoadCheckpoint(dir));
   EXPECT_FALSE(none.has_value());
 
-  Checkpoint saved{"run-7", 42, SerializeTensors({{"w", at::arange(12, at::kFloat).view({3, 4})}}),
+  Checkpoint saved{"run-7", 42,
+                   SerializeTensors({{"w", at::arange(12, at::kFloat).view({3, 4})},
+                                     {"b", at::arange(5, at::kFloat).to(at::kBFloat16)}}),
                    SerializeTensors({{"momentum.0", at::ones({2, 8}, at::kFloat)}})};
   ASSERT_OK(SaveCheckpoint(dir, saved));
   saved.step = 43;  // a second save replaces the first
