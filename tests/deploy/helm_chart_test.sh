@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The Helm chart (helm/demod), checked with the real Helm (scripts/tools.sh installs it):
+# - `helm lint --strict` and `helm template` pass for the default values and each example in
+#   helm/demod/ci/ (a CPU and a GPU pool with operator objects, TLS with mTLS, an existing
+#   token Secret);
+# - values with a wrong type or an unknown key fail with the schema's message, and TLS
+#   without its Secret fails with the chart's;
+# - the rendered run configuration (the ConfigMap) is one demod-coordinator accepts: it starts
+#   serving with it.
+# Usage: helm_chart_test.sh <repository root> <bin dir>
+set -u
+root="$1"
+bin="$2"
+chart="$root/helm/demod"
+helm="$root/tools/helm/helm"
+work="$(mktemp -d)"
+coordinator_pid=""
+cleanup() {
+  if [ -n "$coordinator_pid" ]; then
+    kill -TERM "$coordinator_pid" 2>/dev/null
+    wait "$coordinator_pid" 2>/dev/null
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+failures=0
+check() {
+  if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; failures=$((failures + 1)); fi
+}
+[ -x "$helm" ] || { echo "FAIL: no Helm at $helm (scripts/tools.sh installs it)"; exit 1; }
+export HELM_CACHE_HOME="$work/helm/cache" HELM_CONFIG_HOME="$work/helm/config"
+export HELM_DATA_HOME="$work/helm/data"
+
+# render NAME [helm flags]: the chart's manifests into $work/NAME.yaml; its errors in NAME.err.
+render() {
+  local name="$1"
+  shift
+  "$helm" template demod "$chart" --namespace training --kube-version 1.29.0 "$@" \
+    >"$work/$name.yaml" 2>"$work/$name.err"
+}
+
+for values in default "$chart"/ci/*.yaml; do
+  flags=()
+  [ "$values" = default ] || flags=(-f "$values")
+  name=$(basename "$values" .yaml)
+  check "$name: helm lint --strict" "'$helm' lint --strict '$chart' ${flags[*]} >'$work/lint.out' 2>&1 ||
+    { cat '$work/lint.out'; false; }"
+  check "$name: helm template" "render '$name' ${flags[*]} || { cat '$work/$name.err'; false; }"
+done
+check "default: a coordinator StatefulSet, its Services, a worker pool, the run ConfigMap, the token" \
+  "[ \$(grep -c '^kind: StatefulSet' '$work/default.yaml') -eq 2 ] &&
+   [ \$(grep -c '^kind: Service$' '$work/default.yaml') -eq 3 ] &&
+   grep -q '^kind: ConfigMap' '$work/default.yaml' && grep -q '^kind: Secret' '$work/default.yaml'"
+check "mixed: a GPU pool asks for a GPU, and the operator objects are there" \
+  "grep -q 'nvidia.com/gpu: 1' '$work/mixed-values.yaml' &&
+   grep -q '^kind: ServiceMonitor' '$work/mixed-values.yaml' &&
+   grep -q '^kind: PrometheusRule' '$work/mixed-values.yaml'"
+check "tls: the coordinator serves TLS with client certificates, workers present theirs" \
+  "grep -q -- '--tls_client_ca=/etc/demod/tls/ca.crt' '$work/tls-values.yaml' &&
+   grep -q -- '--tls_cert=/etc/demod/tls/tls.crt' '$work/tls-values.yaml'"
+check "existing secret: no Secret is made, the named one is mounted" \
+  "! grep -q '^kind: Secret' '$work/existing-secret-values.yaml' &&
+   grep -q 'secretName: demod-token' '$work/existing-secret-values.yaml'"
+
+# Values the schema must refuse, with its message.
+printf 'workerPools:\n  - name: cpu\n    device: cpu\n    replicas: "two"\n    image: {repository: x}\n    model: {kind: gpt, data: sotu, batchSize: 8}\n    dataVolume: {emptyDir: {}}\n    checkpoints: {enabled: false}\n' \
+  >"$work/wrong-type.values.yaml"
+printf 'coordinator:\n  persistance:\n    enabled: false\n' >"$work/unknown-key.values.yaml"
+printf 'tls:\n  enabled: true\n' >"$work/tls-without-secret.values.yaml"
+check "a wrong type fails with the schema's message" \
+  "! render wrong-type -f '$work/wrong-type.values.yaml' &&
+   grep -q 'workerPools.0.replicas: Invalid type. Expected: integer, given: string' '$work/wrong-type.err'"
+check "lint --strict refuses it too" \
+  "! '$helm' lint --strict '$chart' -f '$work/wrong-type.values.yaml' >/dev/null 2>&1"
+check "an unknown key fails with the schema's message" \
+  "! render unknown-key -f '$work/unknown-key.values.yaml' &&
+   grep -q 'Additional property persistance is not allowed' '$work/unknown-key.err'"
+check "TLS without its Secret fails with the chart's message" \
+  "! render tls-without-secret -f '$work/tls-without-secret.values.yaml' &&
+   grep -q 'tls.existingSecret: name the kubernetes.io/tls Secret' '$work/tls-without-secret.err'"
+
+# The ConfigMap's run.yaml, as the coordinator reads it from its mount.
+"$helm" template demod "$chart" --show-only templates/configmap-run.yaml |
+  sed -n '/^  run.yaml: |$/,$p' | tail -n +2 | sed 's/^    //' >"$work/run.yaml"
+"$bin/demod-coordinator" --config "$work/run.yaml" --listen 127.0.0.1:0 --metrics "" \
+  --port_file "$work/port" >"$work/coordinator.log" 2>&1 &
+coordinator_pid=$!
+for _ in $(seq 200); do
+  [ -s "$work/port" ] || ! kill -0 "$coordinator_pid" 2>/dev/null && break
+  sleep 0.05
+done
+check "demod-coordinator serves with the chart's run configuration" \
+  "[ -s '$work/port' ] || { cat '$work/run.yaml' '$work/coordinator.log'; false; }"
+
+if [ "$failures" -ne 0 ]; then
+  echo "$failures failure(s)"
+  exit 1
+fi
+echo "all passed"
