@@ -15,6 +15,10 @@ packages=(
   prometheus  # for promtool: tests/server/metrics_test lints the /metrics exposition
   gnuplot-nox  # scripts/run.sh plots loss and bandwidth
   unzip  # scripts/tools.sh unpacks Helm
+  # scripts/images.sh and the deploy checks: podman with runc (crun refuses this host's
+  # cgroups), a registry-free Debian root file system, compose, container names in DNS
+  podman runc catatonit uidmap mmdebstrap podman-compose
+  golang-github-containernetworking-plugin-dnsname
 )
 
 missing=()
