@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/expect_same_optimizer.h"
 #include "tests/support/status_matchers.h"
 
 namespace demod {
@@ -60,18 +61,7 @@ RunConfig CustomBase() {
 
 void ExpectSameConfig(const RunConfig& actual, const RunConfig& expected) {
   EXPECT_EQ(actual.run_id, expected.run_id);
-  EXPECT_EQ(actual.optimizer.lr.base_lr, expected.optimizer.lr.base_lr);
-  EXPECT_EQ(actual.optimizer.lr.warmup_steps, expected.optimizer.lr.warmup_steps);
-  EXPECT_EQ(actual.optimizer.lr.final_factor, expected.optimizer.lr.final_factor);
-  EXPECT_EQ(actual.optimizer.compression_decay, expected.optimizer.compression_decay);
-  EXPECT_EQ(actual.optimizer.compression_topk, expected.optimizer.compression_topk);
-  EXPECT_EQ(actual.optimizer.compression_chunk, expected.optimizer.compression_chunk);
-  EXPECT_EQ(actual.optimizer.weight_decay, expected.optimizer.weight_decay);
-  EXPECT_EQ(actual.optimizer.value_encoding, expected.optimizer.value_encoding);
-  EXPECT_EQ(actual.optimizer.algorithm, expected.optimizer.algorithm);
-  EXPECT_EQ(actual.optimizer.adam_beta1, expected.optimizer.adam_beta1);
-  EXPECT_EQ(actual.optimizer.adam_beta2, expected.optimizer.adam_beta2);
-  EXPECT_EQ(actual.optimizer.adam_eps, expected.optimizer.adam_eps);
+  ExpectSameOptimizer(actual.optimizer, expected.optimizer);
   EXPECT_EQ(actual.min_workers, expected.min_workers);
   EXPECT_EQ(actual.max_workers, expected.max_workers);
   EXPECT_EQ(actual.total_steps, expected.total_steps);

@@ -5,6 +5,7 @@
 
 #include <limits>
 
+#include "tests/support/expect_same_optimizer.h"
 #include "tests/support/status_matchers.h"
 
 namespace demod {
@@ -29,21 +30,6 @@ RunConfig Custom() {
   o.adam_beta2 = 0.9;
   o.adam_eps = 1e-6;
   return c;
-}
-
-void ExpectSameOptimizer(const OptimizerConfig& a, const OptimizerConfig& b) {
-  EXPECT_EQ(a.algorithm, b.algorithm);
-  EXPECT_EQ(a.value_encoding, b.value_encoding);
-  EXPECT_EQ(a.lr.base_lr, b.lr.base_lr);
-  EXPECT_EQ(a.lr.warmup_steps, b.lr.warmup_steps);
-  EXPECT_EQ(a.lr.final_factor, b.lr.final_factor);
-  EXPECT_EQ(a.compression_decay, b.compression_decay);
-  EXPECT_EQ(a.compression_topk, b.compression_topk);
-  EXPECT_EQ(a.compression_chunk, b.compression_chunk);
-  EXPECT_EQ(a.weight_decay, b.weight_decay);
-  EXPECT_EQ(a.adam_beta1, b.adam_beta1);
-  EXPECT_EQ(a.adam_beta2, b.adam_beta2);
-  EXPECT_EQ(a.adam_eps, b.adam_eps);
 }
 
 TEST(RunSettingsTest, WorkersReadWhatTheCoordinatorWrote) {
