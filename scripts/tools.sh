@@ -45,4 +45,4 @@ if [ "$(cat "$checker/.installed" 2>/dev/null)" != "$lock_sum" ]; then
       "$(tail -n 1 "$checker/npm.log")"
   echo "$lock_sum" >"$checker/.installed"
 fi
-cp "$source/check.mjs" "$checker/check.mjs"
+cp "$source"/*.mjs "$checker/"

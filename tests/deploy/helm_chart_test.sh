@@ -30,6 +30,7 @@ check() {
   if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; failures=$((failures + 1)); fi
 }
 checker="$root/tools/manifest-check/check.mjs"
+(cd "$root" && bash scripts/tools.sh) || { echo "FAIL: scripts/tools.sh failed"; exit 1; }
 [ -x "$helm" ] || { echo "FAIL: no Helm at $helm (scripts/tools.sh installs it)"; exit 1; }
 [ -f "$checker" ] || { echo "FAIL: no $checker (scripts/tools.sh installs it)"; exit 1; }
 export HELM_CACHE_HOME="$work/helm/cache" HELM_CONFIG_HOME="$work/helm/config"
