@@ -3,12 +3,13 @@
 # archives in ${BUILD_DIR:-build}/images/:
 #   demod-coordinator   the coordinator and its runtime libraries, nothing else
 #   demod-worker-cpu    the worker with Debian's CPU LibTorch runtime
+#   demod-prometheus    Debian's Prometheus, for the local stack (deploy/compose.yaml)
 # Each image is a Debian bookworm root file system made with mmdebstrap from Debian's
 # packages (the packages that hold the program's shared libraries, found with ldd and dpkg,
 # no recommends, no documentation), imported into podman, with the host-built bookworm
 # program copied in (podman build --pull=never, deploy/*.Containerfile). A root file system
 # is made again only when its package list changes. Prints each image's size.
-#   scripts/images.sh [coordinator] [worker-cpu]     (default: both)
+#   scripts/images.sh [coordinator] [worker-cpu] [prometheus]     (default: all three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -17,7 +18,7 @@ build="${BUILD_DIR:-build}"
 out="$build/images"
 mkdir -p "$out"
 images=("$@")
-[ ${#images[@]} -gt 0 ] || images=(coordinator worker-cpu)
+[ ${#images[@]} -gt 0 ] || images=(coordinator worker-cpu prometheus)
 
 die() {
   echo "images: $*" >&2
@@ -72,14 +73,17 @@ rootfs() {
 }
 
 # image NAME PROGRAM [mmdebstrap options]: localhost/demod-NAME:VERSION from
-# deploy/NAME.Containerfile.
+# deploy/NAME.Containerfile. PROGRAM is one of build/bin/, or a Debian package to install.
 image() {
   local name="$1" program="$2"
   shift 2
-  local binary="$build/bin/$program"
-  [ -x "$binary" ] || die "no $binary (scripts/build.sh builds it)"
-  local packages
-  packages=$(runtime_packages "$binary")
+  local binary="$build/bin/$program" packages
+  if [ -x "$binary" ]; then
+    packages=$(runtime_packages "$binary")
+  else
+    binary=""
+    packages="$program"
+  fi
   rootfs "$name" "$packages" "$@"
   local base="localhost/demod-$name-base:$(sha256sum <"$out/$name-rootfs.tar" | cut -c1-12)"
   if ! podman image exists "$base"; then
@@ -90,7 +94,7 @@ image() {
   local context
   context=$(mktemp -d)
   # The image carries the program without its debug information.
-  objcopy --strip-debug "$binary" "$context/$program"
+  [ -z "$binary" ] || objcopy --strip-debug "$binary" "$context/$program"
   podman build --quiet --pull=never -f "deploy/$name.Containerfile" --build-arg "BASE=$base" \
     --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
     -t "localhost/demod-$name:$version" -t "localhost/demod-$name:latest" "$context" >/dev/null ||
@@ -119,6 +123,7 @@ for name in "${images[@]}"; do
           gdalplugins gio gdk-pixbuf-2.0 girepository-1.0 vdpau' \
         --customize-hook='rm -rf "$1"/usr/include "$1"/usr/lib/python3*'
       ;;
-    *) die "unknown image '$name' (coordinator, worker-cpu)" ;;
+    prometheus) image prometheus prometheus ;;
+    *) die "unknown image '$name' (coordinator, worker-cpu, prometheus)" ;;
   esac
 done
