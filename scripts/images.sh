@@ -49,12 +49,13 @@ runtime_packages() {
 
 # rootfs NAME PACKAGES [mmdebstrap options]: $out/NAME-rootfs.tar, a bookworm system of
 # PACKAGES and what they depend on, with a user 65532 and its /var/lib/demod; kept while
-# PACKAGES stay the same.
+# PACKAGES and the options stay the same.
 rootfs() {
   local name="$1" packages="$2"
   shift 2
   local tar="$out/$name-rootfs.tar" stamp="$out/$name-rootfs.packages"
-  if [ -f "$tar" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$packages" ]; then return 0; fi
+  local recipe="$packages $*"
+  if [ -f "$tar" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$recipe" ]; then return 0; fi
   echo "images: making the $name root file system (a few minutes)" >&2
   rm -f "$tar" "$stamp"
   mmdebstrap --quiet --variant=essential --mode=root \
@@ -69,7 +70,7 @@ rootfs() {
     --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*' \
     "$@" bookworm "$out/$name-rootfs.partial.tar" || die "mmdebstrap failed for $name"
   mv "$out/$name-rootfs.partial.tar" "$tar"
-  echo "$packages" >"$stamp"
+  echo "$recipe" >"$stamp"
 }
 
 # image NAME PROGRAM [mmdebstrap options]: localhost/demod-NAME:VERSION from
@@ -114,6 +115,8 @@ for name in "${images[@]}"; do
     coordinator) image coordinator demod-coordinator ;;
     # Debian's LibTorch links OpenCV, FFmpeg, Qt and GDAL (for Caffe2's operators), so the worker
     # loads their libraries, which must stay; their data, plugins and programs it never reads.
+    # Mesa's LLVM and Z3 (through libGL's drivers) and LibTorch's Python bindings it does not
+    # load at all (ldd build/bin/demod-worker).
     worker-cpu)
       image worker-cpu demod-worker \
         --customize-hook='cd "$1/usr/share" && find . -mindepth 1 -maxdepth 1 \
@@ -121,7 +124,9 @@ for name in "${images[@]}"; do
           ! -name debconf ! -name perl5 -exec rm -rf {} +' \
         --customize-hook='cd "$1/usr/lib/x86_64-linux-gnu" && rm -rf dri gstreamer-1.0 qt5/plugins \
           gdalplugins gio gdk-pixbuf-2.0 girepository-1.0 vdpau' \
-        --customize-hook='rm -rf "$1"/usr/include "$1"/usr/lib/python3*'
+        --customize-hook='rm -rf "$1"/usr/include "$1"/usr/lib/python3*' \
+        --customize-hook='cd "$1/usr/lib/x86_64-linux-gnu" && rm -f libLLVM-15.so* libz3.so* \
+          libtorch_python.so*'
       ;;
     prometheus) image prometheus prometheus ;;
     *) die "unknown image '$name' (coordinator, worker-cpu, prometheus)" ;;
