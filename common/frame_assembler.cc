@@ -26,10 +26,14 @@ FrameAssembler::FrameAssembler(uint64_t max_message_bytes, uint64_t max_frame_by
       max_frame_bytes_(max_frame_bytes),
       restarts_(restarts) {}
 
-absl::Status FrameAssembler::Fail(std::string message) {
+void FrameAssembler::Reset() {
   id_.reset();
   total_ = 0;
   buffer_.clear();
+}
+
+absl::Status FrameAssembler::Fail(std::string message) {
+  Reset();
   return absl::InvalidArgumentError(std::move(message));
 }
 
@@ -42,7 +46,7 @@ absl::StatusOr<std::optional<std::string>> FrameAssembler::Add(int64_t id, uint6
                              max_frame_bytes_));
   }
   if (id_.has_value() && offset == 0 && restarts_ == Restarts::kAllowedAtOffsetZero) {
-    id_.reset();  // started over: what arrived of the incomplete message is dropped
+    Reset();  // started over: what arrived of the incomplete message is dropped
   }
   if (id_.has_value() && *id_ != id) {
     return Fail(absl::StrCat(what, "frame arrived while message ", *id_, " is incomplete (",
@@ -55,8 +59,7 @@ absl::StatusOr<std::optional<std::string>> FrameAssembler::Add(int64_t id, uint6
     }
     id_ = id;
     total_ = total_bytes;
-    buffer_.clear();
-    buffer_.reserve(total_bytes);
+    buffer_.reserve(total_bytes);  // empty: Reset() follows every message
   } else if (total_bytes != total_) {
     return Fail(absl::StrCat(what, "total changed from ", total_, " to ", total_bytes, " bytes"));
   }
@@ -72,9 +75,9 @@ absl::StatusOr<std::optional<std::string>> FrameAssembler::Add(int64_t id, uint6
   }
   buffer_.append(data.data(), data.size());
   if (buffer_.size() < total_) return std::optional<std::string>();
-  id_.reset();
-  total_ = 0;
-  return std::optional<std::string>(std::move(buffer_));
+  std::optional<std::string> whole(std::move(buffer_));
+  Reset();
+  return whole;
 }
 
 absl::StatusOr<std::optional<std::string>> FrameAssembler::AddOwned(int64_t id,
@@ -85,9 +88,7 @@ absl::StatusOr<std::optional<std::string>> FrameAssembler::AddOwned(int64_t id,
   const bool whole = idle && offset == 0 && data.size() == total_bytes && !data.empty() &&
                      data.size() <= max_frame_bytes_ && total_bytes <= max_message_bytes_;
   if (!whole) return Add(id, total_bytes, offset, absl::string_view(data));
-  id_.reset();  // a restart drops what arrived of the incomplete message
-  total_ = 0;
-  buffer_.clear();
+  Reset();  // a restart drops what arrived of the incomplete message
   return std::optional<std::string>(std::move(data));
 }
 

@@ -59,6 +59,8 @@ class FrameAssembler {
   bool in_progress() const { return id_.has_value(); }
 
  private:
+  // Forgets the message in progress.
+  void Reset();
   absl::Status Fail(std::string message);
 
   const uint64_t max_message_bytes_;

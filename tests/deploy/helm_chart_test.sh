@@ -13,22 +13,10 @@
 set -u
 root="$1"
 bin="$2"
+data=""
+source "$(dirname "$0")/../support/process_test_lib.sh"
 chart="$root/helm/demod"
 helm="$root/tools/helm/helm"
-work="$(mktemp -d)"
-coordinator_pid=""
-cleanup() {
-  if [ -n "$coordinator_pid" ]; then
-    kill -TERM "$coordinator_pid" 2>/dev/null
-    wait "$coordinator_pid" 2>/dev/null
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-failures=0
-check() {
-  if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; failures=$((failures + 1)); fi
-}
 checker="$root/tools/manifest-check/check.mjs"
 (cd "$root" && bash scripts/tools.sh) || { echo "FAIL: scripts/tools.sh failed"; exit 1; }
 [ -x "$helm" ] || { echo "FAIL: no Helm at $helm (scripts/tools.sh installs it)"; exit 1; }
@@ -99,18 +87,6 @@ check "TLS without its Secret fails with the chart's message" \
 # The ConfigMap's run.yaml, as the coordinator reads it from its mount.
 "$helm" template demod "$chart" --show-only templates/configmap-run.yaml |
   sed -n '/^  run.yaml: |$/,$p' | tail -n +2 | sed 's/^    //' >"$work/run.yaml"
-"$bin/demod-coordinator" --config "$work/run.yaml" --listen 127.0.0.1:0 --metrics "" \
-  --port_file "$work/port" >"$work/coordinator.log" 2>&1 &
-coordinator_pid=$!
-for _ in $(seq 200); do
-  [ -s "$work/port" ] || ! kill -0 "$coordinator_pid" 2>/dev/null && break
-  sleep 0.05
-done
 check "demod-coordinator serves with the chart's run configuration" \
-  "[ -s '$work/port' ] || { cat '$work/run.yaml' '$work/coordinator.log'; false; }"
-
-if [ "$failures" -ne 0 ]; then
-  echo "$failures failure(s)"
-  exit 1
-fi
-echo "all passed"
+  "start_coordinator coordinator.log --config '$work/run.yaml' || { cat '$work/run.yaml'; false; }"
+finish

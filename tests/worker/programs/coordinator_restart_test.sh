@@ -9,7 +9,7 @@
 set -u
 bin="$1"
 data="$2"
-source "$(dirname "$0")/process_test_lib.sh"
+source "$(dirname "$0")/../../support/process_test_lib.sh"
 require_sotu
 
 steps=60

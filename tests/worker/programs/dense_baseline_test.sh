@@ -8,7 +8,7 @@
 set -u
 bin="$1"
 data="$2"
-source "$(dirname "$0")/process_test_lib.sh"
+source "$(dirname "$0")/../../support/process_test_lib.sh"
 steps=30
 start_coordinator coordinator.log --optimizer adamw --value_encoding f32 --min_workers 3 \
   --total_steps "$steps" --lr 3e-3 --warmup_steps 3 --step_deadline_s 60 ||

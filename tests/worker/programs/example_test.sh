@@ -5,7 +5,7 @@
 set -u
 bin="$1"
 data=""
-source "$(dirname "$0")/process_test_lib.sh"
+source "$(dirname "$0")/../../support/process_test_lib.sh"
 start_coordinator coordinator.log --min_workers 2 --total_steps 40 --lr 3e-3 --warmup_steps 4 ||
   fail "the coordinator did not start"
 timeout 120 "$bin/demod-example" --coordinator "127.0.0.1:$port" --name a >"$work/a.log" 2>&1 &

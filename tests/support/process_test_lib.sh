@@ -1,5 +1,5 @@
-# What the real-process tests share (training_process_test.sh, coordinator_restart_test.sh,
-# dense_baseline_test.sh, example_test.sh). Source it after setting `bin` and `data`. It gives:
+# What the tests that run demod's programs as processes share (tests/worker/programs/*.sh,
+# tests/deploy/helm_chart_test.sh). Source it after setting `bin` and `data`. It gives:
 #   $work           a folder removed on exit, with every process in `pids` and every job killed
 #   fail MSG        prints MSG and the logs' ends, exits 1
 #   start_coordinator LOG [flags]   a coordinator on 127.0.0.1 (on $port when it is set, else on
