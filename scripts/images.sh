@@ -4,21 +4,26 @@
 #   demod-coordinator   the coordinator and its runtime libraries, nothing else
 #   demod-worker-cpu    the worker with Debian's CPU LibTorch runtime
 #   demod-prometheus    Debian's Prometheus, for the local stack (deploy/compose.yaml)
+#   demod-worker-cuda   only when asked for: the worker built inside NVIDIA's CUDA image
+#                       against upstream's CUDA LibTorch (deploy/worker-cuda.Containerfile);
+#                       needs NVIDIA's registry, download.pytorch.org and LIBTORCH_SHA256
 # Each image is a Debian bookworm root file system made with mmdebstrap from Debian's
 # packages (the packages that hold the program's shared libraries, found with ldd and dpkg,
 # no recommends, no documentation), imported into podman, with the host-built bookworm
 # program copied in (podman build --pull=never, deploy/*.Containerfile). A root file system
 # is made again only when its package list changes. Prints each image's size.
-#   scripts/images.sh [coordinator] [worker-cpu] [prometheus]     (default: all three)
+#   scripts/images.sh [coordinator] [worker-cpu] [prometheus] [worker-cuda]
+#                                                  (default: the first three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-bash scripts/build.sh >/dev/null
 build="${BUILD_DIR:-build}"
 out="$build/images"
 mkdir -p "$out"
 images=("$@")
 [ ${#images[@]} -gt 0 ] || images=(coordinator worker-cpu prometheus)
+# Every image but the CUDA worker carries programs built here.
+[ "${images[*]}" = worker-cuda ] || bash scripts/build.sh >/dev/null
 
 die() {
   echo "images: $*" >&2
@@ -38,14 +43,6 @@ CONF
 
 version=$(git describe --tags --always --dirty 2>/dev/null || echo unknown)
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-
-# The Debian packages that hold the shared libraries `binary` loads, comma-separated.
-runtime_packages() {
-  # dpkg -S fails for the few libraries it knows under /lib only (libc6's and such, which
-  # every root file system has).
-  ldd "$1" | awk '/=> \// { print $3 }' | xargs -r readlink -f |
-    { xargs -r dpkg -S 2>/dev/null || true; } | cut -d: -f1 | sort -u | paste -sd,
-}
 
 # rootfs NAME PACKAGES [mmdebstrap options]: $out/NAME-rootfs.tar, a bookworm system of
 # PACKAGES and what they depend on, with a user 65532 and its /var/lib/demod; kept while
@@ -80,7 +77,7 @@ image() {
   shift 2
   local binary="$build/bin/$program" packages
   if [ -x "$binary" ]; then
-    packages=$(runtime_packages "$binary")
+    packages=$(bash scripts/runtime_packages.sh "$binary")
   else
     binary=""
     packages="$program"
@@ -101,6 +98,12 @@ image() {
     -t "localhost/demod-$name:$version" -t "localhost/demod-$name:latest" "$context" >/dev/null ||
     die "podman build failed for $name"
   rm -rf "$context"
+  save "$name"
+}
+
+# save NAME: localhost/demod-NAME:VERSION as an OCI archive in $out; prints its size.
+save() {
+  local name="$1"
   rm -f "$out/demod-$name.oci.tar"
   podman save --quiet --format oci-archive -o "$out/demod-$name.oci.tar" \
     "localhost/demod-$name:$version"
@@ -108,6 +111,28 @@ image() {
   size=$(podman image inspect --format '{{.Size}}' "localhost/demod-$name:$version")
   printf 'images: localhost/demod-%s:%s  %d MB uncompressed  (%s)\n' "$name" "$version" \
     $((size / 1000000)) "$out/demod-$name.oci.tar"
+}
+
+# The CUDA worker is built from the sources inside NVIDIA's image (nothing from the host's
+# build): the context is the tracked and untracked-but-not-ignored files, as in a clean clone.
+worker_cuda() {
+  [ -n "${LIBTORCH_SHA256:-}" ] ||
+    die "worker-cuda needs LIBTORCH_SHA256 (the sha256 of the LibTorch zip; docs/deploy.md)"
+  local context args=()
+  context=$(mktemp -d)
+  git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$context"
+  args+=(--build-arg "LIBTORCH_SHA256=$LIBTORCH_SHA256")
+  [ -z "${LIBTORCH_URL:-}" ] || args+=(--build-arg "LIBTORCH_URL=$LIBTORCH_URL")
+  [ -z "${CUDA_VERSION:-}" ] || args+=(--build-arg "CUDA_VERSION=$CUDA_VERSION")
+  podman build --quiet -f deploy/worker-cuda.Containerfile "${args[@]}" \
+    --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
+    -t "localhost/demod-worker-cuda:$version" -t "localhost/demod-worker-cuda:latest" \
+    "$context" >/dev/null || {
+    rm -rf "$context"
+    die "podman build failed for worker-cuda (it needs docker.io/nvidia/cuda and download.pytorch.org)"
+  }
+  rm -rf "$context"
+  save worker-cuda
 }
 
 for name in "${images[@]}"; do
@@ -129,6 +154,7 @@ for name in "${images[@]}"; do
           libtorch_python.so*'
       ;;
     prometheus) image prometheus prometheus ;;
-    *) die "unknown image '$name' (coordinator, worker-cpu, prometheus)" ;;
+    worker-cuda) worker_cuda ;;
+    *) die "unknown image '$name' (coordinator, worker-cpu, prometheus, worker-cuda)" ;;
   esac
 done

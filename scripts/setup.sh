@@ -3,23 +3,43 @@
 # what is missing, and does nothing (quickly) when everything is already there.
 set -euo pipefail
 
+# scripts/setup.sh --build-only [--no-libtorch]: only what scripts/build.sh needs, without
+# Debian's LibTorch when an upstream one is given through CMAKE_PREFIX_PATH (the CUDA image,
+# deploy/worker-cuda.Containerfile).
+build_only=false
+with_libtorch=true
+for arg in "$@"; do
+  case "$arg" in
+    --build-only) build_only=true ;;
+    --no-libtorch) with_libtorch=false ;;
+    *)
+      echo "setup: unknown option '$arg' (--build-only, --no-libtorch)" >&2
+      exit 2
+      ;;
+  esac
+done
+
 packages=(
   build-essential cmake ninja-build ccache pkg-config git ca-certificates curl
-  clang-format
-  libtorch-dev libopenblas0-openmp
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libyaml-cpp-dev
-  dataset-fashion-mnist  # real training data; scripts/fetch_data.sh decompresses it
-  prometheus  # for promtool: tests/server/metrics_test lints the /metrics exposition
-  gnuplot-nox  # scripts/run.sh plots loss and bandwidth
-  unzip  # scripts/tools.sh unpacks Helm
-  # scripts/images.sh and the deploy checks: podman with runc (crun refuses this host's
-  # cgroups), a registry-free Debian root file system, compose, container names in DNS
-  podman runc catatonit uidmap mmdebstrap podman-compose
-  golang-github-containernetworking-plugin-dnsname
 )
+if $with_libtorch; then packages+=(libtorch-dev libopenblas0-openmp); fi
+if ! $build_only; then
+  packages+=(
+    clang-format
+    libgtest-dev libgmock-dev libbenchmark-dev
+    dataset-fashion-mnist  # real training data; scripts/fetch_data.sh decompresses it
+    prometheus  # for promtool: tests/server/metrics_test lints the /metrics exposition
+    gnuplot-nox  # scripts/run.sh plots loss and bandwidth
+    unzip  # scripts/tools.sh unpacks Helm
+    # scripts/images.sh and the deploy checks: podman with runc (crun refuses this host's
+    # cgroups), a registry-free Debian root file system, compose, container names in DNS
+    podman runc catatonit uidmap mmdebstrap podman-compose
+    golang-github-containernetworking-plugin-dnsname
+  )
+fi
 
 missing=()
 for p in "${packages[@]}"; do
