@@ -81,6 +81,13 @@ CoordinatorMetrics::CoordinatorMetrics(const std::string& run_id)
       &GaugeFamily(r, "demod_active_workers", "Workers currently contributing to steps.").Add({});
   current_step_ =
       &GaugeFamily(r, "demod_current_step", "The last completed training step.").Add({});
+  total_steps_ = &GaugeFamily(r, "demod_total_steps", "The step the run finishes at.").Add({});
+  min_workers_ =
+      &GaugeFamily(r, "demod_min_workers", "Workers the run needs to take steps; fewer pause it.")
+           .Add({});
+  learning_rate_ = &GaugeFamily(r, "demod_learning_rate",
+                                "The learning rate of the last completed step's update.")
+                        .Add({});
   paused_ = &GaugeFamily(r, "demod_paused",
                          "1 while the run is paused for lack of workers (fewer than min_workers), "
                          "else 0.")
@@ -118,6 +125,16 @@ CoordinatorMetrics::CoordinatorMetrics(const std::string& run_id)
       &GaugeFamily(r, "demod_step_expected_contributors",
                    "Workers the last closed step expected a payload from.")
            .Add({});
+  consecutive_short_steps_ =
+      &GaugeFamily(r, "demod_consecutive_short_steps",
+                   "Steps in a row, up to the last closed one, that closed with fewer "
+                   "contributors than expected; 0 after a full step.")
+           .Add({});
+  worker_evictions_ = &CounterFamily(r, "demod_worker_evictions_total",
+                                     "Times the coordinator removed each worker from the run.");
+  worker_info_ = &GaugeFamily(r, "demod_worker_info",
+                              "Always 1 for each present worker; its labels name the hardware "
+                              "it joined with (device_kind: cpu, cuda; device_name).");
   dense_equivalent_bytes_ =
       &CounterFamily(r, "demod_dense_equivalent_bytes_total",
                      "Bytes an fp32 all-reduce of the gradients would have moved for the steps "
@@ -161,11 +178,18 @@ CoordinatorMetrics::CoordinatorMetrics(const std::string& run_id)
 
 CoordinatorMetrics::~CoordinatorMetrics() = default;
 
+void CoordinatorMetrics::SetRunLimits(int64_t total_steps, int min_workers) {
+  total_steps_->Set(static_cast<double>(total_steps));
+  min_workers_->Set(min_workers);
+}
+
 void CoordinatorMetrics::SetActiveWorkers(int n) { active_workers_->Set(n); }
 
 void CoordinatorMetrics::SetCurrentStep(int64_t step) {
   current_step_->Set(static_cast<double>(step));
 }
+
+void CoordinatorMetrics::SetLearningRate(double lr) { learning_rate_->Set(lr); }
 
 void CoordinatorMetrics::SetPaused(bool paused) { paused_->Set(paused ? 1 : 0); }
 
@@ -182,13 +206,20 @@ CoordinatorMetrics::WorkerSeries& CoordinatorMetrics::SeriesLocked(const std::st
   series.missed = &missed_contributions_->Add(labels);
   series.tokens = &tokens_->Add(labels);
   series.fingerprint_mismatches = &fingerprint_mismatches_->Add(labels);
+  series.evictions = &worker_evictions_->Add(labels);
   return workers_.emplace(worker, series).first->second;
 }
 
-void CoordinatorMetrics::WorkerJoined(const std::string& worker) {
+void CoordinatorMetrics::WorkerJoined(const std::string& worker, const std::string& device_kind,
+                                      const std::string& device_name) {
   joins_->Increment();
   absl::MutexLock lock(&mu_);
-  SeriesLocked(worker);
+  WorkerSeries& series = SeriesLocked(worker);
+  // A rejoin may bring other hardware under the same name: one info series per worker.
+  if (series.info != nullptr) worker_info_->Remove(series.info);
+  series.info = &worker_info_->Add(
+      {{"worker", worker}, {"device_kind", device_kind}, {"device_name", device_name}});
+  series.info->Set(1);
 }
 
 void CoordinatorMetrics::WorkerLeft(const std::string& worker, LeaveReason reason) {
@@ -200,6 +231,7 @@ void CoordinatorMetrics::WorkerLeft(const std::string& worker, LeaveReason reaso
 void CoordinatorMetrics::WorkerEvicted(const std::string& worker, EvictionReason reason) {
   evictions_->Add({{"reason", EvictionReasonLabel(reason)}}).Increment();
   absl::MutexLock lock(&mu_);
+  SeriesLocked(worker).evictions->Increment();
   RemoveGaugesLocked(worker);
 }
 
@@ -215,7 +247,8 @@ void CoordinatorMetrics::RemoveGaugesLocked(const std::string& worker) {
     if (series.loss != nullptr) training_loss_->Remove(series.loss);
     if (series.validation_loss != nullptr) validation_loss_->Remove(series.validation_loss);
     if (series.tokens_per_second != nullptr) tokens_per_second_->Remove(series.tokens_per_second);
-    series.loss = series.validation_loss = series.tokens_per_second = nullptr;
+    if (series.info != nullptr) worker_info_->Remove(series.info);
+    series.loss = series.validation_loss = series.tokens_per_second = series.info = nullptr;
   }
   if (latest_loss_.erase(worker) > 0) UpdateLossMeanLocked();
 }
@@ -239,6 +272,8 @@ void CoordinatorMetrics::StepClosed(double duration_s, double barrier_wait_s, in
   steps_->Increment();
   step_contributors_->Set(contributors);
   step_expected_contributors_->Set(expected);
+  consecutive_short_steps_->Set(contributors < expected ? consecutive_short_steps_->Value() + 1
+                                                        : 0);
   dense_equivalent_bytes_->Increment(static_cast<double>(dense_equivalent_bytes));
 }
 

@@ -9,9 +9,13 @@
 // - Label cardinality is bounded by construction: reasons are enums, and `worker` is the
 //   worker's name (stable across reconnects, chosen by the operator), never its per-join id,
 //   so a flapping worker does not mint a new series on every rejoin.
-// - Per-worker gauges (training loss, validation loss, tokens/s) disappear when the worker
-//   leaves, is evicted or is removed, so dashboards and demod_training_loss_mean show only
-//   present workers. Per-worker counters stay: they are cumulative and rate() needs them.
+// - Per-worker gauges (training loss, validation loss, tokens/s, demod_worker_info) disappear
+//   when the worker leaves, is evicted or is removed, so dashboards and
+//   demod_training_loss_mean show only present workers. Per-worker counters stay: they are
+//   cumulative and rate() needs them.
+// - demod_worker_info{worker, device_kind, device_name} carries the hardware a worker joined
+//   with: one series per present worker (so at most max_workers), device_kind from an enum and
+//   device_name as the join validated it (printable ASCII, at most 128 bytes).
 // - Every labelled counter a worker can have exists (at 0) from its join, and every reason
 //   exists from construction, so rate() and increase() see the first event.
 #ifndef DEMOD_SERVER_COORDINATOR_METRICS_H_
@@ -57,21 +61,28 @@ class CoordinatorMetrics {
   // Shared so an endpoint can keep it alive for as long as it serves it.
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
+  // The run's shape, exported so dashboards can show an ETA and alerts the worker floor.
+  void SetRunLimits(int64_t total_steps, int min_workers);
+
   // Run state.
   void SetActiveWorkers(int n);
-  // The last completed step.
+  // The last completed step, and the learning rate its update used.
   void SetCurrentStep(int64_t step);
+  void SetLearningRate(double lr);
   void SetPaused(bool paused);
 
   // Membership. Leaving and eviction also remove the worker's gauges (RemoveWorker).
-  void WorkerJoined(const std::string& worker);
+  // `device_kind` is a label value such as "cpu" or "cuda"; `device_name` the hardware's name.
+  void WorkerJoined(const std::string& worker, const std::string& device_kind,
+                    const std::string& device_name);
   void WorkerLeft(const std::string& worker, LeaveReason reason);
   void WorkerEvicted(const std::string& worker, EvictionReason reason);
   // Drops the worker's gauges; its counters stay.
   void RemoveWorker(const std::string& worker);
 
   // A step closed. `dense_equivalent_bytes`: what an fp32 all-reduce of the gradients would
-  // have moved for this step, so dashboards can show the saving DeMo buys.
+  // have moved for this step, so dashboards can show the saving DeMo buys. A step with fewer
+  // contributors than expected extends demod_consecutive_short_steps; a full one resets it.
   void StepClosed(double duration_s, double barrier_wait_s, int contributors, int expected,
                   uint64_t dense_equivalent_bytes);
 
@@ -105,7 +116,9 @@ class CoordinatorMetrics {
     prometheus::Counter* missed;
     prometheus::Counter* tokens;
     prometheus::Counter* fingerprint_mismatches;
+    prometheus::Counter* evictions;
     // Gauges exist only while the worker is present and has reported them.
+    prometheus::Gauge* info = nullptr;
     prometheus::Gauge* loss = nullptr;
     prometheus::Gauge* validation_loss = nullptr;
     prometheus::Gauge* tokens_per_second = nullptr;
@@ -120,6 +133,10 @@ class CoordinatorMetrics {
   // Families and unlabelled series: created in the constructor, owned by registry_.
   prometheus::Gauge* active_workers_;
   prometheus::Gauge* current_step_;
+  prometheus::Gauge* total_steps_;
+  prometheus::Gauge* min_workers_;
+  prometheus::Gauge* learning_rate_;
+  prometheus::Gauge* consecutive_short_steps_;
   prometheus::Gauge* paused_;
   prometheus::Counter* state_save_failures_;
   prometheus::Counter* joins_;
@@ -139,6 +156,8 @@ class CoordinatorMetrics {
   prometheus::Family<prometheus::Counter>* missed_contributions_;
   prometheus::Family<prometheus::Counter>* tokens_;
   prometheus::Family<prometheus::Counter>* fingerprint_mismatches_;
+  prometheus::Family<prometheus::Counter>* worker_evictions_;
+  prometheus::Family<prometheus::Gauge>* worker_info_;
   prometheus::Family<prometheus::Gauge>* training_loss_;
   prometheus::Family<prometheus::Gauge>* training_loss_mean_;
   prometheus::Family<prometheus::Gauge>* validation_loss_;

@@ -25,6 +25,8 @@ namespace {
 constexpr size_t kChannelsPerFanOutThread = 4;
 constexpr size_t kMaxFanOutThreads = 4;
 constexpr size_t kMaxWorkerNameBytes = 128;
+// The hardware's name labels demod_worker_info: bounded, and printable so it reads in logs.
+constexpr size_t kMaxDeviceNameBytes = 128;
 
 std::shared_ptr<const OutboundMessage> ControlMessage(v1::Control control) {
   v1::CoordinatorMessage message;
@@ -53,6 +55,39 @@ absl::Status CheckWorkerName(const std::string& name) {
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckHardware(const v1::Hardware& hardware) {
+  if (!v1::DeviceKind_IsValid(hardware.device_kind())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("join: hardware.device_kind ", hardware.device_kind(), " is not one of ",
+                     "DEVICE_KIND_UNSPECIFIED, DEVICE_KIND_CPU, DEVICE_KIND_CUDA"));
+  }
+  const std::string& name = hardware.device_name();
+  if (name.size() > kMaxDeviceNameBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("join: hardware.device_name is longer than ", kMaxDeviceNameBytes, " bytes"));
+  }
+  for (char c : name) {
+    if (!absl::ascii_isprint(c)) {
+      return absl::InvalidArgumentError(absl::StrCat("join: hardware.device_name '",
+                                                     absl::CHexEscape(name),
+                                                     "' may hold only printable ASCII"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// demod_worker_info's device_kind label.
+const char* DeviceKindLabel(v1::DeviceKind kind) {
+  switch (kind) {
+    case v1::DEVICE_KIND_CPU:
+      return "cpu";
+    case v1::DEVICE_KIND_CUDA:
+      return "cuda";
+    default:
+      return "unspecified";
+  }
 }
 
 // Upper bounds on what one message may hold, so a frame announcing more is refused before
@@ -115,6 +150,8 @@ absl::StatusOr<std::unique_ptr<RunCoordinator>> RunCoordinator::Create(Options o
     coordinator->persisted_.config = coordinator->config_;
     coordinator->Save();
   }
+  coordinator->metrics_->SetRunLimits(coordinator->config_.total_steps,
+                                      coordinator->config_.min_workers);
   coordinator->metrics_->SetCurrentStep(completed);
   return coordinator;
 }
@@ -173,6 +210,7 @@ absl::StatusOr<WorkerId> RunCoordinator::Admit(const v1::Join& join,
                      " (this coordinator speaks ", v1::PROTOCOL_VERSION, ")"));
   }
   DEMOD_RETURN_IF_ERROR(CheckWorkerName(join.worker_name()));
+  DEMOD_RETURN_IF_ERROR(CheckHardware(join.hardware()));
   if (!join.run_id().empty() && join.run_id() != config_.run_id) {
     return absl::FailedPreconditionError(absl::StrCat("join: the worker belongs to run '",
                                                       join.run_id(), "', this coordinator runs '",
@@ -221,7 +259,8 @@ absl::StatusOr<WorkerId> RunCoordinator::Admit(const v1::Join& join,
   welcome.mutable_welcome()->set_completed_steps(machine_.completed_steps());
   welcome.mutable_welcome()->set_receives_state(receives_state);
   SendTo(id, std::make_shared<const OutboundMessage>(welcome));
-  metrics_->WorkerJoined(member.name);
+  metrics_->WorkerJoined(member.name, DeviceKindLabel(join.hardware().device_kind()),
+                         join.hardware().device_name());
   member.bytes_received = join.ByteSizeLong();
   metrics_->BytesReceived(member.name, member.bytes_received);
   Record(member.name, "join",
@@ -585,6 +624,8 @@ void RunCoordinator::RecordClosedStep(const StepSummary& summary) {
       static_cast<int>(summary.contributors.size()), static_cast<int>(summary.expected),
       static_cast<uint64_t>(TotalElements(*layouts_)) * 4 * summary.contributors.size());
   metrics_->SetCurrentStep(summary.step);
+  metrics_->SetLearningRate(
+      LearningRateAt(config_.optimizer.lr, summary.step, config_.total_steps));
   Log(LogLevel::kInfo, summary.LogLine());
 }
 

@@ -32,6 +32,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using Kind = ClientEvent::Kind;
 
 const std::vector<std::pair<std::string, std::vector<int64_t>>> kShapes = {
@@ -558,6 +559,21 @@ TEST_F(CoordinatorServiceTest, JoinsThatCannotBeAdmittedAreRefusedWithTheReason)
   ClientOptions empty = Options("d");
   empty.join.clear_tensors();
   EXPECT_EQ(CoordinatorClient::Connect(empty).status().code(), absl::StatusCode::kInvalidArgument);
+  // The hardware names a metric's labels: an unknown kind or an unprintable or overlong name
+  // is refused, not exported.
+  ClientOptions unknown_kind = Options("f");
+  unknown_kind.join.mutable_hardware()->set_device_kind(static_cast<v1::DeviceKind>(7));
+  EXPECT_EQ(CoordinatorClient::Connect(unknown_kind).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ClientOptions unprintable = Options("g");
+  unprintable.join.mutable_hardware()->set_device_name("GPU\n\x01");
+  refused = CoordinatorClient::Connect(unprintable).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.message(), HasSubstr("device_name"));
+  ClientOptions overlong = Options("h");
+  overlong.join.mutable_hardware()->set_device_name(std::string(129, 'x'));
+  EXPECT_EQ(CoordinatorClient::Connect(overlong).status().code(),
+            absl::StatusCode::kInvalidArgument);
   ClientOptions nowhere = Options("e");
   nowhere.target = "127.0.0.1:1";
   nowhere.connect_timeout = absl::Milliseconds(200);
@@ -766,6 +782,12 @@ TEST_F(CoordinatorServiceTest, LiveScrapeShowsTheRunAndPassesPromtool) {
   ASSERT_TRUE(scrape.ok()) << scrape.status();
   EXPECT_EQ(Sample(*scrape, "demod_steps_total"), 2);
   EXPECT_EQ(Sample(*scrape, "demod_current_step"), 2);
+  EXPECT_EQ(Sample(*scrape, "demod_total_steps"), 100);
+  EXPECT_EQ(Sample(*scrape, "demod_min_workers"), 2);
+  const RunConfig config = TestConfig();
+  // The exposition prints doubles rounded.
+  const double lr = LearningRateAt(config.optimizer.lr, 2, config.total_steps);
+  EXPECT_NEAR(Sample(*scrape, "demod_learning_rate").value_or(0), lr, lr * 1e-6);
   EXPECT_EQ(Sample(*scrape, "demod_active_workers"), 1);
   EXPECT_EQ(Sample(*scrape, "demod_joins_total"), 2);
   EXPECT_EQ(Sample(*scrape, "demod_leaves_total{reason=\"disconnected\"}"), 1);
@@ -774,6 +796,11 @@ TEST_F(CoordinatorServiceTest, LiveScrapeShowsTheRunAndPassesPromtool) {
   EXPECT_EQ(Sample(*scrape, "demod_dense_equivalent_bytes_total"), 133248.0 * 4 * 2 * 2);
   EXPECT_EQ(Sample(*scrape, "demod_training_loss{worker=\"a\"}"), 1.0);
   EXPECT_EQ(Sample(*scrape, "demod_tokens_per_second{worker=\"a\"}"), 2000.0);
+  EXPECT_EQ(Sample(*scrape,
+                   "demod_worker_info{device_kind=\"cpu\",device_name=\"test cpu\","
+                   "worker=\"a\"}"),
+            1);
+  EXPECT_THAT(*scrape, Not(HasSubstr("worker=\"b\"} 1")));
   EXPECT_EQ(Sample(*scrape, "demod_step_duration_seconds_count"), 2);
   EXPECT_GT(Sample(*scrape, "demod_worker_received_bytes_total{worker=\"b\"}").value_or(0), 0);
   EXPECT_EQ(Sample(*scrape, "demod_received_bytes_total"),

@@ -47,8 +47,9 @@ TEST(MetricsTest, ScrapeHasEveryEventAndPassesPromtool) {
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
   ASSERT_GT((*endpoint)->port(), 0);
 
-  metrics.WorkerJoined("alpha");
-  metrics.WorkerJoined("beta");
+  metrics.SetRunLimits(/*total_steps=*/500, /*min_workers=*/2);
+  metrics.WorkerJoined("alpha", "cuda", "NVIDIA H200");
+  metrics.WorkerJoined("beta", "cpu", "AMD EPYC 9654");
   metrics.StateTransfer(1000);
   metrics.SetActiveWorkers(2);
   metrics.SetPaused(false);
@@ -60,6 +61,7 @@ TEST(MetricsTest, ScrapeHasEveryEventAndPassesPromtool) {
     metrics.StepClosed(/*duration_s=*/0.004 * step, /*barrier_wait_s=*/0.002, /*contributors=*/2,
                        /*expected=*/2, /*dense_equivalent_bytes=*/4000);
     metrics.SetCurrentStep(step);
+    metrics.SetLearningRate(0.001 * step);
   }
   metrics.ContributionLate("beta");
   metrics.ContributionMissed("beta");
@@ -78,6 +80,19 @@ TEST(MetricsTest, ScrapeHasEveryEventAndPassesPromtool) {
   EXPECT_EQ(Sample(text, "demod_run_info{run_id=\"run-42\"}"), 1);
   EXPECT_EQ(Sample(text, "demod_active_workers"), 2);
   EXPECT_EQ(Sample(text, "demod_current_step"), 3);
+  EXPECT_EQ(Sample(text, "demod_total_steps"), 500);
+  EXPECT_EQ(Sample(text, "demod_min_workers"), 2);
+  EXPECT_EQ(Sample(text, "demod_learning_rate"), 0.003);
+  EXPECT_EQ(Sample(text, "demod_consecutive_short_steps"), 0);
+  EXPECT_EQ(Sample(text,
+                   "demod_worker_info{device_kind=\"cuda\",device_name=\"NVIDIA H200\","
+                   "worker=\"alpha\"}"),
+            1);
+  EXPECT_EQ(Sample(text,
+                   "demod_worker_info{device_kind=\"cpu\",device_name=\"AMD EPYC 9654\","
+                   "worker=\"beta\"}"),
+            1);
+  EXPECT_EQ(Sample(text, Worker("demod_worker_evictions_total", "beta")), 0);
   EXPECT_EQ(Sample(text, "demod_paused"), 0);
   EXPECT_EQ(Sample(text, "demod_joins_total"), 2);
   EXPECT_EQ(Sample(text, "demod_steps_total"), 3);
@@ -126,6 +141,9 @@ TEST(MetricsTest, ScrapeHasEveryEventAndPassesPromtool) {
   auto after = HttpGet((*endpoint)->port(), "/metrics");
   ASSERT_TRUE(after.ok()) << after.status();
   EXPECT_EQ(Sample(*after, "demod_evictions_total{reason=\"missed_steps\"}"), 1);
+  EXPECT_EQ(Sample(*after, Worker("demod_worker_evictions_total", "beta")), 1);
+  EXPECT_EQ(Sample(*after, Worker("demod_worker_evictions_total", "alpha")), 0);
+  EXPECT_THAT(*after, Not(HasSubstr("device_name=\"AMD EPYC 9654\"")));
   EXPECT_EQ(Sample(*after, "demod_paused"), 1);
   EXPECT_EQ(Sample(*after, Worker("demod_training_loss", "beta")), std::nullopt);
   EXPECT_EQ(Sample(*after, Worker("demod_training_loss", "alpha")), 3);
@@ -141,6 +159,7 @@ TEST(MetricsTest, ScrapeHasEveryEventAndPassesPromtool) {
   EXPECT_THAT(*empty, Not(HasSubstr("demod_training_loss{")));
   EXPECT_THAT(*empty, Not(HasSubstr("demod_validation_loss{")));
   EXPECT_THAT(*empty, Not(HasSubstr("demod_tokens_per_second{")));
+  EXPECT_THAT(*empty, Not(HasSubstr("demod_worker_info{")));
   // No worker present: no mean rather than a made-up 0.
   EXPECT_EQ(Sample(*empty, "demod_training_loss_mean"), std::nullopt);
 
@@ -160,6 +179,36 @@ TEST(MetricsTest, ScrapeHasEveryEventAndPassesPromtool) {
     EXPECT_EQ(lint.exit_code, 0) << lint.output << "\n--- exposition ---\n" << *exposition;
     EXPECT_EQ(lint.output, "") << "promtool lint findings";
   }
+}
+
+// demod_consecutive_short_steps counts the run of short steps up to the last one, and a
+// rejoin under the same name with other hardware replaces the worker's info series.
+TEST(MetricsTest, ShortStepRunsAndRejoinedHardware) {
+  CoordinatorMetrics metrics("run");
+  auto endpoint = StartMetricsEndpoint("127.0.0.1:0", metrics.registry());
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  const auto scrape = [&] { return ValueOrStop(HttpGet((*endpoint)->port(), "/metrics")); };
+  const auto close = [&](int contributors) {
+    metrics.StepClosed(0.01, 0.005, contributors, /*expected=*/3, 100);
+  };
+  close(3);
+  EXPECT_EQ(Sample(scrape(), "demod_consecutive_short_steps"), 0);
+  close(2);
+  close(1);
+  EXPECT_EQ(Sample(scrape(), "demod_consecutive_short_steps"), 2);
+  close(3);
+  EXPECT_EQ(Sample(scrape(), "demod_consecutive_short_steps"), 0);
+  close(2);
+  EXPECT_EQ(Sample(scrape(), "demod_consecutive_short_steps"), 1);
+
+  metrics.WorkerJoined("w", "cpu", "Intel Xeon");
+  metrics.WorkerJoined("w", "cuda", "NVIDIA L4");
+  const std::string text = scrape();
+  EXPECT_EQ(Sample(text,
+                   "demod_worker_info{device_kind=\"cuda\",device_name=\"NVIDIA L4\","
+                   "worker=\"w\"}"),
+            1);
+  EXPECT_THAT(text, Not(HasSubstr("Intel Xeon")));
 }
 
 TEST(MetricsTest, AddressInUseIsAnErrorNotAnException) {

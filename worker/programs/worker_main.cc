@@ -10,7 +10,6 @@
 
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -24,6 +23,7 @@
 #include "absl/strings/str_format.h"
 #include "common/logging.h"
 #include "common/program.h"
+#include "worker/programs/device_name.h"
 #include "worker/training/trainer.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:7070", "the coordinator's address");
@@ -100,26 +100,15 @@ std::string SummaryJson(const TrainingSummary& s) {
   return json.dump(2) + "\n";
 }
 
-std::string CpuName() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (absl::StartsWith(line, "model name")) {
-      return std::string(absl::StripAsciiWhitespace(line.substr(line.find(':') + 1)));
-    }
-  }
-  return "cpu";
-}
-
 v1::Hardware DescribeHardware(const at::Device& device) {
   v1::Hardware hardware;
   hardware.set_threads(static_cast<uint32_t>(at::get_num_threads()));
   if (device.is_cuda()) {
     hardware.set_device_kind(v1::DEVICE_KIND_CUDA);
-    hardware.set_device_name(device.str());
+    hardware.set_device_name(CudaDeviceName(device.has_index() ? device.index() : 0));
   } else {
     hardware.set_device_kind(v1::DEVICE_KIND_CPU);
-    hardware.set_device_name(CpuName());
+    hardware.set_device_name(CpuModelName());
     hardware.set_memory_bytes(static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
                               static_cast<uint64_t>(sysconf(_SC_PAGE_SIZE)));
   }
