@@ -150,6 +150,12 @@ CoordinatorMetrics::CoordinatorMetrics(const std::string& run_id)
                                           "Bytes the coordinator received from each worker.");
   worker_sent_bytes_ = &CounterFamily(r, "demod_worker_sent_bytes_total",
                                       "Bytes the coordinator sent to each worker.");
+  worker_payload_bytes_ =
+      &CounterFamily(r, "demod_worker_payload_bytes_total",
+                     "Bytes of the encoded payloads received from each worker (no framing).");
+  worker_aggregate_bytes_ =
+      &CounterFamily(r, "demod_worker_aggregate_bytes_total",
+                     "Bytes of the encoded aggregates sent to each worker (no framing).");
   late_contributions_ = &CounterFamily(r, "demod_late_contributions_total",
                                        "Payloads that arrived after their step had closed.");
   missed_contributions_ = &CounterFamily(r, "demod_missed_contributions_total",
@@ -207,6 +213,8 @@ CoordinatorMetrics::WorkerSeries& CoordinatorMetrics::SeriesLocked(const std::st
   series.tokens = &tokens_->Add(labels);
   series.fingerprint_mismatches = &fingerprint_mismatches_->Add(labels);
   series.evictions = &worker_evictions_->Add(labels);
+  series.payload_bytes = &worker_payload_bytes_->Add(labels);
+  series.aggregate_bytes = &worker_aggregate_bytes_->Add(labels);
   return workers_.emplace(worker, series).first->second;
 }
 
@@ -289,6 +297,16 @@ void CoordinatorMetrics::BytesSent(const std::string& worker, uint64_t n) {
   sent_bytes_->Increment(bytes);
   absl::MutexLock lock(&mu_);
   SeriesLocked(worker).sent_bytes->Increment(bytes);
+}
+
+void CoordinatorMetrics::PayloadReceived(const std::string& worker, uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  SeriesLocked(worker).payload_bytes->Increment(static_cast<double>(bytes));
+}
+
+void CoordinatorMetrics::AggregateSent(const std::string& worker, uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  SeriesLocked(worker).aggregate_bytes->Increment(static_cast<double>(bytes));
 }
 
 void CoordinatorMetrics::ContributionLate(const std::string& worker) {

@@ -90,6 +90,11 @@ class CoordinatorMetrics {
   void BytesReceived(const std::string& worker, uint64_t n);
   void BytesSent(const std::string& worker, uint64_t n);
 
+  // The step messages themselves, encoded, without framing: a payload decoded from a worker,
+  // an aggregate sent to one. What workers log as a step's bytes up and down (their CSVs).
+  void PayloadReceived(const std::string& worker, uint64_t bytes);
+  void AggregateSent(const std::string& worker, uint64_t bytes);
+
   // A payload arrived after its step closed / a step closed without the worker's payload.
   void ContributionLate(const std::string& worker);
   void ContributionMissed(const std::string& worker);
@@ -117,6 +122,8 @@ class CoordinatorMetrics {
     prometheus::Counter* tokens;
     prometheus::Counter* fingerprint_mismatches;
     prometheus::Counter* evictions;
+    prometheus::Counter* payload_bytes;
+    prometheus::Counter* aggregate_bytes;
     // Gauges exist only while the worker is present and has reported them.
     prometheus::Gauge* info = nullptr;
     prometheus::Gauge* loss = nullptr;
@@ -157,6 +164,8 @@ class CoordinatorMetrics {
   prometheus::Family<prometheus::Counter>* tokens_;
   prometheus::Family<prometheus::Counter>* fingerprint_mismatches_;
   prometheus::Family<prometheus::Counter>* worker_evictions_;
+  prometheus::Family<prometheus::Counter>* worker_payload_bytes_;
+  prometheus::Family<prometheus::Counter>* worker_aggregate_bytes_;
   prometheus::Family<prometheus::Gauge>* worker_info_;
   prometheus::Family<prometheus::Gauge>* training_loss_;
   prometheus::Family<prometheus::Gauge>* training_loss_mean_;

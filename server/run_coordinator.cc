@@ -407,6 +407,7 @@ absl::Status RunCoordinator::OnPayloadFrame(WorkerId worker, v1::PayloadFrame& f
 absl::Status RunCoordinator::OnPayload(WorkerId worker, StepPayload payload, uint64_t bytes,
                                        absl::Time now) {
   const int64_t step = payload.step;
+  metrics_->PayloadReceived(members_.at(worker).name, bytes);
   if (!machine_.open_step().has_value() && step == machine_.completed_steps() + 1) {
     // Paused: the payload is still valid when the step opens (the parameters do not move).
     early_payloads_[worker] = TakenPayload{std::move(payload), bytes};
@@ -607,6 +608,7 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
   step_.reset();
   const std::optional<absl::Time> last_payload = record.last_payload();
   const uint64_t bytes_out = encoded->size() * members_.size();
+  for (const auto& [id, member] : members_) metrics_->AggregateSent(member.name, encoded->size());
   SendToAll(OutboundMessage::AggregateFrames(
       close.step, *std::move(encoded), config_.max_frame_bytes,
       last_payload.has_value() ? absl::ToUnixMicros(*last_payload) : 0));

@@ -63,6 +63,9 @@ TEST(MetricsTest, ScrapeHasEveryEventAndPassesPromtool) {
     metrics.SetCurrentStep(step);
     metrics.SetLearningRate(0.001 * step);
   }
+  metrics.PayloadReceived("alpha", 700);
+  metrics.AggregateSent("alpha", 900);
+  metrics.AggregateSent("alpha", 100);
   metrics.ContributionLate("beta");
   metrics.ContributionMissed("beta");
   metrics.ContributionMissed("beta");
@@ -93,6 +96,9 @@ TEST(MetricsTest, ScrapeHasEveryEventAndPassesPromtool) {
                    "worker=\"beta\"}"),
             1);
   EXPECT_EQ(Sample(text, Worker("demod_worker_evictions_total", "beta")), 0);
+  EXPECT_EQ(Sample(text, Worker("demod_worker_payload_bytes_total", "alpha")), 700);
+  EXPECT_EQ(Sample(text, Worker("demod_worker_payload_bytes_total", "beta")), 0);
+  EXPECT_EQ(Sample(text, Worker("demod_worker_aggregate_bytes_total", "alpha")), 1000);
   EXPECT_EQ(Sample(text, "demod_paused"), 0);
   EXPECT_EQ(Sample(text, "demod_joins_total"), 2);
   EXPECT_EQ(Sample(text, "demod_steps_total"), 3);
