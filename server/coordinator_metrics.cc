@@ -22,7 +22,7 @@ using prometheus::Histogram;
 using prometheus::Registry;
 
 constexpr LeaveReason kLeaveReasons[] = {LeaveReason::kDisconnected, LeaveReason::kInvalidMessage,
-                                         LeaveReason::kShutdown};
+                                         LeaveReason::kShutdown, LeaveReason::kFinished};
 constexpr EvictionReason kEvictionReasons[] = {EvictionReason::kMissedSteps,
                                                EvictionReason::kHeartbeat};
 
@@ -57,6 +57,8 @@ const char* LeaveReasonLabel(LeaveReason reason) {
       return "invalid_message";
     case LeaveReason::kShutdown:
       return "shutdown";
+    case LeaveReason::kFinished:
+      return "finished";
   }
   return "unknown";
 }

@@ -41,7 +41,8 @@ class Family;
 namespace demod {
 
 // Why a worker left of its own accord or through its connection (demod_leaves_total{reason}).
-enum class LeaveReason { kDisconnected, kInvalidMessage, kShutdown };
+// kFinished: its stream ended after the run's last step, the normal end of every worker.
+enum class LeaveReason { kDisconnected, kInvalidMessage, kShutdown, kFinished };
 // Why the coordinator removed a worker (demod_evictions_total{reason}).
 enum class EvictionReason { kMissedSteps, kHeartbeat };
 

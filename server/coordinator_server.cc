@@ -143,7 +143,7 @@ void CoordinatorServer::TickLoop() {
 
 void CoordinatorServer::Wait(bool until_finished) {
   absl::MutexLock lock(&mu_);
-  while (!stopping_ && !(until_finished && run_->finished())) {
+  while (!stopping_ && !(until_finished && run_->drained())) {
     mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(200));
   }
 }

@@ -55,7 +55,8 @@ class CoordinatorServer {
 
   // Tells workers, ends their streams, saves the state and stops serving. Idempotent.
   void Shutdown();
-  // Blocks until Shutdown was called or, with `until_finished`, the run has finished.
+  // Blocks until Shutdown was called or, with `until_finished`, the run has finished and every
+  // worker's stream has ended (RunCoordinator::drained, at most kFinishGrace later).
   void Wait(bool until_finished);
 
  private:

@@ -369,8 +369,10 @@ absl::Status RunCoordinator::HandleLocked(WorkerId worker, v1::WorkerMessage& me
             absl::StrCat("report: compute_seconds ", r.compute_seconds(), " is not >= 0"));
       }
       // A non-finite loss is the worker's news to report (it diverged), not a protocol error.
-      metrics_->Report(members_.at(worker).name, r.loss(), r.validation_loss(), r.tokens(),
-                       r.compute_seconds());
+      Member& member = members_.at(worker);
+      metrics_->Report(member.name, r.loss(), r.validation_loss(), r.tokens(), r.compute_seconds());
+      // The run is over and so is this worker's news.
+      if (r.step() >= machine_.completed_steps()) EndFinishedStream(member);
       return absl::OkStatus();
     }
     case v1::WorkerMessage::kHeartbeat:
@@ -545,7 +547,8 @@ void RunCoordinator::Apply(std::vector<Action> initial, absl::Time now) {
       case Action::Kind::kFinish:
         Log(LogLevel::kInfo, absl::StrCat("run ", config_.run_id, " finished: ", action.reason));
         Broadcast(MakeControl(v1::Control::KIND_FINISHED, action.reason));
-        for (auto& [id, member] : members_) EndStream(member, absl::OkStatus());
+        // The streams stay open for the last step's reports (see drained()).
+        for (auto& [id, member] : members_) member.end_by = now + kFinishGrace;
         break;
     }
     pending.insert(pending.end(), std::make_move_iterator(more.begin()),
@@ -672,10 +675,14 @@ void RunCoordinator::Disconnected(WorkerId worker, absl::Time now) {
     absl::MutexLock lock(&mu_);
     auto it = members_.find(worker);
     if (shut_down_ || it == members_.end()) return;
-    Log(LogLevel::kInfo, absl::StrCat("worker ", worker, " '", it->second.name, "' disconnected"));
-    metrics_->WorkerLeft(it->second.name, LeaveReason::kDisconnected);
-    Forget(worker, "leave", "disconnected", now);
-    Apply(machine_.Leave(worker, now, "disconnected"), now);
+    // After the last step every stream ends: that is the run's end, not a lost worker.
+    const bool finished = machine_.finished();
+    const char* reason = finished ? "finished" : "disconnected";
+    Log(LogLevel::kInfo, absl::StrCat("worker ", worker, " '", it->second.name, "' ", reason));
+    metrics_->WorkerLeft(it->second.name,
+                         finished ? LeaveReason::kFinished : LeaveReason::kDisconnected);
+    Forget(worker, "leave", reason, now);
+    Apply(machine_.Leave(worker, now, reason), now);
   }
   FlushChannels();
 }
@@ -685,6 +692,9 @@ void RunCoordinator::Tick(absl::Time now) {
     absl::MutexLock lock(&mu_);
     if (shut_down_) return;
     Apply(machine_.Tick(now), now);
+    for (auto& [id, member] : members_) {
+      if (member.end_by.has_value() && *member.end_by <= now) EndFinishedStream(member);
+    }
   }
   FlushChannels();
 }
@@ -720,6 +730,11 @@ bool RunCoordinator::finished() const {
   return machine_.finished();
 }
 
+bool RunCoordinator::drained() const {
+  absl::MutexLock lock(&mu_);
+  return machine_.finished() && members_.empty();
+}
+
 void RunCoordinator::SendTo(WorkerId worker, std::shared_ptr<const OutboundMessage> message) {
   auto it = members_.find(worker);
   if (it == members_.end()) return;
@@ -739,6 +754,12 @@ void RunCoordinator::SendToAll(
 void RunCoordinator::EndStream(Member& member, const absl::Status& status) {
   member.channel->End(status);
   unflushed_.push_back(member.channel);
+}
+
+void RunCoordinator::EndFinishedStream(Member& member) {
+  if (!member.end_by.has_value()) return;
+  member.end_by.reset();
+  EndStream(member, absl::OkStatus());
 }
 
 void RunCoordinator::FlushChannels() {

@@ -94,6 +94,11 @@ class RunCoordinator {
   v1::RunStatus Status() const;
   const RunConfig& config() const { return config_; }
   bool finished() const;
+  // Finished, and every member's stream has ended: a member's stream ends when it reports the
+  // last step (its report and fingerprint are the run's last news, not to be cut off) or
+  // kFinishGrace after the finish, whichever comes first.
+  bool drained() const;
+  static constexpr absl::Duration kFinishGrace = absl::Seconds(5);
 
  private:
   struct Member {
@@ -103,6 +108,8 @@ class RunCoordinator {
     FrameAssembler payload_frames;
     uint64_t bytes_received = 0;
     uint64_t bytes_sent = 0;
+    // Set once the run finished: the stream ends by then at the latest.
+    std::optional<absl::Time> end_by;
   };
   // A decoded payload and its size on the wire.
   struct TakenPayload {
@@ -160,6 +167,8 @@ class RunCoordinator {
   void SendToAll(const std::vector<std::shared_ptr<const OutboundMessage>>& messages)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndStream(Member& member, const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After the run finished: ends the member's stream, once (end_by says it is still open).
+  void EndFinishedStream(Member& member) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts the writes queued under the lock; every entry point that may queue calls it last.
   void FlushChannels() ABSL_LOCKS_EXCLUDED(mu_);
   void SendControl(WorkerId worker, v1::Control control) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

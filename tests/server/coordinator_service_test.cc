@@ -741,21 +741,41 @@ TEST_F(CoordinatorServiceTest, DivergentFingerprintIsResyncedFromTheMajority) {
   EXPECT_EQ(Expect(*b, Kind::kState).bytes, "fresh");
 }
 
+// After the last step the streams stay open for the workers' last news: a worker's stream
+// ends once it reports the last step, and one that never does is ended kFinishGrace later.
 TEST_F(CoordinatorServiceTest, FinishedRunEndsEveryStreamAndRefusesJoins) {
-  RunConfig config = TestConfig();
+  RunConfig config = TestConfig(/*min_workers=*/2);
   config.total_steps = 2;
-  Start(config);
+  Start(config, "", {}, "", "127.0.0.1:0");
   auto a = Join("a");
   Expect(*a, Kind::kActive);
+  auto b = Join("b");
+  AdmitThroughDonor(*a, *b, 1);
   for (int64_t step = 1; step <= 2; ++step) {
-    ASSERT_TRUE(a->SendPayload(step, Payload(step)).ok());
-    Expect(*a, Kind::kAggregate);
+    for (auto* w : {a.get(), b.get()}) ASSERT_TRUE(w->SendPayload(step, Payload(step)).ok());
+    for (auto* w : {a.get(), b.get()}) Expect(*w, Kind::kAggregate);
   }
-  Expect(*a, Kind::kFinished);
+  for (auto* w : {a.get(), b.get()}) Expect(*w, Kind::kFinished);
+  v1::StepReport last;
+  last.set_step(2);
+  last.set_loss(1.5);
+  last.set_validation_loss(std::nan(""));
+  last.set_tokens(777);
+  last.set_compute_seconds(0.1);
+  ASSERT_OK(a->SendReport(last));
   EXPECT_OK(Expect(*a, Kind::kEnded).status);
+  // b said nothing after the last step: its stream is still open, until the grace ends.
+  EXPECT_TRUE(absl::IsDeadlineExceeded(b->Next(absl::Milliseconds(100)).status()));
+  EXPECT_OK(Expect(*b, Kind::kEnded).status);
   EXPECT_EQ(CoordinatorClient::Connect(Options("late")).status().code(),
             absl::StatusCode::kOutOfRange);
   EXPECT_TRUE(Status().finished());
+
+  absl::SleepFor(absl::Milliseconds(200));  // the leaves are processed
+  const std::string scrape = ValueOrStop(HttpGet(server_->metrics_port(), "/metrics"));
+  EXPECT_EQ(Sample(scrape, "demod_tokens_total{worker=\"a\"}"), 777);
+  EXPECT_EQ(Sample(scrape, "demod_leaves_total{reason=\"finished\"}"), 2);
+  EXPECT_EQ(Sample(scrape, "demod_leaves_total{reason=\"disconnected\"}"), 0);
 }
 
 TEST_F(CoordinatorServiceTest, LiveScrapeShowsTheRunAndPassesPromtool) {

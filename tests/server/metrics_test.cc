@@ -134,7 +134,7 @@ TEST(MetricsTest, ScrapeHasEveryEventAndPassesPromtool) {
   EXPECT_EQ(Sample(text, Worker("demod_tokens_total", "beta")), 300);
   EXPECT_EQ(Sample(text, Worker("demod_tokens_per_second", "alpha")), 1000);
   EXPECT_EQ(Sample(text, Worker("demod_tokens_per_second", "beta")), std::nullopt);
-  for (const char* reason : {"disconnected", "invalid_message", "shutdown"}) {
+  for (const char* reason : {"disconnected", "invalid_message", "shutdown", "finished"}) {
     EXPECT_EQ(Sample(text, absl::StrCat("demod_leaves_total{reason=\"", reason, "\"}")), 0);
   }
   for (const char* reason : {"missed_steps", "heartbeat"}) {
