@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/fetch_data.sh data  # the training process test reads the real text
-bash scripts/tools.sh            # Helm, for the chart's checks
+bash scripts/tools.sh            # Helm and the checkers of the chart and the dashboards
 bash scripts/build.sh
 cd "${BUILD_DIR:-build}"
 ctest --output-on-failure -j2 --timeout 600 "$@"

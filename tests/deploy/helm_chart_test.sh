@@ -7,6 +7,10 @@
 #   catches misspelled keys (tests/deploy/manifest_check, installed by scripts/tools.sh);
 # - values with a wrong type or an unknown key fail with the schema's message, and TLS
 #   without its Secret fails with the chart's;
+# - the Grafana dashboards' ConfigMaps (on in ci/mixed-values.yaml) carry the committed JSON
+#   untouched;
+# - the PrometheusRule (on in ci/mixed-values.yaml) holds exactly the rule groups of
+#   deploy/prometheus/alerts.yaml, their Prometheus templates unexpanded;
 # - the rendered run configuration (the ConfigMap) is one demod-coordinator accepts: it starts
 #   serving with it.
 # Usage: helm_chart_test.sh <repository root> <bin dir>
@@ -60,12 +64,39 @@ check "mixed: a GPU pool asks for a GPU, and the operator objects are there" \
   "grep -q 'nvidia.com/gpu: 1' '$work/mixed-values.yaml' &&
    grep -q '^kind: ServiceMonitor' '$work/mixed-values.yaml' &&
    grep -q '^kind: PrometheusRule' '$work/mixed-values.yaml'"
+# configmap_data FILE KEY: a ConfigMap's data entry KEY (a `KEY: |-` block) in a rendered FILE.
+configmap_data() {
+  awk -v key="  $2: |-" '$0 == key { on = 1; next } on && /^    / { print substr($0, 5); next }
+    { on = 0 }' "$1"
+}
+dashboards_same() {
+  local f
+  for f in "$root"/deploy/grafana/dashboards/*.json; do
+    configmap_data "$work/mixed-values.yaml" "$(basename "$f")" | cmp -s - "$f" ||
+      { echo "$(basename "$f") differs from its ConfigMap's"; return 1; }
+  done
+}
+check "mixed: a ConfigMap per Grafana dashboard for the sidecar, their JSON untouched" \
+  "[ \$(grep -c '^    grafana_dashboard: \"1\"$' '$work/mixed-values.yaml') -eq 4 ] &&
+   grep -q '^    grafana_folder: demod$' '$work/mixed-values.yaml' && dashboards_same &&
+   ! grep -q 'grafana_dashboard' '$work/default.yaml'"
 check "tls: the coordinator serves TLS with client certificates, workers present theirs" \
   "grep -q -- '--tls_client_ca=/etc/demod/tls/ca.crt' '$work/tls-values.yaml' &&
    grep -q -- '--tls_cert=/etc/demod/tls/tls.crt' '$work/tls-values.yaml'"
 check "existing secret: no Secret is made, the named one is mounted" \
   "! grep -q '^kind: Secret' '$work/existing-secret-values.yaml' &&
    grep -q 'secretName: demod-token' '$work/existing-secret-values.yaml'"
+
+# The alert rules have one copy, deploy/prometheus/alerts.yaml (helm/demod/files/alerts.yaml
+# links to it); the PrometheusRule must render exactly its groups, and a changed rule must be
+# caught.
+rule_groups="$root/tools/manifest-check/rule_groups.mjs"
+check "mixed: the PrometheusRule holds exactly the groups of deploy/prometheus/alerts.yaml" \
+  "node '$rule_groups' '$work/mixed-values.yaml' '$root/deploy/prometheus/alerts.yaml'"
+sed 's/^        for: 2m$/        for: 3m/' "$work/mixed-values.yaml" >"$work/changed-rule.yaml"
+check "the rule comparison catches a changed rule" \
+  "! node '$rule_groups' '$work/changed-rule.yaml' '$root/deploy/prometheus/alerts.yaml' \
+     >'$work/changed-rule.out' && grep -q 'DemodCoordinatorDown: for' '$work/changed-rule.out'"
 
 # Values the schema must refuse, with its message.
 printf 'workerPools:\n  - name: cpu\n    device: cpu\n    replicas: "two"\n    image: {repository: x}\n    model: {kind: gpt, data: sotu, batchSize: 8}\n    dataVolume: {emptyDir: {}}\n    checkpoints: {enabled: false}\n' \
