@@ -3,7 +3,8 @@
 # data, then starts a coordinator and N CPU workers (separate processes, real gRPC on
 # loopback) training the default small byte-level GPT on the SOTU text. Shows a live progress
 # line, ends with a summary (validation loss, bytes per worker per step against an fp32
-# all-reduce, wall time), and leaves a CSV of every step and a PNG plot in the run folder.
+# all-reduce, wall time), and leaves a CSV of every step and a PNG plot in the run folder
+# (loss, bandwidth, and the straggler view: each worker's step time and contributors per step).
 # Every process it started is stopped on exit and on Ctrl-C.
 #
 #   scripts/run.sh [--workers 3] [--steps 600] [--model gpt|cnn] [--device cpu|cuda|auto]
@@ -195,11 +196,11 @@ fi
 
 if command -v gnuplot >/dev/null; then
   gnuplot <<EOF
-set terminal pngcairo size 1100,800 noenhanced
+set terminal pngcairo size 1100,1150 noenhanced
 set output "$out/training.png"
 set datafile separator ","
 set key autotitle columnhead
-set multiplot layout 2,1 title "demod: $workers workers, $model on $data, $optimizer, $encoding values"
+set multiplot layout 3,1 title "demod: $workers workers, $model on $data, $optimizer, $encoding values"
 set xlabel "step"; set ylabel "loss"; set grid
 plot "$out/worker-1.csv" using 1:3 with lines title "training loss (worker-1)", \
      "$out/worker-1.csv" using 1:4 with points pointtype 7 title "validation loss"
@@ -207,6 +208,14 @@ set ylabel "bytes per step (log)"; set logscale y
 plot "$out/worker-1.csv" using 1:9 with lines title "sent (payload)", \
      "$out/worker-1.csv" using 1:10 with lines title "received (aggregate)", \
      "$out/worker-1.csv" using 1:11 with lines title "fp32 all-reduce (dense)"
+# Stragglers: each worker's step time (compute plus waiting for the others' payloads) and how
+# many workers the step's aggregate included.
+unset logscale y
+set ylabel "step time (s)"; set y2label "contributors"; set y2tics 1; set ytics nomirror
+set yrange [0:*]; set y2range [0:$workers + 1]
+plot for [i=1:$workers] sprintf("$out/worker-%d.csv", i) using 1:7 with lines \
+       title sprintf("step time, worker-%d", i), \
+     "$out/worker-1.csv" using 1:13 axes x1y2 with steps linewidth 2 title "contributors"
 unset multiplot
 EOF
   echo "  plot: $out/training.png; per-step CSV: $out/worker-*.csv"
