@@ -109,7 +109,7 @@ class RunCoordinator {
     uint64_t bytes_received = 0;
     uint64_t bytes_sent = 0;
     // Set once the run finished: the stream ends by then at the latest.
-    std::optional<absl::Time> end_by;
+    std::optional<absl::Time> end_by = std::nullopt;
   };
   // A decoded payload and its size on the wire.
   struct TakenPayload {
