@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -15,9 +16,13 @@
 #include <thread>
 #include <vector>
 
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace demod {
 namespace {
@@ -35,6 +40,63 @@ sigset_t StopSignals() {
   return signals;
 }
 
+// absl's --help lists only the flags of a source file named after the program and exits 1:
+// this one lists the program's own flags (all but absl's) and exits 0.
+[[noreturn]] void PrintHelpAndExit(absl::string_view usage) {
+  std::vector<absl::CommandLineFlag*> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (!absl::StrContains(flag->Filename(), "absl/")) flags.push_back(flag);
+  }
+  std::sort(flags.begin(), flags.end(),
+            [](const auto* a, const auto* b) { return a->Name() < b->Name(); });
+  std::printf("%.*s\n\nFlags:\n", static_cast<int>(usage.size()), usage.data());
+  for (const absl::CommandLineFlag* flag : flags) {
+    std::printf("  --%s (default: %s)\n      %s\n", std::string(flag->Name()).c_str(),
+                flag->DefaultValue().empty() ? "\"\"" : flag->DefaultValue().c_str(),
+                flag->Help().c_str());
+  }
+  std::exit(0);
+}
+
+// absl exits 1 on an unknown flag or a bad value; demod's programs exit kExitUsage (2) with a
+// one-line reason. This pass finds those before absl parses (it parses values into the flags
+// as absl then does again). Everything after "--" is positional.
+void CheckFlagsOrExit(int argc, char** argv, absl::string_view usage) {
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") return;
+    if (!absl::ConsumePrefix(&arg, "-")) continue;  // positional: ParseFlagsOrExit refuses it
+    absl::ConsumePrefix(&arg, "-");
+    const size_t equals = arg.find('=');
+    const absl::string_view name = arg.substr(0, equals);
+    if (name == "help" || name == "helpfull" || name == "helpshort") PrintHelpAndExit(usage);
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr && absl::StartsWith(name, "no")) {
+      absl::CommandLineFlag* negated = absl::FindCommandLineFlag(name.substr(2));
+      if (negated != nullptr && negated->IsOfType<bool>() && equals == absl::string_view::npos) {
+        continue;
+      }
+    }
+    if (flag == nullptr) {
+      ExitWithReason(kExitUsage, absl::StrCat("unknown flag --", name, " (--help lists them)"));
+    }
+    std::string value;
+    if (equals != absl::string_view::npos) {
+      value = std::string(arg.substr(equals + 1));
+    } else if (flag->IsOfType<bool>()) {
+      value = "true";
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      ExitWithReason(kExitUsage, absl::StrCat("flag --", name, " needs a value"));
+    }
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      ExitWithReason(kExitUsage, absl::StrCat("--", name, "=", value, ": ", error));
+    }
+  }
+}
+
 }  // namespace
 
 void ParseFlagsOrExit(int argc, char** argv, absl::string_view program, absl::string_view usage) {
@@ -42,6 +104,7 @@ void ParseFlagsOrExit(int argc, char** argv, absl::string_view program, absl::st
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ProgramName() = std::string(program);
   absl::SetProgramUsageMessage(usage);
+  CheckFlagsOrExit(argc, argv, usage);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() > 1) {
     ExitWithReason(kExitUsage, absl::StrCat("unexpected argument '", positional[1], "'"));

@@ -314,6 +314,8 @@ absl::Status ReadRunConfig(const YAML::Node& node, RunConfig* c) {
            [&](auto& n, auto& f) { return ReadSeconds(n, f, &c->heartbeat_timeout); }},
           {"max_frame_bytes",
            [&](auto& n, auto& f) { return ReadInteger(n, f, &c->max_frame_bytes); }},
+          {"outbound_queue_steps",
+           [&](auto& n, auto& f) { return ReadInteger(n, f, &c->outbound_queue_steps); }},
       });
 }
 
@@ -433,6 +435,9 @@ absl::Status RunConfig::Validate() const {
   }
 
   if (max_missed_steps < 1) return MustBe("max_missed_steps", ">= 1", max_missed_steps);
+  if (outbound_queue_steps < 2) {
+    return MustBe("outbound_queue_steps", ">= 2", outbound_queue_steps);
+  }
   if (!IsPositiveFinite(heartbeat_timeout)) {
     return MustBe("heartbeat_timeout_s", "finite and > 0", ToSeconds(heartbeat_timeout));
   }
@@ -507,6 +512,7 @@ std::string RunConfigToJson(const RunConfig& config) {
       {"max_missed_steps", config.max_missed_steps},
       {"heartbeat_timeout_s", JsonSeconds(config.heartbeat_timeout)},
       {"max_frame_bytes", config.max_frame_bytes},
+      {"outbound_queue_steps", config.outbound_queue_steps},
   };
   // An invalid run id may hold bytes that are not UTF-8; dump() would throw on them.
   return json.dump(/*indent=*/-1, /*indent_char=*/' ', /*ensure_ascii=*/false,

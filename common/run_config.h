@@ -69,6 +69,10 @@ struct RunConfig {
   int max_missed_steps = 3;  // consecutive missed steps before eviction
   absl::Duration heartbeat_timeout = absl::Seconds(15);
   int64_t max_frame_bytes = 1 << 20;
+  // A member's outbound queue may hold this many steps of aggregates (on top of one parameter
+  // transfer) before the member is evicted as a slow consumer: a worker that stops reading
+  // cannot make the coordinator hold a message per step for it.
+  int outbound_queue_steps = 8;
 
   // INVALID_ARGUMENT naming the first field out of range, e.g.
   // "optimizer.compression_topk must be >= 1, got 0".

@@ -61,6 +61,8 @@ ABSL_FLAG(std::optional<int64_t>, fingerprint_interval, std::nullopt,
           "steps between parameter fingerprints; 0: never");
 ABSL_FLAG(std::optional<double>, heartbeat_timeout_s, std::nullopt,
           "evict a worker silent this long");
+ABSL_FLAG(std::optional<int>, outbound_queue_steps, std::nullopt,
+          "steps of aggregates a worker may leave unread before it is evicted as a slow consumer");
 
 namespace demod {
 namespace {
@@ -91,6 +93,7 @@ void ApplyFieldFlags(RunConfig& config) {
   if (auto v = absl::GetFlag(FLAGS_decay)) config.optimizer.compression_decay = *v;
   if (auto v = absl::GetFlag(FLAGS_weight_decay)) config.optimizer.weight_decay = *v;
   if (auto v = absl::GetFlag(FLAGS_fingerprint_interval)) config.fingerprint_interval = *v;
+  if (auto v = absl::GetFlag(FLAGS_outbound_queue_steps)) config.outbound_queue_steps = *v;
   if (auto v = absl::GetFlag(FLAGS_heartbeat_timeout_s)) {
     config.heartbeat_timeout = absl::Seconds(*v);
   }

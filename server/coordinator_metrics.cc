@@ -22,7 +22,8 @@ using prometheus::Histogram;
 using prometheus::Registry;
 
 constexpr LeaveReason kLeaveReasons[] = {LeaveReason::kDisconnected, LeaveReason::kInvalidMessage,
-                                         LeaveReason::kShutdown, LeaveReason::kFinished};
+                                         LeaveReason::kShutdown, LeaveReason::kFinished,
+                                         LeaveReason::kSlowConsumer};
 constexpr EvictionReason kEvictionReasons[] = {EvictionReason::kMissedSteps,
                                                EvictionReason::kHeartbeat};
 
@@ -59,6 +60,8 @@ const char* LeaveReasonLabel(LeaveReason reason) {
       return "shutdown";
     case LeaveReason::kFinished:
       return "finished";
+    case LeaveReason::kSlowConsumer:
+      return "slow_consumer";
   }
   return "unknown";
 }

@@ -42,7 +42,8 @@ namespace demod {
 
 // Why a worker left of its own accord or through its connection (demod_leaves_total{reason}).
 // kFinished: its stream ended after the run's last step, the normal end of every worker.
-enum class LeaveReason { kDisconnected, kInvalidMessage, kShutdown, kFinished };
+// kSlowConsumer: it left more unread than RunConfig::outbound_queue_steps allows.
+enum class LeaveReason { kDisconnected, kInvalidMessage, kShutdown, kFinished, kSlowConsumer };
 // Why the coordinator removed a worker (demod_evictions_total{reason}).
 enum class EvictionReason { kMissedSteps, kHeartbeat };
 

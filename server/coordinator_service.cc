@@ -30,11 +30,38 @@ using Reactor = grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>;
 // the mutex because gRPC may run a reaction on the calling thread.
 class StreamOutbox final : public MemberChannel {
  public:
-  explicit StreamOutbox(Reactor* reactor) : reactor_(reactor) {}
+  StreamOutbox(Reactor* reactor, grpc::CallbackServerContext* context)
+      : reactor_(reactor), context_(context) {}
 
   void Send(std::shared_ptr<const OutboundMessage> message) override {
     absl::MutexLock lock(&mu_);
-    if (!ending_) queue_.push_back(std::move(message));
+    if (ending_) return;
+    queued_bytes_ += message->size();
+    queue_.push_back(std::move(message));
+  }
+
+  uint64_t queued_bytes() const override {
+    absl::MutexLock lock(&mu_);
+    return queued_bytes_;
+  }
+
+  void Abort(const absl::Status& status) override {
+    bool cancel = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (ending_) return;
+      ending_ = true;
+      finish_status_ = ToGrpcStatus(status);
+      // The message being written stays until its WriteDone; the rest goes now.
+      while (queue_.size() > (writing_ ? 1u : 0u)) {
+        queued_bytes_ -= queue_.back()->size();
+        queue_.pop_back();
+      }
+      cancel = writing_;
+    }
+    // A peer that does not read may never take the write in flight: cancelling the call
+    // completes it (not ok), and WriteDone then finishes the stream.
+    if (cancel) context_->TryCancel();
   }
 
   void End(const absl::Status& status) override {
@@ -69,10 +96,12 @@ class StreamOutbox final : public MemberChannel {
     bool finish = false;
     {
       absl::MutexLock lock(&mu_);
+      queued_bytes_ -= queue_.front()->size();
       queue_.pop_front();
       if (!ok) {
         // The stream broke: nothing more can be delivered.
         queue_.clear();
+        queued_bytes_ = 0;
         if (!ending_) {
           ending_ = true;
           finish_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "the stream broke");
@@ -102,8 +131,10 @@ class StreamOutbox final : public MemberChannel {
   }
 
   Reactor* const reactor_;
+  grpc::CallbackServerContext* const context_;  // outlives the reactor's OnDone
   mutable absl::Mutex mu_;
   std::deque<std::shared_ptr<const OutboundMessage>> queue_ ABSL_GUARDED_BY(mu_);
+  uint64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
@@ -129,8 +160,8 @@ std::optional<StateFrameHeader> PeekStateFrame(const grpc::ByteBuffer& message) 
 
 class TrainStream final : public Reactor {
  public:
-  TrainStream(RunCoordinator* run, const grpc::Status& auth)
-      : run_(run), outbox_(std::make_shared<StreamOutbox>(this)) {
+  TrainStream(RunCoordinator* run, grpc::CallbackServerContext* context, const grpc::Status& auth)
+      : run_(run), outbox_(std::make_shared<StreamOutbox>(this, context)) {
     if (!auth.ok()) {
       EndStream(
           absl::Status(static_cast<absl::StatusCode>(auth.error_code()), auth.error_message()));
@@ -248,7 +279,7 @@ grpc::Status CoordinatorService::Authenticate(const grpc::CallbackServerContext&
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* CoordinatorService::Train(
     grpc::CallbackServerContext* context) {
-  return new TrainStream(run_, Authenticate(*context));
+  return new TrainStream(run_, context, Authenticate(*context));
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::GetStatus(grpc::CallbackServerContext* context,

@@ -10,6 +10,7 @@
 #ifndef DEMOD_SERVER_MEMBER_CHANNEL_H_
 #define DEMOD_SERVER_MEMBER_CHANNEL_H_
 
+#include <cstdint>
 #include <memory>
 
 #include "absl/status/status.h"
@@ -32,6 +33,14 @@ class MemberChannel {
   // Starts delivering what Send and End queued, unless a delivery is already under way (which
   // then carries on through the queue). Idempotent.
   virtual void Flush() = 0;
+
+  // Bytes queued and not yet delivered, the message being written included.
+  virtual uint64_t queued_bytes() const = 0;
+
+  // Ends the stream with `status` without delivering what is queued, for a peer that stopped
+  // reading: the queue is dropped, and a write the peer does not take is cancelled. Later
+  // calls, and End, are ignored.
+  virtual void Abort(const absl::Status& status) = 0;
 };
 
 }  // namespace demod

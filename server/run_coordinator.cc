@@ -611,6 +611,7 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
   step_.reset();
   const std::optional<absl::Time> last_payload = record.last_payload();
   const uint64_t bytes_out = encoded->size() * members_.size();
+  largest_aggregate_bytes_ = std::max<uint64_t>(largest_aggregate_bytes_, encoded->size());
   for (const auto& [id, member] : members_) metrics_->AggregateSent(member.name, encoded->size());
   SendToAll(OutboundMessage::AggregateFrames(
       close.step, *std::move(encoded), config_.max_frame_bytes,
@@ -640,11 +641,40 @@ void RunCoordinator::Expel(WorkerId worker, const absl::Status& status, LeaveRea
   if (it == members_.end()) return;
   Log(LogLevel::kWarning,
       absl::StrCat("worker ", worker, " '", it->second.name, "' removed: ", status.ToString()));
-  EndStream(it->second, status);
+  if (metric_reason == LeaveReason::kSlowConsumer) {
+    it->second.channel->Abort(status);
+    unflushed_.push_back(it->second.channel);
+  } else {
+    EndStream(it->second, status);
+  }
   metrics_->WorkerLeft(it->second.name, metric_reason);
   const std::string reason(status.message());
   Forget(worker, "leave", reason, now);
   Apply(machine_.Leave(worker, now, reason), now);
+}
+
+uint64_t RunCoordinator::OutboundQueueBound() const {
+  // Framing and control messages: a few kB per step at most.
+  constexpr uint64_t kPerStepOverhead = 4096;
+  return max_state_bytes_ + static_cast<uint64_t>(config_.outbound_queue_steps) *
+                                (largest_aggregate_bytes_ + kPerStepOverhead);
+}
+
+void RunCoordinator::EvictSlowConsumers(absl::Time now) {
+  const uint64_t bound = OutboundQueueBound();
+  std::vector<std::pair<WorkerId, uint64_t>> slow;
+  for (const auto& [id, member] : members_) {
+    const uint64_t queued = member.channel->queued_bytes();
+    if (queued > bound) slow.emplace_back(id, queued);
+  }
+  for (const auto& [id, queued] : slow) {
+    Expel(id,
+          absl::ResourceExhaustedError(absl::StrCat(
+              "slow consumer: ", queued, " bytes wait unread for this worker, more than ", bound,
+              " (one parameter transfer and outbound_queue_steps = ", config_.outbound_queue_steps,
+              " steps of aggregates); rejoin when reading again")),
+          LeaveReason::kSlowConsumer, now);
+  }
 }
 
 // Drops what the coordinator keeps for a member the machine no longer has (or is about to
@@ -692,6 +722,7 @@ void RunCoordinator::Tick(absl::Time now) {
     absl::MutexLock lock(&mu_);
     if (shut_down_) return;
     Apply(machine_.Tick(now), now);
+    EvictSlowConsumers(now);
     for (auto& [id, member] : members_) {
       if (member.end_by.has_value() && *member.end_by <= now) EndFinishedStream(member);
     }
@@ -824,6 +855,7 @@ v1::RunStatus RunCoordinator::Status() const {
     m->set_bytes_received(it->second.bytes_received);
     m->set_bytes_sent(it->second.bytes_sent);
     m->set_contributions_missed(view.contributions_missed);
+    m->set_queued_bytes(it->second.channel->queued_bytes());
   }
   return status;
 }

@@ -156,9 +156,15 @@ class RunCoordinator {
   // Metrics and the log line of a step that closed.
   void RecordClosedStep(const StepSummary& summary) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RequestState(const Action& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Ends the member's stream with `status` and removes it from the run.
+  // Ends the member's stream with `status` and removes it from the run. A slow consumer's
+  // stream is aborted: what is queued for it is dropped, not delivered.
   void Expel(WorkerId worker, const absl::Status& status, LeaveReason metric_reason, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The most bytes a member may leave unread: one parameter transfer and
+  // config_.outbound_queue_steps of the largest aggregate so far.
+  uint64_t OutboundQueueBound() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Expels, with RESOURCE_EXHAUSTED, every member whose queue is past OutboundQueueBound.
+  void EvictSlowConsumers(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Forget(WorkerId worker, const std::string& event, const std::string& reason, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendTo(WorkerId worker, std::shared_ptr<const OutboundMessage> message)
@@ -189,6 +195,7 @@ class RunCoordinator {
   std::shared_ptr<const LayoutTable> layouts_ ABSL_GUARDED_BY(mu_);
   uint64_t max_payload_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t max_state_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t largest_aggregate_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<WorkerId, Member> members_ ABSL_GUARDED_BY(mu_);
   ParameterRelay relay_ ABSL_GUARDED_BY(mu_);
   FingerprintRound fingerprints_ ABSL_GUARDED_BY(mu_);

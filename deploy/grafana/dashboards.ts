@@ -585,8 +585,9 @@ const stragglers = dashboard("demod-stragglers", "demod / Stragglers and health"
       title: "Leaves by reason", unit: "none", w: 4, decimals: 0,
       thresholds: [[1, "orange"]],
       description: "Workers that left since the coordinator started: disconnected, " +
-        "invalid_message (refused: a bug or a version mismatch), shutdown (asked to stop) or " +
-        "finished (the run ended, the normal end of every worker). " +
+        "invalid_message (refused: a bug or a version mismatch), shutdown (asked to stop), " +
+        "slow_consumer (it stopped reading its stream) or finished (the run ended, the " +
+        "normal end of every worker). " +
         "Bad: many disconnected, or any invalid_message.",
       queries: [{ expr: `sum by (reason) (${m("demod_leaves_total")})`,
                   legend: "{{reason}}", instant: true }],

@@ -56,6 +56,7 @@ RunConfig CustomBase() {
   c.max_missed_steps = 4;
   c.heartbeat_timeout = absl::Seconds(5);
   c.max_frame_bytes = 1 << 16;
+  c.outbound_queue_steps = 5;
   return c;
 }
 
@@ -75,6 +76,7 @@ void ExpectSameConfig(const RunConfig& actual, const RunConfig& expected) {
   EXPECT_EQ(actual.max_missed_steps, expected.max_missed_steps);
   EXPECT_EQ(actual.heartbeat_timeout, expected.heartbeat_timeout);
   EXPECT_EQ(actual.max_frame_bytes, expected.max_frame_bytes);
+  EXPECT_EQ(actual.outbound_queue_steps, expected.outbound_queue_steps);
 }
 
 // Parses against ValidConfig() and returns the error message ("" when it parsed).
@@ -160,6 +162,7 @@ RunConfig EveryFieldExpected() {
   c.max_missed_steps = 6;
   c.heartbeat_timeout = absl::Milliseconds(2500);
   c.max_frame_bytes = 4 << 20;
+  c.outbound_queue_steps = 12;
   return c;
 }
 
@@ -194,6 +197,7 @@ deadline:
 max_missed_steps: 6
 heartbeat_timeout_s: 2.5
 max_frame_bytes: 4194304
+outbound_queue_steps: 12
 )";
   absl::StatusOr<RunConfig> config = ParseRunConfig(kYaml, CustomBase());
   ASSERT_TRUE(config.ok()) << config.status();
@@ -222,7 +226,8 @@ TEST(ParseRunConfigTest, EveryFieldFromJson) {
 	},
 	"max_missed_steps": 6,
 	"heartbeat_timeout_s": 2.5,
-	"max_frame_bytes": 4194304
+	"max_frame_bytes": 4194304,
+	"outbound_queue_steps": 12
 })";
   absl::StatusOr<RunConfig> config = ParseRunConfig(kJson, CustomBase());
   ASSERT_TRUE(config.ok()) << config.status();
@@ -512,6 +517,8 @@ TEST(RunConfigValidateTest, EachRuleNamesItsField) {
        "deadline.ceiling_s must be finite and >= deadline.floor_s (2), got inf"},
       {"max_missed_steps", [](RunConfig& c) { c.max_missed_steps = 0; },
        "max_missed_steps must be >= 1, got 0"},
+      {"outbound_queue_steps", [](RunConfig& c) { c.outbound_queue_steps = 1; },
+       "outbound_queue_steps must be >= 2, got 1"},
       {"heartbeat zero", [](RunConfig& c) { c.heartbeat_timeout = absl::ZeroDuration(); },
        "heartbeat_timeout_s must be finite and > 0, got 0"},
       {"heartbeat negative", [](RunConfig& c) { c.heartbeat_timeout = absl::Seconds(-2); },

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# demod-coordinator as a program: exit codes and one-line reasons for bad flags, the port file,
+# demod-coordinator as a program: exit codes and one-line reasons for bad flags (unknown ones
+# and bad values too), --help, the port file,
 # a clean exit on SIGTERM, and a refused start on a state directory of another run.
 # Usage: coordinator_cli_test.sh <path to demod-coordinator>
 set -u
@@ -41,6 +42,21 @@ expect_exit 2 "cannot open run config file" --config "$work/missing.yaml"
 expect_exit 2 "go together" --tls_cert "$work/bad.yaml"
 expect_exit 2 "log level" --log_level loud
 expect_exit 2 "unexpected argument" extra
+expect_exit 2 "unknown flag --no_such_flag (--help lists them)" --no_such_flag=1
+expect_exit 2 "unknown flag --lsten" --lsten 127.0.0.1:1
+expect_exit 2 "total_steps=many: " --total_steps many
+expect_exit 2 "needs a value" --run_id
+
+# --help lists the program's flags (not absl's own) on stdout and exits 0.
+timeout 20 "$bin" --help >"$work/help" 2>"$work/help.err"
+help_exit=$?
+if [ "$help_exit" -eq 0 ] && grep -q -- "--listen" "$work/help" &&
+   grep -q -- "--exit_when_finished" "$work/help" && ! grep -q -- "--flagfile" "$work/help"; then
+  echo "ok: --help lists the flags and exits 0"
+else
+  echo "FAIL: --help exited $help_exit:"; head -20 "$work/help" "$work/help.err"
+  failures=$((failures + 1))
+fi
 expect_exit 2 "value encoding\|encoding" --value_encoding f8
 : >"$work/empty-token"
 expect_exit 2 "is empty" --token_file "$work/empty-token"

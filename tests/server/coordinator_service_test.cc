@@ -423,12 +423,84 @@ struct RawStream {
   std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, v1::CoordinatorMessage>> stream;
 };
 
+// Writes `payload` as the payload of `step`, in frames of at most `max_frame_bytes`.
+bool WritePayloadFrames(grpc::ClientReaderWriter<v1::WorkerMessage, v1::CoordinatorMessage>& stream,
+                        int64_t step, const std::string& payload, int64_t max_frame_bytes) {
+  for (const Frame& f : SplitIntoFrames(payload, max_frame_bytes)) {
+    v1::WorkerMessage m;
+    m.mutable_payload()->set_step(step);
+    m.mutable_payload()->set_total_bytes(payload.size());
+    m.mutable_payload()->set_offset(f.offset);
+    m.mutable_payload()->set_data(std::string(f.data));
+    if (!stream.Write(m)) return false;
+  }
+  return true;
+}
+
 v1::WorkerMessage JoinMessage(const std::string& name) {
   v1::WorkerMessage m;
   m.mutable_join()->set_protocol_version(v1::PROTOCOL_VERSION);
   m.mutable_join()->set_worker_name(name);
   *m.mutable_join()->mutable_tensors() = TensorSpecsOf(kShapes);
   return m;
+}
+
+// A worker that sends its payloads but stops reading its stream: what the coordinator queues
+// for it (its parameters, then an aggregate per step) grows until it passes the bound, one
+// parameter transfer and outbound_queue_steps aggregates; the worker is then evicted as a slow
+// consumer, what was queued is dropped, and the others never wait for it.
+TEST_F(CoordinatorServiceTest, WorkerThatStopsReadingIsEvictedAsASlowConsumer) {
+  RunConfig config = TestConfig();
+  config.outbound_queue_steps = 2;
+  config.total_steps = 1000;
+  Start(config, "", {}, "", "127.0.0.1:0");
+  auto a = Join("a");
+  Expect(*a, Kind::kActive);
+  // Without BDP probing, and with little lookahead, the stream's receive window stays small:
+  // unread messages back up into the coordinator's queue after a few tens of kB.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 10);
+  auto stub = v1::Coordinator::NewStub(
+      grpc::CreateCustomChannel(target_, grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext context;
+  auto stalled = stub->Train(&context);
+  ASSERT_TRUE(stalled->Write(JoinMessage("stalled")));
+  ClientEvent request = Expect(*a, Kind::kSendState);
+  ASSERT_OK(a->SendState(request.joiner, 0, std::string(10000, 'p')));
+
+  uint64_t most_queued = 0;
+  int64_t step = 1;
+  for (; step <= 900 && Status().members_size() == 2; ++step) {
+    // The stalled worker is active from step 2 (its parameters were relayed before step 1
+    // closed): it keeps sending its payloads, it only never reads.
+    if (step >= 2) {
+      ASSERT_TRUE(WritePayloadFrames(*stalled, step, Payload(step), config.max_frame_bytes));
+    }
+    ASSERT_OK(a->SendPayload(step, Payload(step)));
+    EXPECT_EQ(Expect(*a, Kind::kAggregate).step, step);
+    const v1::RunStatus status = Status();
+    for (const v1::MemberStatus& m : status.members()) {
+      if (m.name() == "stalled") most_queued = std::max(most_queued, m.queued_bytes());
+    }
+  }
+  ASSERT_EQ(Status().members_size(), 1) << "still a member after " << step - 1 << " steps";
+  EXPECT_GT(most_queued, 0u);
+  const std::string scrape = ValueOrStop(HttpGet(server_->metrics_port(), "/metrics"));
+  EXPECT_EQ(Sample(scrape, "demod_leaves_total{reason=\"slow_consumer\"}"), 1);
+  // The run goes on with the worker that reads.
+  for (int64_t next = step; next < step + 5; ++next) {
+    ASSERT_OK(a->SendPayload(next, Payload(next)));
+    EXPECT_EQ(Expect(*a, Kind::kAggregate).step, next);
+  }
+  // The stalled stream ends: RESOURCE_EXHAUSTED, or CANCELLED when a write to it was stuck.
+  v1::CoordinatorMessage m;
+  while (stalled->Read(&m)) {
+  }
+  const grpc::Status end = stalled->Finish();
+  EXPECT_TRUE(end.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+              end.error_code() == grpc::StatusCode::CANCELLED)
+      << end.error_code() << ": " << end.error_message();
 }
 
 TEST_F(CoordinatorServiceTest, MalformedFramesEndOnlyTheirStream) {
@@ -494,14 +566,7 @@ TEST_F(CoordinatorServiceTest, MalformedFramesEndOnlyTheirStream) {
     RawStream raw(target_, JoinMessage("bf16"));
     v1::CoordinatorMessage welcome;
     ASSERT_TRUE(raw.stream->Read(&welcome));
-    for (const Frame& f : SplitIntoFrames(bf16, TestConfig().max_frame_bytes)) {
-      v1::WorkerMessage m;
-      m.mutable_payload()->set_step(1);
-      m.mutable_payload()->set_total_bytes(bf16.size());
-      m.mutable_payload()->set_offset(f.offset);
-      m.mutable_payload()->set_data(std::string(f.data));
-      raw.stream->Write(m);
-    }
+    WritePayloadFrames(*raw.stream, 1, bf16, TestConfig().max_frame_bytes);
     grpc::Status status = raw.Drain();
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_THAT(status.error_message(), HasSubstr("values in bf16, the run's are f32"));

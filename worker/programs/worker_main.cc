@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/time.h"
 #include "common/logging.h"
 #include "common/program.h"
 #include "worker/programs/device_name.h"
@@ -55,6 +56,9 @@ ABSL_FLAG(std::string, tls_key, "", "client key (PEM) for mTLS");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for LibTorch (0: its default)");
 ABSL_FLAG(bool, progress, false, "a live status line on stderr (default: when it is a terminal)");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(absl::Duration, reconnect_for, absl::Minutes(8),
+          "how long to keep reconnecting through one coordinator outage before exiting with "
+          "UNAVAILABLE (e.g. 30s, 8m, 1h)");
 ABSL_FLAG(int64_t, fault_perturb_step, 0,
           "testing: nudge a parameter after this step, so the coordinator must resync it");
 
@@ -181,6 +185,10 @@ int Main() {
   options.checkpoint_dir = absl::GetFlag(FLAGS_checkpoint_dir);
   options.checkpoint_interval = absl::GetFlag(FLAGS_checkpoint_interval);
   options.csv_path = absl::GetFlag(FLAGS_csv);
+  options.reconnect_for = absl::GetFlag(FLAGS_reconnect_for);
+  if (options.reconnect_for < absl::ZeroDuration()) {
+    ExitWithReason(kExitUsage, "--reconnect_for must be >= 0");
+  }
   options.progress = absl::GetFlag(FLAGS_progress) || isatty(STDERR_FILENO);
   options.fault_perturb_step = absl::GetFlag(FLAGS_fault_perturb_step);
 

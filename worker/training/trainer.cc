@@ -64,22 +64,33 @@ class Trainer::Impl {
       }
     }
     int failures = 0;
+    absl::Time give_up_at = absl::InfiniteFuture();  // set when an outage begins
     while (true) {
       absl::Status attempt = Connected();
       if (attempt.ok() || done_) break;
       if (!Reconnectable(attempt)) return attempt;
-      if (++failures > options_.max_connect_attempts) {
-        return absl::Status(attempt.code(),
-                            absl::StrCat("giving up after ", failures - 1,
-                                         " reconnection attempts: ", attempt.message()));
+      const absl::Time now = absl::Now();
+      // A connection that trained is not part of an outage: a new one begins.
+      if (made_progress_ || failures == 0) {
+        failures = 0;
+        give_up_at = now + options_.reconnect_for;
       }
-      const absl::Duration wait = Backoff(failures);
+      made_progress_ = false;
+      ++failures;
+      if (now >= give_up_at) {
+        return absl::Status(attempt.code(),
+                            absl::StrCat("giving up after ", failures - 1, " reconnection attempts",
+                                         " in ", absl::FormatDuration(options_.reconnect_for),
+                                         " (--reconnect_for): ", attempt.message()));
+      }
+      const absl::Duration wait = std::min(Backoff(failures), give_up_at - now);
       Log(LogLevel::kWarning,
-          absl::StrCat(attempt.message(), "; reconnecting in ", absl::FormatDuration(wait)));
+          absl::StrCat(attempt.message(), "; reconnecting in ", absl::FormatDuration(wait),
+                       ", giving up in ",
+                       absl::FormatDuration(absl::Ceil(give_up_at - now, absl::Seconds(1))),
+                       " (--reconnect_for)"));
       absl::SleepFor(wait);
       if (stop_->load()) break;
-      if (made_progress_) failures = 0;  // a connection that trained is not a failure streak
-      made_progress_ = false;
     }
     if (options_.progress) std::fprintf(stderr, "\n");
     DEMOD_RETURN_IF_ERROR(SaveCheckpointIfAny());

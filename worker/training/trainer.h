@@ -8,9 +8,10 @@
 // their number), so shards stay disjoint as workers come and go.
 //
 // Faults: when the coordinator is unreachable or goes away the worker reconnects with
-// exponential backoff and jitter, joins again (its momentum kept) and continues at the run's
-// step; a resync notice makes it load fresh parameters; a checkpoint (parameters, momentum,
-// step) is saved every checkpoint_interval steps and on stop, and loaded at start.
+// exponential backoff and jitter for up to reconnect_for, joins again (its momentum kept) and
+// continues at the run's step; a resync notice makes it load fresh parameters; a checkpoint
+// (parameters, momentum, step) is saved every checkpoint_interval steps and on stop, and loaded at
+// start.
 //
 // Run is called once, from one thread; RequestStop may be called from any thread.
 #ifndef DEMOD_WORKER_TRAINING_TRAINER_H_
@@ -42,7 +43,10 @@ struct TrainerOptions {
   int64_t checkpoint_interval = 50;
   bool progress = false;  // a live status line on stderr
   absl::Duration step_timeout = absl::Minutes(10);
-  int max_connect_attempts = 30;  // in a row, before giving up
+  // How long to keep reconnecting through one outage (the coordinator unreachable, or its
+  // stream ending with UNAVAILABLE) before giving up with its last status. A connection that
+  // trained ends the outage. Long enough for a coordinator to be rescheduled and restarted.
+  absl::Duration reconnect_for = absl::Minutes(8);
   absl::Duration backoff_initial = absl::Milliseconds(250);
   absl::Duration backoff_max = absl::Seconds(10);
   // Fault injection for tests: after this step, nudge one parameter of this worker only, so
