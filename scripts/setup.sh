@@ -33,6 +33,7 @@ if ! $build_only; then
     dataset-fashion-mnist  # real training data; scripts/fetch_data.sh decompresses it
     prometheus  # for promtool: tests/server/metrics_test lints the /metrics exposition
     python3-yaml  # tests/monitor/alert_rules_test.sh reads the alert rules and their tests
+    clang libclang-rt-14-dev  # scripts/fuzz.sh: libFuzzer and the sanitizers' runtimes
     gnuplot-nox  # scripts/run.sh plots loss and bandwidth
     unzip  # scripts/tools.sh unpacks Helm
     # scripts/images.sh and the deploy checks: podman with runc (crun refuses this host's

@@ -9,5 +9,6 @@ bash scripts/setup.sh
 bash scripts/fetch_data.sh data  # the training process test reads the real text
 bash scripts/tools.sh            # Helm and the checkers of the chart and the dashboards
 bash scripts/build.sh
+bash scripts/fuzz.sh build >/dev/null  # the fuzz targets, with clang (label fuzz)
 cd "${BUILD_DIR:-build}"
 ctest --output-on-failure -j2 --timeout 600 "$@"

@@ -23,6 +23,22 @@ constexpr uint32_t LengthDelimitedTag(int field) {
   return WireFormatLite::MakeTag(field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
 }
 
+// A length prefix as protobuf's parser reads it: a varint of at most 5 bytes and below 2^31.
+// (CodedInputStream also takes longer encodings of lengths and tags, which the joiner's parser
+// would refuse; tests/fuzz/state_frame_header_fuzz found both differences.)
+bool ReadLength(google::protobuf::io::CodedInputStream& in, uint64_t* length) {
+  const int start = in.CurrentPosition();
+  return in.ReadVarint64(length) && in.CurrentPosition() - start <= 5 &&
+         *length <= static_cast<uint64_t>(std::numeric_limits<int32_t>::max());
+}
+
+// A field's tag as protobuf's parser reads it: at most 5 bytes (0: none it would take).
+uint32_t ReadTag(google::protobuf::io::CodedInputStream& in) {
+  const int start = in.CurrentPosition();
+  const uint32_t tag = in.ReadTag();
+  return in.CurrentPosition() - start <= 5 ? tag : 0;
+}
+
 }  // namespace
 
 std::optional<StateFrameHeader> ReadStateFrameHeader(absl::string_view prefix,
@@ -36,15 +52,18 @@ std::optional<StateFrameHeader> ReadStateFrameHeader(absl::string_view prefix,
     return message_bytes - static_cast<uint64_t>(in.CurrentPosition());
   };
   uint64_t frame_bytes = 0;
-  if (in.ReadTag() != LengthDelimitedTag(v1::WorkerMessage::kStateFieldNumber) ||
-      !in.ReadVarint64(&frame_bytes) || frame_bytes != rest()) {
+  if (ReadTag(in) != LengthDelimitedTag(v1::WorkerMessage::kStateFieldNumber) ||
+      !ReadLength(in, &frame_bytes) || frame_bytes != rest()) {
     return std::nullopt;
   }
   StateFrameHeader header;
   while (rest() > 0) {
-    const uint32_t tag = in.ReadTag();
+    const uint32_t tag = ReadTag(in);
     uint64_t value = 0;
-    if (tag == 0 || !in.ReadVarint64(&value)) return std::nullopt;
+    const bool length_delimited = tag == LengthDelimitedTag(v1::StateFrame::kDataFieldNumber);
+    if (tag == 0 || !(length_delimited ? ReadLength(in, &value) : in.ReadVarint64(&value))) {
+      return std::nullopt;
+    }
     switch (tag) {
       case VarintTag(v1::StateFrame::kJoinerIdFieldNumber):
         // protobuf would keep the low 32 bits; no worker sends such a value.

@@ -19,6 +19,7 @@ namespace demod {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 constexpr double kPi = 3.14159265358979323846;
@@ -406,6 +407,23 @@ TEST(ParseRunConfigTest, TopLevelMustBeAMapping) {
   EXPECT_THAT(ParseError("[1, 2]"), HasSubstr("got a sequence"));
   EXPECT_THAT(ParseError("hello"), HasSubstr("at the top level, got 'hello'"));
   EXPECT_THAT(ParseError("\"hello\""), HasSubstr("at the top level"));
+}
+
+// A ',' after the document's closing bracket made yaml-cpp 0.7 allocate without end (found by
+// tests/fuzz/run_config_fuzz): it is a syntax error with a place, at once.
+TEST(ParseRunConfigTest, EntryAfterTheDocumentsClosingBracketIsASyntaxError) {
+  EXPECT_EQ(ParseError(R"({"min_workers": 2},"total_steps": 3})"),
+            "YAML syntax error (line 1, column 19): ',' after the document's closing bracket");
+  EXPECT_THAT(ParseError("[1],2]"), HasSubstr("(line 1, column 4): ','"));
+  // A quote inside a plain scalar opens nothing ("=a" is plain), so the early '}' is seen.
+  EXPECT_THAT(ParseError(R"({"deadline": {=a": 1, "b": 2}}, "c": [1)"),
+              HasSubstr("',' after the document's closing bracket"));
+  EXPECT_THAT(ParseError("# config\n{min_workers: 2} # two\n  , total_steps: 3"),
+              HasSubstr("(line 3, column 3): ','"));
+  // Brackets and commas inside quotes or comments are not the document's.
+  EXPECT_THAT(ParseError(R"({"run_id": "a}],b", "min_workers": 2} # }],)"),
+              HasSubstr("got 'a}],b'"));  // read whole, then judged as a run id
+  EXPECT_THAT(ParseError("{run_id: 'it''s}', min_workers: 2}"), Not(HasSubstr("closing bracket")));
 }
 
 TEST(ParseRunConfigTest, FieldNamesMustBeScalars) {

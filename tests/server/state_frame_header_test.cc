@@ -121,6 +121,13 @@ TEST(StateFrameHeaderTest, OtherMessagesAndEncodingsAreLeftToProtobuf) {
   std::string message = Serialized(Frame(1, 1, 3, 0, "abc"));
   EXPECT_FALSE(ReadStateFrameHeader(message, message.size() + 1).has_value());
   EXPECT_FALSE(ReadStateFrameHeader(message, message.size() - 1).has_value());
+  // Length prefixes longer than protobuf's parser reads (5 bytes): an overlong 0 for the frame
+  // (found by tests/fuzz/state_frame_header_fuzz) and for the data.
+  EXPECT_FALSE(Read(std::string("\x2a\x80\x80\x80\x80\x80\x80\x80\x00", 9)).has_value());
+  EXPECT_FALSE(
+      Read(WithFrameBytes(std::string("\x2a\x83\x80\x80\x80\x80\x00", 7) + "abc")).has_value());
+  // A tag longer than 5 bytes (the state field's, overlong), likewise.
+  EXPECT_FALSE(Read(std::string("\xaa\x80\x80\x80\x80\x80\x80\x00\x00", 9)).has_value());
   // Scalars repeated until the header outgrows the prefix.
   std::string repeated;
   for (int i = 0; i < 40; ++i) repeated += "\x08\x01";
