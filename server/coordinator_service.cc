@@ -30,8 +30,7 @@ using Reactor = grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>;
 // the mutex because gRPC may run a reaction on the calling thread.
 class StreamOutbox final : public MemberChannel {
  public:
-  StreamOutbox(Reactor* reactor, grpc::CallbackServerContext* context)
-      : reactor_(reactor), context_(context) {}
+  explicit StreamOutbox(Reactor* reactor) : reactor_(reactor) {}
 
   void Send(std::shared_ptr<const OutboundMessage> message) override {
     absl::MutexLock lock(&mu_);
@@ -46,7 +45,6 @@ class StreamOutbox final : public MemberChannel {
   }
 
   void Abort(const absl::Status& status) override {
-    bool cancel = false;
     {
       absl::MutexLock lock(&mu_);
       if (ending_) return;
@@ -57,11 +55,10 @@ class StreamOutbox final : public MemberChannel {
         queued_bytes_ -= queue_.back()->size();
         queue_.pop_back();
       }
-      cancel = writing_;
+      // A write in flight stays (gRPC owns it) and the stream finishes once it is taken: a
+      // peer that never reads holds one message here, not a queue. (Cancelling the call
+      // instead would run gRPC's reactions on this thread, under the coordinator's lock.)
     }
-    // A peer that does not read may never take the write in flight: cancelling the call
-    // completes it (not ok), and WriteDone then finishes the stream.
-    if (cancel) context_->TryCancel();
   }
 
   void End(const absl::Status& status) override {
@@ -131,7 +128,6 @@ class StreamOutbox final : public MemberChannel {
   }
 
   Reactor* const reactor_;
-  grpc::CallbackServerContext* const context_;  // outlives the reactor's OnDone
   mutable absl::Mutex mu_;
   std::deque<std::shared_ptr<const OutboundMessage>> queue_ ABSL_GUARDED_BY(mu_);
   uint64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
@@ -160,8 +156,8 @@ std::optional<StateFrameHeader> PeekStateFrame(const grpc::ByteBuffer& message) 
 
 class TrainStream final : public Reactor {
  public:
-  TrainStream(RunCoordinator* run, grpc::CallbackServerContext* context, const grpc::Status& auth)
-      : run_(run), outbox_(std::make_shared<StreamOutbox>(this, context)) {
+  TrainStream(RunCoordinator* run, const grpc::Status& auth)
+      : run_(run), outbox_(std::make_shared<StreamOutbox>(this)) {
     if (!auth.ok()) {
       EndStream(
           absl::Status(static_cast<absl::StatusCode>(auth.error_code()), auth.error_message()));
@@ -279,7 +275,7 @@ grpc::Status CoordinatorService::Authenticate(const grpc::CallbackServerContext&
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* CoordinatorService::Train(
     grpc::CallbackServerContext* context) {
-  return new TrainStream(run_, context, Authenticate(*context));
+  return new TrainStream(run_, Authenticate(*context));
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::GetStatus(grpc::CallbackServerContext* context,

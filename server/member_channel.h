@@ -38,8 +38,8 @@ class MemberChannel {
   virtual uint64_t queued_bytes() const = 0;
 
   // Ends the stream with `status` without delivering what is queued, for a peer that stopped
-  // reading: the queue is dropped, and a write the peer does not take is cancelled. Later
-  // calls, and End, are ignored.
+  // reading: the queue is dropped but for the message being written, after which the stream
+  // ends. Later calls, and End, are ignored.
   virtual void Abort(const absl::Status& status) = 0;
 };
 
