@@ -29,17 +29,11 @@ namespace {
 // delivery, only on what it queues and ends.
 class DiscardingChannel final : public MemberChannel {
  public:
-  void Send(std::shared_ptr<const OutboundMessage> message) override {
-    if (!ended_) sent_ += message->size();
-  }
-  void End(const absl::Status&) override { ended_ = true; }
+  void Send(std::shared_ptr<const OutboundMessage>) override {}
+  void End(const absl::Status&) override {}
   void Flush() override {}
   uint64_t queued_bytes() const override { return 0; }
-  void Abort(const absl::Status&) override { ended_ = true; }
-
- private:
-  bool ended_ = false;
-  uint64_t sent_ = 0;
+  void Abort(const absl::Status&) override {}
 };
 
 v1::Join JoinOf(const std::string& name) {
