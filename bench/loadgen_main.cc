@@ -66,6 +66,7 @@
 #include "absl/time/time.h"
 #include "bench/benchmark_gpt.h"
 #include "bench/synthetic_selection.h"
+#include "common/aggregation.h"
 #include "common/layout_table.h"
 #include "common/payload_codec.h"
 #include "common/program.h"
@@ -103,6 +104,9 @@ ABSL_FLAG(std::string, state_dir, "",
           "the durable save a production coordinator makes (write, fsync, rename, fsync); "
           "default: none");
 ABSL_FLAG(bool, per_step, false, "print every measured step's timings to stderr");
+ABSL_FLAG(bool, verify_aggregates, true,
+          "check every step's aggregate against the one computed here from the N payloads sent "
+          "(each contribution counted once, none lost); outside the timed part of a step");
 ABSL_FLAG(bool, keep_logs, false,
           "keep the coordinator's log (/tmp/demod-loadgen-<pid>-<N>.log) after a successful run; "
           "it is always kept after a failure");
@@ -199,6 +203,7 @@ absl::StatusOr<double> MeasureLoopbackTcp(int64_t total) {
 
 struct ProcessSample {
   double cpu_seconds = 0;    // user + system, all threads
+  int64_t rss_kib = 0;       // VmRSS
   int64_t peak_rss_kib = 0;  // VmHWM
 };
 
@@ -271,9 +276,12 @@ class CoordinatorProcess {
     sample.cpu_seconds = cpu.tv_sec + cpu.tv_nsec * 1e-9;
     std::ifstream status(absl::StrCat("/proc/", pid_, "/status"));
     for (std::string line; std::getline(status, line);) {
-      if (line.rfind("VmHWM:", 0) != 0) continue;
+      int64_t* field = line.rfind("VmHWM:", 0) == 0   ? &sample.peak_rss_kib
+                       : line.rfind("VmRSS:", 0) == 0 ? &sample.rss_kib
+                                                      : nullptr;
+      if (field == nullptr) continue;
       std::vector<std::string> parts = absl::StrSplit(line, ' ', absl::SkipEmpty());
-      if (parts.size() >= 2) (void)absl::SimpleAtoi(parts[1], &sample.peak_rss_kib);
+      if (parts.size() >= 2) (void)absl::SimpleAtoi(parts[1], field);
     }
     return sample;
   }
@@ -408,6 +416,7 @@ struct RunSpec {
   std::string parameters;            // what donors send joiners: 4 bytes per parameter
   absl::Duration event_timeout;
   uint64_t seed = 0;
+  bool verify_aggregates = true;
 };
 
 // What one run's worker threads share. The main thread waits for all of them to finish, or
@@ -456,6 +465,19 @@ class Shared {
   };
   const Measurement& measure_start() const { return measure_start_; }
   const Measurement& measure_end() const { return measure_end_; }
+
+  // The payloads sent for a step, by worker index, with the senders' ids: what
+  // VerifyAggregate checks the coordinator's aggregate against. Two steps are kept, so the
+  // next step's payloads never overwrite the ones being checked (a worker can be at most one
+  // step ahead of another: the barriers).
+  struct Sent {
+    uint32_t worker_id = 0;
+    std::string payload;
+  };
+  void Record(int index, int64_t step, uint32_t worker_id, const std::string& payload) {
+    sent_[step % 2][index] = Sent{worker_id, payload};
+  }
+  const std::vector<Sent>& sent(int64_t step) const { return sent_[step % 2]; }
 
   // A parameter relay to `joiner` (donor -> coordinator -> joiner) starts as the donor begins
   // sending and ends when the joiner holds every byte.
@@ -558,6 +580,7 @@ class Shared {
   Measurement measure_end_;
   double step_cpu_start_ = 0;  // written and read by barrier completions only
   double workers_cpu_seconds_ = 0;
+  std::vector<Sent> sent_[2] = {std::vector<Sent>(spec_.workers), std::vector<Sent>(spec_.workers)};
   std::mt19937_64 candidate_random_;
   Candidates candidates_;
 
@@ -577,6 +600,28 @@ absl::Status Unexpected(const ClientEvent& event, absl::string_view when) {
       event.kind == ClientEvent::Kind::kEnded ? absl::StrCat(": ", event.status.ToString())
       : event.reason.empty()                  ? std::string()
                                               : absl::StrCat(": ", event.reason)));
+}
+
+// The aggregate of `step` must be exactly the one the N payloads sent make: every worker's
+// contribution counted once, none lost, none from another step.
+absl::Status VerifyAggregate(const RunSpec& spec, int64_t step,
+                             const std::vector<Shared::Sent>& sent, const std::string& aggregate) {
+  std::vector<StepPayload> payloads;
+  payloads.reserve(sent.size());
+  std::vector<Contribution> contributions;
+  for (const Shared::Sent& s : sent) {
+    DEMOD_ASSIGN_OR_RETURN(StepPayload payload, DecodeStepPayload(s.payload, spec.table));
+    payloads.push_back(std::move(payload));
+  }
+  for (size_t i = 0; i < sent.size(); ++i)
+    contributions.push_back({sent[i].worker_id, &payloads[i]});
+  DEMOD_ASSIGN_OR_RETURN(std::string expected, AggregateStepEncoded(contributions, spec.table));
+  if (expected != aggregate) {
+    return absl::InternalError(absl::StrCat(
+        "the aggregate of step ", step, " is not the aggregate of the ", sent.size(),
+        " payloads sent (", aggregate.size(), " bytes, ", expected.size(), " expected)"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status RunWorker(int index, Shared& shared) {
@@ -606,8 +651,9 @@ absl::Status RunWorker(int index, Shared& shared) {
     if (!event.ok()) return event.status();
     switch (event->kind) {
       case ClientEvent::Kind::kSendState:
-        shared.RelayStarts(event->joiner);
-        DEMOD_RETURN_IF_ERROR(client->SendState(event->joiner, /*step=*/0, spec.parameters));
+        // A transfer is pulled a window at a time; it starts with the first.
+        if (event->state_offset == 0 && event->state_length > 0) shared.RelayStarts(event->joiner);
+        DEMOD_RETURN_IF_ERROR(client->SendState(*event, /*step=*/0, spec.parameters));
         break;
       case ClientEvent::Kind::kState:
         if (event->bytes.size() != spec.parameters.size()) {
@@ -644,6 +690,7 @@ absl::Status RunWorker(int index, Shared& shared) {
     }
     WorkerStep& record = shared.step(index, step);
     record.payload_bytes = payload.size();
+    if (spec.verify_aggregates) shared.Record(index, step, client->worker_id(), payload);
     DEMOD_RETURN_IF_ERROR(client->SendPayload(step, payload));
     record.sent = Clock::now();
     std::string aggregate;
@@ -682,6 +729,9 @@ absl::Status RunWorker(int index, Shared& shared) {
                                                 decoded.step, " with ", decoded.contributors.size(),
                                                 " contributors"));
       }
+      if (spec.verify_aggregates) {
+        DEMOD_RETURN_IF_ERROR(VerifyAggregate(spec, step, shared.sent(step), aggregate));
+      }
     }
   }
   // The run is over: the coordinator says so and ends the stream cleanly.
@@ -718,6 +768,9 @@ struct RunResult {
   double param_relay_coordinator_ns_per_byte = 0;  // CPU per relayed byte
   double param_relay_workers_ns_per_byte = 0;      // the donors' and joiners' CPU
   int64_t peak_rss_kib = 0;
+  int64_t rss_warm_kib = 0;  // after the warm-up steps
+  int64_t rss_end_kib = 0;   // after the last step
+  int64_t verified_steps = 0;
 };
 
 // Nearest-rank percentile of a non-empty sample.
@@ -880,6 +933,9 @@ absl::StatusOr<RunResult> RunOnce(RunSpec spec, const std::string& coordinator_b
   r.param_relay_coordinator_ns_per_byte = relay_cpu_coordinator / relayed * 1e9;
   r.param_relay_workers_ns_per_byte = relay_cpu_workers / relayed * 1e9;
   r.peak_rss_kib = shared.measure_end().sample->peak_rss_kib;
+  r.rss_warm_kib = shared.measure_start().sample->rss_kib;
+  r.rss_end_kib = shared.measure_end().sample->rss_kib;
+  r.verified_steps = spec.verify_aggregates ? spec.warmup + spec.steps : 0;
   if (!absl::GetFlag(FLAGS_keep_logs)) unlink(log_path.c_str());
   return r;
 }
@@ -938,6 +994,7 @@ absl::Status Main() {
   DEMOD_ASSIGN_OR_RETURN(spec.table,
                          MakeLayoutTable(spec.shapes, absl::GetFlag(FLAGS_chunk), topk));
   spec.seed = absl::GetFlag(FLAGS_seed);
+  spec.verify_aggregates = absl::GetFlag(FLAGS_verify_aggregates);
   spec.separate_connections = absl::GetFlag(FLAGS_separate_connections);
   spec.state_dir = absl::GetFlag(FLAGS_state_dir);
   spec.event_timeout = absl::Seconds(absl::GetFlag(FLAGS_step_timeout_s));
@@ -977,17 +1034,19 @@ absl::Status Main() {
   std::printf(
       "| N | payload/worker | aggregate | transfer @TCP | latency p50 | latency p99 | "
       "2 ms + transfer | upload p50 | step wall p50 | ingest | relay | relay/TCP | coord CPU/step "
-      "| coord cores (steps / phase) | coord peak RSS | workers CPU/step |\n");
-  std::printf("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+      "| coord cores (steps / phase) | coord RSS warm -> end (peak) | workers CPU/step | "
+      "aggregates verified |\n");
+  std::printf("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
   for (const RunResult& r : results) {
     std::printf(
         "| %d | %.1f KB | %.1f KB | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms | "
         "%.0f MB/s | "
-        "%.0f MB/s | %.1f%% | %.2f ms | %.2f / %.2f | %.1f MiB | %.2f ms |\n",
+        "%.0f MB/s | %.1f%% | %.2f ms | %.2f / %.2f | %.1f -> %.1f (%.1f) MiB | %.2f ms | %lld |\n",
         r.workers, r.payload_bytes / 1e3, r.aggregate_bytes / 1e3, r.transfer_ms, r.latency_p50_ms,
         r.latency_p99_ms, 2.0 + r.transfer_ms, r.upload_p50_ms, r.wall_p50_ms, r.ingest_mb_s,
         r.relay_mb_s, r.relay_ratio * 100, r.cpu_ms_per_step, r.cores_busy, r.cores_phase,
-        r.peak_rss_kib / 1024.0, r.workers_cpu_ms_per_step);
+        r.rss_warm_kib / 1024.0, r.rss_end_kib / 1024.0, r.peak_rss_kib / 1024.0,
+        r.workers_cpu_ms_per_step, static_cast<long long>(r.verified_steps));
   }
   // The parameter relays that brought the N - 1 joiners in, donor -> coordinator -> joiner.
   std::printf(

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -44,12 +45,21 @@ class StreamOutbox final : public MemberChannel {
     return queued_bytes_;
   }
 
+  bool NotifyWhenQueuedAtMost(uint64_t bytes, std::function<void()> drained) override {
+    absl::MutexLock lock(&mu_);
+    if (ending_ || queued_bytes_ <= bytes) return false;
+    drained_at_most_ = bytes;
+    drained_ = std::move(drained);
+    return true;
+  }
+
   void Abort(const absl::Status& status) override {
     {
       absl::MutexLock lock(&mu_);
       if (ending_) return;
       ending_ = true;
       finish_status_ = ToGrpcStatus(status);
+      drained_ = nullptr;
       // The message being written stays until its WriteDone; the rest goes now.
       while (queue_.size() > (writing_ ? 1u : 0u)) {
         queued_bytes_ -= queue_.back()->size();
@@ -66,6 +76,7 @@ class StreamOutbox final : public MemberChannel {
     if (ending_) return;
     ending_ = true;
     finish_status_ = ToGrpcStatus(status);
+    drained_ = nullptr;
   }
 
   void Flush() override {
@@ -91,10 +102,12 @@ class StreamOutbox final : public MemberChannel {
   void WriteDone(bool ok) {
     std::shared_ptr<const OutboundMessage> next;
     bool finish = false;
+    std::function<void()> drained;
     {
       absl::MutexLock lock(&mu_);
       queued_bytes_ -= queue_.front()->size();
       queue_.pop_front();
+      if (drained_ != nullptr && queued_bytes_ <= drained_at_most_) drained.swap(drained_);
       if (!ok) {
         // The stream broke: nothing more can be delivered.
         queue_.clear();
@@ -113,6 +126,7 @@ class StreamOutbox final : public MemberChannel {
     }
     if (next != nullptr) Write(*next);
     if (finish) reactor_->Finish(finish_status_);
+    if (drained != nullptr) drained();
   }
 
   bool ending() const {
@@ -131,6 +145,8 @@ class StreamOutbox final : public MemberChannel {
   mutable absl::Mutex mu_;
   std::deque<std::shared_ptr<const OutboundMessage>> queue_ ABSL_GUARDED_BY(mu_);
   uint64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t drained_at_most_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<void()> drained_ ABSL_GUARDED_BY(mu_);  // armed by NotifyWhenQueuedAtMost
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;

@@ -11,6 +11,7 @@
 #define DEMOD_SERVER_MEMBER_CHANNEL_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "absl/status/status.h"
@@ -36,6 +37,12 @@ class MemberChannel {
 
   // Bytes queued and not yet delivered, the message being written included.
   virtual uint64_t queued_bytes() const = 0;
+
+  // Arms a one-shot notice: `drained` runs once the bytes queued fall to `bytes` or fewer, on
+  // the thread that delivered, with no lock of the channel held (so it may call back into the
+  // channel's owner). Returns false, arming nothing, when they already are. Replaces a notice
+  // armed before; End and Abort disarm it. How a parameter transfer is paced to its joiner.
+  virtual bool NotifyWhenQueuedAtMost(uint64_t bytes, std::function<void()> drained) = 0;
 
   // Ends the stream with `status` without delivering what is queued, for a peer that stopped
   // reading: the queue is dropped but for the message being written, after which the stream

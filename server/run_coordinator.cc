@@ -321,6 +321,8 @@ void RunCoordinator::Handle(WorkerId worker, v1::WorkerMessage message, absl::Ti
         status = OnPayload(worker, *std::move(payload), complete.bytes.size(), now);
       }
       if (!status.ok()) Expel(worker, status, LeaveReason::kInvalidMessage, now);
+      // The payload may have closed the step: its aggregate is now queued to every member.
+      EvictSlowConsumers(now);
     }
   }
   FlushChannels();
@@ -446,7 +448,10 @@ absl::Status RunCoordinator::OnStateFrame(WorkerId donor, const StateFrameHeader
   const WorkerId joiner = frame.joiner_id;
   machine_.StateProgress(joiner, now);
   SendTo(joiner, std::move(relay));
-  if (judged.verdict != ParameterRelay::Verdict::kRelayLast) return absl::OkStatus();
+  if (judged.verdict != ParameterRelay::Verdict::kRelayLast) {
+    RequestMoreState(joiner);
+    return absl::OkStatus();
+  }
   metrics_->StateTransfer(judged.total_bytes);
   Log(LogLevel::kInfo,
       absl::StrCat("worker ", joiner, " received ", judged.total_bytes,
@@ -499,7 +504,7 @@ void RunCoordinator::Apply(std::vector<Action> initial, absl::Time now) {
       case Action::Kind::kWelcome: {
         // Active now: any transfer is over (or moot: a joiner left without a donor becomes
         // the seed), and its fingerprints count from this step on.
-        relay_.End(action.worker);
+        EndTransfer(action.worker);
         fingerprints_.Activated(action.worker, action.step);
         v1::Control control = MakeControl(v1::Control::KIND_ACTIVE, action.reason);
         control.add_steps(action.step);
@@ -558,12 +563,48 @@ void RunCoordinator::Apply(std::vector<Action> initial, absl::Time now) {
 }
 
 void RunCoordinator::RequestState(const Action& request) {
-  relay_.Start(request.worker, request.donor);
   fingerprints_.Deactivated(request.worker);  // its parameters are about to be replaced
-  v1::Control control = MakeControl(v1::Control::KIND_SEND_STATE, request.reason);
-  control.set_joiner_id(request.worker);
-  SendControl(request.donor, std::move(control));
+  for (const ParameterRelay::Request& r : relay_.Start(request.worker, request.donor)) {
+    SendStateRequest(r, r.length == 0 ? "" : request.reason);
+  }
   Log(LogLevel::kInfo, request.reason);
+}
+
+void RunCoordinator::SendStateRequest(const ParameterRelay::Request& request,
+                                      const std::string& reason) {
+  v1::Control control = MakeControl(v1::Control::KIND_SEND_STATE, reason);
+  control.set_joiner_id(request.joiner);
+  control.set_state_offset(request.offset);
+  control.set_state_length(request.length);
+  SendControl(request.donor, std::move(control));
+}
+
+void RunCoordinator::RequestMoreState(WorkerId joiner) {
+  auto it = members_.find(joiner);
+  const std::optional<uint64_t> room = relay_.QueueRoom(joiner);
+  if (it == members_.end() || !room.has_value()) return;
+  // Past the room, the joiner's stream says when it has drained enough.
+  MemberChannel& channel = *it->second.channel;
+  if (channel.NotifyWhenQueuedAtMost(*room, [this, joiner] { JoinerDrained(joiner); })) return;
+  if (std::optional<ParameterRelay::Request> next = relay_.Next(joiner, channel.queued_bytes());
+      next.has_value()) {
+    SendStateRequest(*next, "");
+  }
+}
+
+void RunCoordinator::JoinerDrained(WorkerId joiner) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_) return;
+    RequestMoreState(joiner);
+  }
+  FlushChannels();
+}
+
+void RunCoordinator::EndTransfer(WorkerId joiner) {
+  if (std::optional<ParameterRelay::Request> end = relay_.End(joiner); end.has_value()) {
+    SendStateRequest(*end, "");
+  }
 }
 
 void RunCoordinator::OpenStep(const Action& open, absl::Time now, std::vector<Action>& more) {
@@ -656,8 +697,8 @@ void RunCoordinator::Expel(WorkerId worker, const absl::Status& status, LeaveRea
 uint64_t RunCoordinator::OutboundQueueBound() const {
   // Framing and control messages: a few kB per step at most.
   constexpr uint64_t kPerStepOverhead = 4096;
-  return max_state_bytes_ + static_cast<uint64_t>(config_.outbound_queue_steps) *
-                                (largest_aggregate_bytes_ + kPerStepOverhead);
+  return relay_.max_outstanding_bytes() + static_cast<uint64_t>(config_.outbound_queue_steps) *
+                                              (largest_aggregate_bytes_ + kPerStepOverhead);
 }
 
 void RunCoordinator::EvictSlowConsumers(absl::Time now) {
@@ -671,8 +712,8 @@ void RunCoordinator::EvictSlowConsumers(absl::Time now) {
     Expel(id,
           absl::ResourceExhaustedError(absl::StrCat(
               "slow consumer: ", queued, " bytes wait unread for this worker, more than ", bound,
-              " (one parameter transfer and outbound_queue_steps = ", config_.outbound_queue_steps,
-              " steps of aggregates); rejoin when reading again")),
+              " (two windows of parameters and outbound_queue_steps = ",
+              config_.outbound_queue_steps, " steps of aggregates); rejoin when reading again")),
           LeaveReason::kSlowConsumer, now);
   }
 }
@@ -686,7 +727,7 @@ void RunCoordinator::Forget(WorkerId worker, const std::string& event, const std
   metrics_->RemoveWorker(it->second.name);
   Record(it->second.name, event, reason, now);
   members_.erase(it);
-  relay_.End(worker);
+  EndTransfer(worker);
   early_payloads_.erase(worker);
   fingerprints_.Deactivated(worker);
 }

@@ -155,12 +155,21 @@ class RunCoordinator {
   void CloseStep(const Action& close, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Metrics and the log line of a step that closed.
   void RecordClosedStep(const StepSummary& summary) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Starts a parameter transfer: asks the donor for the first window.
   void RequestState(const Action& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendStateRequest(const ParameterRelay::Request& request, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Asks the joiner's donor for the next window if the joiner has room for it, or has the
+  // joiner's stream call JoinerDrained once it has.
+  void RequestMoreState(WorkerId joiner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void JoinerDrained(WorkerId joiner) ABSL_LOCKS_EXCLUDED(mu_);
+  // Ends the transfer to `joiner`, if one is under way, and tells its donor.
+  void EndTransfer(WorkerId joiner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the member's stream with `status` and removes it from the run. A slow consumer's
   // stream is aborted: what is queued for it is dropped, not delivered.
   void Expel(WorkerId worker, const absl::Status& status, LeaveReason metric_reason, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The most bytes a member may leave unread: one parameter transfer and
+  // The most bytes a member may leave unread: two windows of a parameter transfer and
   // config_.outbound_queue_steps of the largest aggregate so far.
   uint64_t OutboundQueueBound() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Expels, with RESOURCE_EXHAUSTED, every member whose queue is past OutboundQueueBound.

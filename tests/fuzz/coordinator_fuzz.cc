@@ -33,6 +33,7 @@ class DiscardingChannel final : public MemberChannel {
   void End(const absl::Status&) override {}
   void Flush() override {}
   uint64_t queued_bytes() const override { return 0; }
+  bool NotifyWhenQueuedAtMost(uint64_t, std::function<void()>) override { return false; }
   void Abort(const absl::Status&) override {}
 };
 
@@ -101,6 +102,7 @@ void Run(FuzzedDataProvider& input) {
         const std::string data = input.ConsumeRandomLengthString(3000);
         state.set_total_bytes(input.ConsumeBool() ? data.size()
                                                   : input.ConsumeIntegral<uint16_t>());
+        state.set_offset(input.ConsumeBool() ? 0 : input.ConsumeIntegral<uint16_t>());
         state.set_data(data);
         run->Handle(*workers[k], std::move(message), now);
         break;

@@ -34,6 +34,7 @@
 #include "tests/support/synthetic_payload.h"
 #include "tests/support/synthetic_worker.h"
 #include "worker/client/coordinator_client.h"
+#include "worker/client/state_donor.h"
 
 namespace demod {
 namespace {
@@ -110,6 +111,7 @@ class FaultRun {
   struct Honest {
     bool active = false;
     int64_t applied = 0;  // the last aggregate's step: the parameters are "after" it
+    StateDonor donor;     // pins a transfer's step across the ranges it is pulled in
   };
   absl::StatusOr<std::optional<int64_t>> Answer(CoordinatorClient& client, Honest& state,
                                                 const ClientEvent& event) const {
@@ -125,7 +127,9 @@ class FaultRun {
         state.applied = event.step;
         return state.active ? std::optional<int64_t>(event.step + 1) : std::nullopt;
       case Kind::kSendState:
-        if (absl::Status s = client.SendState(event.joiner, state.applied, parameters_); !s.ok()) {
+        if (absl::Status s =
+                state.donor.Serve(client, event, state.applied, [&] { return parameters_; });
+            !s.ok()) {
           return s;
         }
         return std::optional<int64_t>();

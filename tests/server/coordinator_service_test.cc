@@ -18,6 +18,7 @@
 #include "common/layout_table.h"
 #include "common/payload_codec.h"
 #include "server/coordinator_server.h"
+#include "server/parameter_relay.h"
 #include "server/run_store.h"
 #include "tests/support/prometheus_scrape.h"
 #include "tests/support/raw_train_call.h"
@@ -26,6 +27,7 @@
 #include "tests/support/synthetic_payload.h"
 #include "tests/support/synthetic_worker.h"
 #include "worker/client/coordinator_client.h"
+#include "worker/client/state_donor.h"
 
 namespace demod {
 namespace {
@@ -140,7 +142,7 @@ class CoordinatorServiceTest : public ::testing::Test {
     EXPECT_TRUE(joiner.welcome().receives_state());
     ClientEvent request = Expect(donor, Kind::kSendState);
     EXPECT_EQ(request.joiner, joiner.worker_id());
-    ASSERT_TRUE(donor.SendState(request.joiner, step, std::string(10000, 'p')).ok());
+    ASSERT_TRUE(donor.SendState(request, step, std::string(10000, 'p')).ok());
     ClientEvent state = Expect(joiner, Kind::kState);
     EXPECT_EQ(state.bytes, std::string(10000, 'p'));
     EXPECT_EQ(state.step, step);
@@ -405,11 +407,23 @@ TEST_F(CoordinatorServiceTest, BearerTokenIsRequiredOnEveryCall) {
 
 // A raw stream, for breaking the protocol on purpose.
 struct RawStream {
-  RawStream(const std::string& target, const v1::WorkerMessage& first)
-      : stub(v1::Coordinator::NewStub(
-            grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))),
+  // With `small_receive_window` the stream's receive window stays small (no BDP probing, little
+  // lookahead): messages it does not read back up into the coordinator's queue after a few
+  // tens of kB.
+  RawStream(const std::string& target, const v1::WorkerMessage& first,
+            bool small_receive_window = false)
+      : stub(v1::Coordinator::NewStub(Channel(target, small_receive_window))),
         stream(stub->Train(&context)) {
     stream->Write(first);
+  }
+  static std::shared_ptr<grpc::Channel> Channel(const std::string& target,
+                                                bool small_receive_window) {
+    grpc::ChannelArguments args;
+    if (small_receive_window) {
+      args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+      args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 10);
+    }
+    return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
   }
   // Reads until the stream ends; returns its status.
   grpc::Status Drain() {
@@ -446,8 +460,8 @@ v1::WorkerMessage JoinMessage(const std::string& name) {
 }
 
 // A worker that sends its payloads but stops reading its stream: what the coordinator queues
-// for it (its parameters, then an aggregate per step) grows until it passes the bound, one
-// parameter transfer and outbound_queue_steps aggregates; the worker is then evicted as a slow
+// for it (its parameters, then an aggregate per step) grows until it passes the bound, two
+// windows of parameters and outbound_queue_steps aggregates; the worker is then evicted as a slow
 // consumer, what was queued is dropped, and the others never wait for it.
 TEST_F(CoordinatorServiceTest, WorkerThatStopsReadingIsEvictedAsASlowConsumer) {
   RunConfig config = TestConfig();
@@ -456,18 +470,9 @@ TEST_F(CoordinatorServiceTest, WorkerThatStopsReadingIsEvictedAsASlowConsumer) {
   Start(config, "", {}, "", "127.0.0.1:0");
   auto a = Join("a");
   Expect(*a, Kind::kActive);
-  // Without BDP probing, and with little lookahead, the stream's receive window stays small:
-  // unread messages back up into the coordinator's queue after a few tens of kB.
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 10);
-  auto stub = v1::Coordinator::NewStub(
-      grpc::CreateCustomChannel(target_, grpc::InsecureChannelCredentials(), args));
-  grpc::ClientContext context;
-  auto stalled = stub->Train(&context);
-  ASSERT_TRUE(stalled->Write(JoinMessage("stalled")));
+  RawStream stalled(target_, JoinMessage("stalled"), /*small_receive_window=*/true);
   ClientEvent request = Expect(*a, Kind::kSendState);
-  ASSERT_OK(a->SendState(request.joiner, 0, std::string(10000, 'p')));
+  ASSERT_OK(a->SendState(request, 0, std::string(10000, 'p')));
 
   uint64_t most_queued = 0;
   int64_t step = 1;
@@ -475,7 +480,7 @@ TEST_F(CoordinatorServiceTest, WorkerThatStopsReadingIsEvictedAsASlowConsumer) {
     // The stalled worker is active from step 2 (its parameters were relayed before step 1
     // closed): it keeps sending its payloads, it only never reads.
     if (step >= 2) {
-      ASSERT_TRUE(WritePayloadFrames(*stalled, step, Payload(step), config.max_frame_bytes));
+      ASSERT_TRUE(WritePayloadFrames(*stalled.stream, step, Payload(step), config.max_frame_bytes));
     }
     ASSERT_OK(a->SendPayload(step, Payload(step)));
     EXPECT_EQ(Expect(*a, Kind::kAggregate).step, step);
@@ -495,11 +500,76 @@ TEST_F(CoordinatorServiceTest, WorkerThatStopsReadingIsEvictedAsASlowConsumer) {
   }
   // Once it reads again, it finds its stream ended with RESOURCE_EXHAUSTED and the reason.
   v1::CoordinatorMessage m;
-  while (stalled->Read(&m)) {
+  while (stalled.stream->Read(&m)) {
   }
-  const grpc::Status end = stalled->Finish();
+  const grpc::Status end = stalled.stream->Finish();
   EXPECT_EQ(end.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << end.error_message();
   EXPECT_THAT(end.error_message(), HasSubstr("slow consumer"));
+}
+
+// Parameter transfers are pulled a window at a time: a joiner that does not read makes the
+// coordinator ask its donor for about two windows, not for the whole state, and once it reads
+// it receives every byte, of the one step the donor's copy was taken at.
+TEST_F(CoordinatorServiceTest, JoinerThatDoesNotReadHoldsBackItsTransfer) {
+  const RunConfig config = TestConfig();
+  Start(config, "", {}, "", "127.0.0.1:0");
+  auto a = Join("a");
+  Expect(*a, Kind::kActive);
+  RawStream slow(target_, JoinMessage("slow"), /*small_receive_window=*/true);
+
+  std::string parameters(1 << 20, '\0');
+  for (size_t i = 0; i < parameters.size(); ++i)
+    parameters[i] = static_cast<char>(i * 7 + i / 4096);
+  StateDonor donor;
+  uint64_t asked_up_to = 0;
+  int copies_taken = 0;
+  auto serve = [&](absl::Duration wait) {
+    absl::StatusOr<ClientEvent> event = a->Next(wait);
+    if (absl::IsDeadlineExceeded(event.status())) return;
+    ASSERT_OK(event);
+    ASSERT_EQ(event->kind, Kind::kSendState);
+    asked_up_to = std::max(asked_up_to, event->state_offset + event->state_length);
+    ASSERT_OK(donor.Serve(*a, *event, /*applied_step=*/0, [&] {
+      ++copies_taken;
+      return parameters;
+    }));
+  };
+  const absl::Time stall_end = absl::Now() + absl::Milliseconds(1500);
+  while (absl::Now() < stall_end) ASSERT_NO_FATAL_FAILURE(serve(absl::Milliseconds(50)));
+  const uint64_t window = ParameterRelay::kWindowFrames * config.max_frame_bytes;
+  std::printf("asked for %llu of %zu bytes while the joiner did not read (window %llu)\n",
+              static_cast<unsigned long long>(asked_up_to), parameters.size(),
+              static_cast<unsigned long long>(window));
+  // Two windows, plus what the stream's flow-control window let through unread.
+  EXPECT_GE(asked_up_to, window);
+  EXPECT_LE(asked_up_to, 2 * window + (128 << 10));
+  const v1::RunStatus status = Status();
+  for (const v1::MemberStatus& m : status.members()) {
+    if (m.name() == "slow") EXPECT_LE(m.queued_bytes(), 2 * window + 4096);
+  }
+
+  // The joiner reads: the rest is pulled as it drains.
+  std::future<std::string> received = std::async(std::launch::async, [&] {
+    std::string bytes;
+    v1::CoordinatorMessage m;
+    while (bytes.size() < parameters.size() && slow.stream->Read(&m)) {
+      if (!m.has_state()) continue;
+      if (m.state().offset() != bytes.size() || m.state().total_bytes() != parameters.size()) {
+        break;
+      }
+      bytes += m.state().data();
+    }
+    return bytes;
+  });
+  const absl::Time give_up = absl::Now() + kWait;
+  while (received.wait_for(std::chrono::seconds(0)) != std::future_status::ready &&
+         absl::Now() < give_up) {
+    ASSERT_NO_FATAL_FAILURE(serve(absl::Milliseconds(20)));
+  }
+  ASSERT_EQ(received.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  EXPECT_TRUE(received.get() == parameters);
+  EXPECT_EQ(copies_taken, 1);
+  EXPECT_EQ(donor.copies(), 0u);  // the last range dropped the copy
 }
 
 TEST_F(CoordinatorServiceTest, MalformedFramesEndOnlyTheirStream) {
@@ -668,7 +738,7 @@ void ReceiveSeedParameters(CoordinatorClient& seed, RawStream& raw) {
   ASSERT_TRUE(request.ok()) << request.status();
   ASSERT_EQ(request->kind, Kind::kSendState);
   ASSERT_EQ(request->joiner, m.welcome().worker_id());
-  ASSERT_TRUE(seed.SendState(request->joiner, 0, "seed parameters").ok());
+  ASSERT_TRUE(seed.SendState(*request, 0, "seed parameters").ok());
   ASSERT_TRUE(raw.stream->Read(&m) && m.has_state());
 }
 
@@ -717,7 +787,7 @@ class RawDonorTest : public CoordinatorServiceTest {
   void AIsAskedAndCompletesTheTransfer() {
     ClientEvent request = Expect(*a_, Kind::kSendState);
     ASSERT_EQ(request.joiner, c_->worker_id());
-    ASSERT_TRUE(a_->SendState(c_->worker_id(), 0, std::string(10000, 'a')).ok());
+    ASSERT_TRUE(a_->SendState(request, 0, std::string(10000, 'a')).ok());
     EXPECT_EQ(Expect(*c_, Kind::kState).bytes, std::string(10000, 'a'));
   }
 
@@ -783,7 +853,7 @@ TEST_F(CoordinatorServiceTest, DivergentFingerprintIsResyncedFromTheMajority) {
   {
     ClientEvent request = Next(*b);  // b's turn as donor
     ASSERT_EQ(request.kind, Kind::kSendState);
-    ASSERT_TRUE(b->SendState(c->worker_id(), 0, "params").ok());
+    ASSERT_TRUE(b->SendState(request, 0, "params").ok());
     Expect(*c, Kind::kState);
     Expect(*c, Kind::kActive);
   }
@@ -801,7 +871,7 @@ TEST_F(CoordinatorServiceTest, DivergentFingerprintIsResyncedFromTheMajority) {
     donor = c.get();
   }
   EXPECT_EQ(request.joiner, b->worker_id());
-  ASSERT_TRUE(donor->SendState(b->worker_id(), 1, "fresh").ok());
+  ASSERT_TRUE(donor->SendState(request, 1, "fresh").ok());
   EXPECT_EQ(Expect(*b, Kind::kState).bytes, "fresh");
 }
 

@@ -3,6 +3,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <optional>
+#include <vector>
+
 #include "tests/support/status_matchers.h"
 
 namespace demod {
@@ -12,7 +15,8 @@ using ::testing::HasSubstr;
 using Verdict = ParameterRelay::Verdict;
 
 constexpr uint64_t kMaxFrame = 200;
-constexpr uint64_t kMaxState = 1000;
+constexpr uint64_t kMaxState = 5000;
+constexpr uint64_t kWindow = ParameterRelay::kWindowFrames * kMaxFrame;  // 800
 constexpr int64_t kCompleted = 7;
 constexpr WorkerId kJoiner = 5;
 constexpr WorkerId kDonor = 2;
@@ -74,12 +78,64 @@ TEST(ParameterRelayTest, ANewDonorStartsOverAndTheOldOnesFramesAreDropped) {
   EXPECT_EQ(Judge(relay, 3, Frame(6, 120, 100, 20)), Verdict::kRelayLast);
 }
 
-TEST(ParameterRelayTest, ADonorMayStartOverAtOffsetZero) {
+TEST(ParameterRelayTest, ADonorStartingOverIsRefused) {
   ParameterRelay relay(kMaxFrame);
   relay.Start(kJoiner, kDonor);
   EXPECT_EQ(Judge(relay, kDonor, Frame(7, 250, 0, 100)), Verdict::kRelay);
-  EXPECT_EQ(Judge(relay, kDonor, Frame(7, 150, 0, 100)), Verdict::kRelay);
-  EXPECT_EQ(Judge(relay, kDonor, Frame(7, 150, 100, 50)), Verdict::kRelayLast);
+  absl::Status status = JudgeError(relay, Frame(7, 150, 0, 100));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("expected offset 100 of 250"));
+}
+
+TEST(ParameterRelayTest, StartAsksTheDonorForTheFirstWindow) {
+  ParameterRelay relay(kMaxFrame);
+  using Request = ParameterRelay::Request;
+  EXPECT_EQ(relay.Start(kJoiner, kDonor), std::vector<Request>({{kDonor, kJoiner, 0, kWindow}}));
+  // Another donor: the first one is told the transfer is over, the new one asked.
+  EXPECT_EQ(relay.Start(kJoiner, 3),
+            std::vector<Request>({{kDonor, kJoiner, 0, 0}, {3, kJoiner, 0, kWindow}}));
+  EXPECT_EQ(relay.End(kJoiner), Request({3, kJoiner, 0, 0}));
+  EXPECT_EQ(relay.End(kJoiner), std::nullopt);
+}
+
+TEST(ParameterRelayTest, AsksForTheNextWindowOnceTheJoinerHasRoomForIt) {
+  using Request = ParameterRelay::Request;
+  ParameterRelay relay(kMaxFrame);
+  relay.Start(kJoiner, kDonor);
+  EXPECT_EQ(relay.QueueRoom(kJoiner), std::nullopt);  // the size is not known yet
+  EXPECT_EQ(relay.Next(kJoiner, 0), std::nullopt);
+  EXPECT_EQ(Judge(relay, kDonor, Frame(7, 3000, 0, 200)), Verdict::kRelay);
+  // 600 asked for and not received: a window is due while at most 200 bytes are queued.
+  EXPECT_EQ(relay.QueueRoom(kJoiner), 200u);
+  EXPECT_EQ(relay.Next(kJoiner, 201), std::nullopt);
+  EXPECT_EQ(relay.Next(kJoiner, 200), Request({kDonor, kJoiner, kWindow, kWindow}));
+  EXPECT_EQ(relay.QueueRoom(kJoiner), std::nullopt);  // the donor owes 1400
+  EXPECT_EQ(relay.Next(kJoiner, 0), std::nullopt);
+  for (uint64_t offset = 200; offset < kWindow; offset += 200) {
+    EXPECT_EQ(Judge(relay, kDonor, Frame(7, 3000, offset, 200)), Verdict::kRelay);
+  }
+  EXPECT_EQ(relay.Next(kJoiner, 1), std::nullopt);  // the joiner has not drained
+  EXPECT_EQ(relay.Next(kJoiner, 0), Request({kDonor, kJoiner, 2 * kWindow, kWindow}));
+  for (uint64_t offset = kWindow; offset < 2 * kWindow; offset += 200) {
+    EXPECT_EQ(Judge(relay, kDonor, Frame(7, 3000, offset, 200)), Verdict::kRelay);
+  }
+  // The last window is what remains.
+  EXPECT_EQ(relay.Next(kJoiner, 0), Request({kDonor, kJoiner, 3 * kWindow, 3000 - 3 * kWindow}));
+  EXPECT_EQ(relay.Next(kJoiner, 0), std::nullopt);  // everything was asked for
+  EXPECT_EQ(relay.QueueRoom(kJoiner), std::nullopt);
+  EXPECT_EQ(relay.Next(/*joiner=*/9, 0), std::nullopt);
+  EXPECT_EQ(relay.QueueRoom(/*joiner=*/9), std::nullopt);
+}
+
+TEST(ParameterRelayTest, FramesPastWhatWasAskedForAreRefused) {
+  ParameterRelay relay(kMaxFrame);
+  relay.Start(kJoiner, kDonor);
+  for (uint64_t offset = 0; offset < kWindow; offset += 200) {
+    EXPECT_EQ(Judge(relay, kDonor, Frame(7, 3000, offset, 200)), Verdict::kRelay);
+  }
+  absl::Status status = JudgeError(relay, Frame(7, 3000, kWindow, 200));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("goes past what was asked for (bytes up to 800)"));
 }
 
 TEST(ParameterRelayTest, EndDropsTheTransfer) {
@@ -97,8 +153,8 @@ TEST(ParameterRelayTest, RefusesFramesThatDoNotContinueTheTransfer) {
     const char* message;
   };
   const Case cases[] = {
-      {"empty transfer", Frame(7, 0, 0, 0), "total_bytes 0 is not in [1, 1000]"},
-      {"too large", Frame(7, kMaxState + 1, 0, 100), "total_bytes 1001 is not in [1, 1000]"},
+      {"empty transfer", Frame(7, 0, 0, 0), "total_bytes 0 is not in [1, 5000]"},
+      {"too large", Frame(7, kMaxState + 1, 0, 100), "total_bytes 5001 is not in [1, 5000]"},
       {"step not completed", Frame(kCompleted + 1, 250, 0, 100), "step 8 is not a completed step"},
       {"negative step", Frame(-1, 250, 0, 100), "step -1 is not a completed step"},
       {"gap", Frame(7, 250, 150, 100), "does not continue the transfer (expected offset 100"},

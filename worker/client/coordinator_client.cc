@@ -137,14 +137,21 @@ absl::Status CoordinatorClient::SendPayload(int64_t step, absl::string_view enco
   });
 }
 
-absl::Status CoordinatorClient::SendState(uint32_t joiner, int64_t step,
+absl::Status CoordinatorClient::SendState(const ClientEvent& request, int64_t step,
                                           absl::string_view parameters) {
-  return SendFrames(parameters, [&](const Frame& f, v1::WorkerMessage& message) {
+  if (request.state_length == 0) return absl::OkStatus();
+  if (request.state_offset >= parameters.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("asked for parameters from byte ",
+                                                   request.state_offset, " of ", parameters.size(),
+                                                   " for worker ", request.joiner));
+  }
+  const absl::string_view range = parameters.substr(request.state_offset, request.state_length);
+  return SendFrames(range, [&](const Frame& f, v1::WorkerMessage& message) {
     v1::StateFrame* frame = message.mutable_state();
-    frame->set_joiner_id(joiner);
+    frame->set_joiner_id(request.joiner);
     frame->set_step(step);
     frame->set_total_bytes(parameters.size());
-    frame->set_offset(f.offset);
+    frame->set_offset(request.state_offset + f.offset);
     frame->set_data(f.data.data(), f.data.size());
   });
 }
@@ -214,6 +221,8 @@ absl::Status CoordinatorClient::Dispatch(v1::CoordinatorMessage& message) {
         case v1::Control::KIND_SEND_STATE:
           event.kind = ClientEvent::Kind::kSendState;
           event.joiner = c.joiner_id();
+          event.state_offset = c.state_offset();
+          event.state_length = c.state_length();
           break;
         case v1::Control::KIND_RESYNC:
           event.kind = ClientEvent::Kind::kResync;

@@ -55,7 +55,8 @@ struct ClientEvent {
                     // last_payload_unix_micros
     kActive,        // step: the first step this worker contributes to
     kNotIncluded,   // steps: this worker's payloads that missed their step
-    kSendState,     // joiner: stream the parameters to this worker (SendState)
+    kSendState,     // joiner, state_offset, state_length: send this range of the
+                    // parameters to the joiner (SendState); length 0: that transfer is over
     kState,         // step, bytes: the run's parameters after `step`
     kResync,        // the parameters diverged: fresh ones follow as a kState
     kPaused,        // too few workers; the open payload waits
@@ -71,6 +72,8 @@ struct ClientEvent {
   std::string bytes;
   std::vector<int64_t> steps;
   uint32_t joiner = 0;
+  uint64_t state_offset = 0;
+  uint64_t state_length = 0;
   std::string reason;
   absl::Status status;
   // kAggregate: when the coordinator took the step's last payload, on its clock (0: none did).
@@ -94,7 +97,10 @@ class CoordinatorClient {
 
   // Each fails with the stream's end status once it is over.
   absl::Status SendPayload(int64_t step, absl::string_view encoded_payload);
-  absl::Status SendState(uint32_t joiner, int64_t step, absl::string_view parameters);
+  // Answers a kSendState `request`: sends its range of `parameters` (the parameters after
+  // `step`, the same bytes for every request of one transfer). A request of length 0 sends
+  // nothing; INVALID_ARGUMENT when the range starts past the parameters' end.
+  absl::Status SendState(const ClientEvent& request, int64_t step, absl::string_view parameters);
   absl::Status SendReport(const v1::StepReport& report);
   absl::Status SendFingerprint(int64_t step, uint64_t hash);
 

@@ -58,13 +58,15 @@ absl::StatusOr<ClientEvent> CoordinatorExchange::NextEvent() {
 absl::Status CoordinatorExchange::Serve(ClientEvent& event) {
   switch (event.kind) {
     case ClientEvent::Kind::kSendState: {
-      // The optimizer is between steps (or blocked in one): these are the parameters of the
-      // last applied step.
-      const std::string state = SerializeTensors(parameters_);
-      ++parameters_sent_;
-      Log(LogLevel::kInfo,
-          absl::StrCat("sending ", state.size(), " bytes of parameters to worker ", event.joiner));
-      return client_->SendState(event.joiner, applied_step_, state);
+      // The optimizer is between steps (or blocked in one): a transfer's first range copies
+      // the parameters of the last applied step.
+      return donor_.Serve(*client_, event, applied_step_, [&] {
+        std::string state = SerializeTensors(parameters_);
+        ++parameters_sent_;
+        Log(LogLevel::kInfo, absl::StrCat("sending ", state.size(),
+                                          " bytes of parameters to worker ", event.joiner));
+        return state;
+      });
     }
     case ClientEvent::Kind::kResync:
       Log(LogLevel::kWarning, absl::StrCat("resync: ", event.reason));

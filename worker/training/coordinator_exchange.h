@@ -26,6 +26,7 @@
 
 #include "absl/time/time.h"
 #include "worker/client/coordinator_client.h"
+#include "worker/client/state_donor.h"
 #include "worker/optimizer/exchange.h"
 #include "worker/optimizer/parameter_state.h"
 #include "worker/optimizer/step_optimizer.h"
@@ -78,6 +79,7 @@ class CoordinatorExchange final : public Exchange {
   bool resync_requested_ = false;
   bool finished_ = false;
   int64_t parameters_sent_ = 0;
+  StateDonor donor_;
   int64_t applied_step_ = 0;  // the step the model's parameters are at
   std::vector<uint32_t> last_contributors_;
   // Between a resync notice and ReceiveParameters: the fresh parameters if they came early, and
