@@ -411,6 +411,16 @@ TEST(ParseRunConfigTest, TopLevelMustBeAMapping) {
 
 // A ',' after the document's closing bracket made yaml-cpp 0.7 allocate without end (found by
 // tests/fuzz/run_config_fuzz): it is a syntax error with a place, at once.
+// yaml-cpp 0.7's LoadAll keeps finding empty documents after a parse that went wrong, and
+// allocates one each time, without end (jbeder/yaml-cpp#1319): documents are counted, to two.
+TEST(ParseRunConfigTest, TextOnWhichYamlLoadAllNeverEndsIsRefused) {
+  for (const char* text : {",", ",\n", "\n,\n    "}) {
+    absl::StatusOr<RunConfig> config = ParseRunConfig(text);
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_FALSE(config.status().message().empty()) << text;
+  }
+}
+
 TEST(ParseRunConfigTest, EntryAfterTheDocumentsClosingBracketIsASyntaxError) {
   EXPECT_EQ(ParseError(R"({"min_workers": 2},"total_steps": 3})"),
             "YAML syntax error (line 1, column 19): ',' after the document's closing bracket");
@@ -443,7 +453,7 @@ TEST(ParseRunConfigTest, SyntaxErrorsReportLineAndColumn) {
 }
 
 TEST(ParseRunConfigTest, OnlyOneDocument) {
-  EXPECT_EQ(ParseError("run_id: a\n---\nrun_id: b\n"), "expected one YAML document, got 2");
+  EXPECT_EQ(ParseError("run_id: a\n---\nrun_id: b\n"), "expected one YAML document, got at least 2");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -545,7 +545,9 @@ TEST_F(CoordinatorServiceTest, JoinerThatDoesNotReadHoldsBackItsTransfer) {
   EXPECT_LE(asked_up_to, 2 * window + (128 << 10));
   const v1::RunStatus status = Status();
   for (const v1::MemberStatus& m : status.members()) {
-    if (m.name() == "slow") EXPECT_LE(m.queued_bytes(), 2 * window + 4096);
+    if (m.name() == "slow") {
+      EXPECT_LE(m.queued_bytes(), 2 * window + 4096);
+    }
   }
 
   // The joiner reads: the rest is pulled as it drains.
@@ -570,6 +572,30 @@ TEST_F(CoordinatorServiceTest, JoinerThatDoesNotReadHoldsBackItsTransfer) {
   EXPECT_TRUE(received.get() == parameters);
   EXPECT_EQ(copies_taken, 1);
   EXPECT_EQ(donor.copies(), 0u);  // the last range dropped the copy
+}
+
+// A joiner that leaves mid-transfer ends it at its donor too: the coordinator asks for a range
+// of length 0, and the donor drops the copy it was serving from.
+TEST_F(CoordinatorServiceTest, AJoinerLeavingMidTransferEndsItAtTheDonor) {
+  const RunConfig config = TestConfig();
+  Start(config, "", {}, "", "127.0.0.1:0");
+  auto a = Join("a");
+  Expect(*a, Kind::kActive);
+  auto slow = std::make_unique<RawStream>(target_, JoinMessage("slow"),
+                                          /*small_receive_window=*/true);
+  const std::string parameters(1 << 20, 'p');
+  StateDonor donor;
+  ClientEvent request = Expect(*a, Kind::kSendState);
+  ASSERT_EQ(request.state_offset, 0u);
+  ASSERT_OK(donor.Serve(*a, request, 0, [&] { return parameters; }));
+  EXPECT_EQ(donor.copies(), 1u);
+  slow->context.TryCancel();
+  // Further windows may have been asked for before the coordinator saw the joiner go.
+  do {
+    request = Expect(*a, Kind::kSendState);
+    ASSERT_OK(donor.Serve(*a, request, 0, [&] { return parameters; }));
+  } while (request.state_length != 0);
+  EXPECT_EQ(donor.copies(), 0u);
 }
 
 TEST_F(CoordinatorServiceTest, MalformedFramesEndOnlyTheirStream) {
