@@ -99,6 +99,14 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       std::min<int64_t>(server->run_->config().max_frame_bytes + kFrameEnvelopeBytes, INT32_MAX)));
   builder.SetMaxSendMessageSize(static_cast<int>(
       std::min<int64_t>(server->run_->config().max_frame_bytes + kFrameEnvelopeBytes, INT32_MAX)));
+  // Workers ping every 10 s (worker/client/coordinator_client.cc) to find dead links; gRPC's
+  // default would answer pings that often, without data, with GOAWAY. The coordinator pings
+  // too, so a worker whose link died leaves within about 20 s even between heartbeats.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10'000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(
