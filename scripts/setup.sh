@@ -40,6 +40,9 @@ if ! $build_only; then
     # cgroups), a registry-free Debian root file system, compose, container names in DNS
     podman runc catatonit uidmap mmdebstrap podman-compose
     golang-github-containernetworking-plugin-dnsname
+    # tests/faults/wan_test.sh (ctest -L wan): network namespaces, veth and TAP links, tbf
+    # rate limits (iproute2) and random packet loss (iptables) between test hosts
+    iproute2 iptables
   )
 fi
 

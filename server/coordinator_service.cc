@@ -53,6 +53,14 @@ class StreamOutbox final : public MemberChannel {
     return true;
   }
 
+  bool NotifyWhenDelivered(std::function<void()> delivered) override {
+    absl::MutexLock lock(&mu_);
+    if (ending_ || queued_bytes_ == 0) return false;
+    delivered_at_ = written_bytes_ + queued_bytes_;
+    delivered_ = std::move(delivered);
+    return true;
+  }
+
   void Abort(const absl::Status& status) override {
     {
       absl::MutexLock lock(&mu_);
@@ -60,6 +68,7 @@ class StreamOutbox final : public MemberChannel {
       ending_ = true;
       finish_status_ = ToGrpcStatus(status);
       drained_ = nullptr;
+      delivered_ = nullptr;
       // The message being written stays until its WriteDone; the rest goes now.
       while (queue_.size() > (writing_ ? 1u : 0u)) {
         queued_bytes_ -= queue_.back()->size();
@@ -77,6 +86,7 @@ class StreamOutbox final : public MemberChannel {
     ending_ = true;
     finish_status_ = ToGrpcStatus(status);
     drained_ = nullptr;
+    delivered_ = nullptr;
   }
 
   void Flush() override {
@@ -103,20 +113,25 @@ class StreamOutbox final : public MemberChannel {
     std::shared_ptr<const OutboundMessage> next;
     bool finish = false;
     std::function<void()> drained;
+    std::function<void()> delivered;
     {
       absl::MutexLock lock(&mu_);
       queued_bytes_ -= queue_.front()->size();
+      if (ok) written_bytes_ += queue_.front()->size();
       queue_.pop_front();
-      if (drained_ != nullptr && queued_bytes_ <= drained_at_most_) drained.swap(drained_);
       if (!ok) {
         // The stream broke: nothing more can be delivered.
         queue_.clear();
         queued_bytes_ = 0;
+        drained_ = nullptr;
+        delivered_ = nullptr;
         if (!ending_) {
           ending_ = true;
           finish_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "the stream broke");
         }
       }
+      if (drained_ != nullptr && queued_bytes_ <= drained_at_most_) drained.swap(drained_);
+      if (delivered_ != nullptr && written_bytes_ >= delivered_at_) delivered.swap(delivered_);
       if (!queue_.empty()) {
         next = queue_.front();
       } else {
@@ -127,6 +142,7 @@ class StreamOutbox final : public MemberChannel {
     if (next != nullptr) Write(*next);
     if (finish) reactor_->Finish(finish_status_);
     if (drained != nullptr) drained();
+    if (delivered != nullptr) delivered();
   }
 
   bool ending() const {
@@ -147,6 +163,9 @@ class StreamOutbox final : public MemberChannel {
   uint64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t drained_at_most_ ABSL_GUARDED_BY(mu_) = 0;
   std::function<void()> drained_ ABSL_GUARDED_BY(mu_);  // armed by NotifyWhenQueuedAtMost
+  uint64_t written_bytes_ ABSL_GUARDED_BY(mu_) = 0;     // taken by gRPC, since the start
+  uint64_t delivered_at_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<void()> delivered_ ABSL_GUARDED_BY(mu_);  // armed by NotifyWhenDelivered
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;

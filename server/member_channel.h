@@ -44,6 +44,11 @@ class MemberChannel {
   // armed before; End and Abort disarm it. How a parameter transfer is paced to its joiner.
   virtual bool NotifyWhenQueuedAtMost(uint64_t bytes, std::function<void()> drained) = 0;
 
+  // Arms a one-shot notice, as above, for when every message queued so far has been written
+  // to the stream: the peer's connection has taken it. Returns false, arming nothing, when
+  // they already are. How the coordinator knows a joiner holds its parameters.
+  virtual bool NotifyWhenDelivered(std::function<void()> delivered) = 0;
+
   // Ends the stream with `status` without delivering what is queued, for a peer that stopped
   // reading: the queue is dropped but for the message being written, after which the stream
   // ends. Later calls, and End, are ignored.

@@ -454,11 +454,36 @@ absl::Status RunCoordinator::OnStateFrame(WorkerId donor, const StateFrameHeader
   }
   metrics_->StateTransfer(judged.total_bytes);
   Log(LogLevel::kInfo,
-      absl::StrCat("worker ", joiner, " received ", judged.total_bytes,
+      absl::StrCat("worker ", joiner, " is sent ", judged.total_bytes,
                    " bytes of parameters (step ", judged.step, ") from worker ", donor));
+  // The joiner holds them once its stream has written the last frame, not when it is queued:
+  // on a slow link it could not reach the steps it would be expected at meanwhile.
+  MemberChannel& channel = *members_.at(joiner).channel;
+  if (channel.NotifyWhenDelivered([this, joiner] { JoinerHoldsParameters(joiner); })) {
+    awaiting_delivery_[joiner] = channel.queued_bytes();
+    return absl::OkStatus();
+  }
   DEMOD_ASSIGN_OR_RETURN(std::vector<Action> actions, machine_.StateTransferred(joiner, now));
   Apply(std::move(actions), now);
   return absl::OkStatus();
+}
+
+void RunCoordinator::JoinerHoldsParameters(WorkerId joiner) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_ || awaiting_delivery_.erase(joiner) == 0) return;
+    const absl::Time now = absl::Now();
+    absl::StatusOr<std::vector<Action>> actions = machine_.StateTransferred(joiner, now);
+    if (actions.ok()) {
+      Log(LogLevel::kInfo, absl::StrCat("worker ", joiner, " holds the parameters"));
+      Apply(*std::move(actions), now);
+    } else {
+      // Moot: the joiner was given another donor, or was resynced, meanwhile.
+      Log(LogLevel::kDebug, absl::StrCat("worker ", joiner, "'s parameters arrived, moot: ",
+                                         actions.status().message()));
+    }
+  }
+  FlushChannels();
 }
 
 absl::Status RunCoordinator::OnFingerprint(WorkerId worker, const v1::Fingerprint& fingerprint,
@@ -728,6 +753,7 @@ void RunCoordinator::Forget(WorkerId worker, const std::string& event, const std
   Record(it->second.name, event, reason, now);
   members_.erase(it);
   EndTransfer(worker);
+  awaiting_delivery_.erase(worker);
   early_payloads_.erase(worker);
   fingerprints_.Deactivated(worker);
 }
@@ -764,6 +790,12 @@ void RunCoordinator::Tick(absl::Time now) {
     if (shut_down_) return;
     Apply(machine_.Tick(now), now);
     EvictSlowConsumers(now);
+    // A joiner still reading its last frames is making progress while its queue shrinks.
+    for (auto& [joiner, queued] : awaiting_delivery_) {
+      const uint64_t now_queued = members_.at(joiner).channel->queued_bytes();
+      if (now_queued < queued) machine_.StateProgress(joiner, now);
+      queued = now_queued;
+    }
     for (auto& [id, member] : members_) {
       if (member.end_by.has_value() && *member.end_by <= now) EndFinishedStream(member);
     }

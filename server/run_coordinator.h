@@ -163,6 +163,8 @@ class RunCoordinator {
   // joiner's stream call JoinerDrained once it has.
   void RequestMoreState(WorkerId joiner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void JoinerDrained(WorkerId joiner) ABSL_LOCKS_EXCLUDED(mu_);
+  // The joiner's stream has written the last frame of its parameters (NotifyWhenDelivered).
+  void JoinerHoldsParameters(WorkerId joiner) ABSL_LOCKS_EXCLUDED(mu_);
   // Ends the transfer to `joiner`, if one is under way, and tells its donor.
   void EndTransfer(WorkerId joiner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the member's stream with `status` and removes it from the run. A slow consumer's
@@ -207,6 +209,9 @@ class RunCoordinator {
   uint64_t largest_aggregate_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<WorkerId, Member> members_ ABSL_GUARDED_BY(mu_);
   ParameterRelay relay_ ABSL_GUARDED_BY(mu_);
+  // Joiners sent every byte of their parameters, until their stream has written them: what
+  // was still queued for each at the last tick.
+  std::map<WorkerId, uint64_t> awaiting_delivery_ ABSL_GUARDED_BY(mu_);
   FingerprintRound fingerprints_ ABSL_GUARDED_BY(mu_);
   std::optional<StepRecord> step_ ABSL_GUARDED_BY(mu_);  // the open step
   // Decoded payloads of the open step, and payloads for the next step that arrived while

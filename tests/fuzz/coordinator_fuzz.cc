@@ -34,6 +34,7 @@ class DiscardingChannel final : public MemberChannel {
   void Flush() override {}
   uint64_t queued_bytes() const override { return 0; }
   bool NotifyWhenQueuedAtMost(uint64_t, std::function<void()>) override { return false; }
+  bool NotifyWhenDelivered(std::function<void()>) override { return false; }
   void Abort(const absl::Status&) override {}
 };
 

@@ -21,6 +21,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from checks import Checks  # noqa: E402
+
 SERIES = re.compile(r"\b(demod_[a-z0-9_]+|up)\b")
 
 
@@ -49,19 +52,6 @@ class Prometheus:
         """The value of an expression with exactly one series, or None."""
         result = self.query(expr, time)
         return float(result[0]["value"][1]) if len(result) == 1 else None
-
-
-class Checks:
-    def __init__(self):
-        self.failures = 0
-
-    def check(self, name, passed, detail=""):
-        print(f"{'ok' if passed else 'FAIL'}: {name}{' (' + detail + ')' if detail else ''}")
-        if not passed:
-            self.failures += 1
-
-    def equal(self, name, actual, expected):
-        self.check(name, actual == expected, f"{actual} == {expected}")
 
 
 def csv_sums(path):

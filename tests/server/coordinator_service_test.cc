@@ -6,12 +6,14 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/aggregation.h"
@@ -596,6 +598,66 @@ TEST_F(CoordinatorServiceTest, AJoinerLeavingMidTransferEndsItAtTheDonor) {
     ASSERT_OK(donor.Serve(*a, request, 0, [&] { return parameters; }));
   } while (request.state_length != 0);
   EXPECT_EQ(donor.copies(), 0u);
+}
+
+// A joiner holds its parameters once its stream has written them, not once they are queued:
+// until then it is not expected at any step (on a slow link it could not reach them).
+TEST_F(CoordinatorServiceTest, AJoinerIsActiveOnlyOnceItsStreamHasTakenItsParameters) {
+  RunConfig config = TestConfig();
+  config.max_frame_bytes = 16384;  // one window (64 kB) is far more than the stream takes unread
+  Start(config, "", {}, "", "127.0.0.1:0");
+  auto a = Join("a");
+  Expect(*a, Kind::kActive);
+  RawStream slow(target_, JoinMessage("slow"), /*small_receive_window=*/true);
+  // One window: every byte is sent at once, and most of it waits in the coordinator.
+  const std::string parameters(ParameterRelay::kWindowFrames * config.max_frame_bytes, 'p');
+  StateDonor donor;
+  const auto slow_is_active = [&] {
+    const v1::RunStatus status = Status();
+    for (const v1::MemberStatus& m : status.members()) {
+      if (m.name() == "slow") return m.active();
+    }
+    return false;
+  };
+  int64_t step = 1;
+  const auto run_step = [&] {
+    ASSERT_OK(a->SendPayload(step, Payload(step)));
+    while (true) {
+      ClientEvent event = Next(*a);
+      if (event.kind == Kind::kSendState) {
+        ASSERT_OK(donor.Serve(*a, event, step - 1, [&] { return parameters; }));
+        continue;
+      }
+      ASSERT_EQ(event.kind, Kind::kAggregate);
+      ASSERT_EQ(event.step, step);
+      break;
+    }
+    ++step;
+  };
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_NO_FATAL_FAILURE(run_step());
+    EXPECT_FALSE(slow_is_active()) << "after step " << step - 1;
+  }
+  EXPECT_EQ(donor.copies(), 0u);  // every byte was sent
+
+  // The joiner reads: it takes the rest, and is active from the next boundary on.
+  std::atomic<bool> holds_parameters{false};
+  std::thread reader([&] {
+    uint64_t bytes = 0;
+    v1::CoordinatorMessage m;
+    while (slow.stream->Read(&m)) {
+      if (m.has_state() && (bytes += m.state().data().size()) == parameters.size()) {
+        holds_parameters = true;
+      }
+    }
+  });
+  const absl::Time give_up = absl::Now() + kWait;
+  while (!holds_parameters && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(10));
+  ASSERT_TRUE(holds_parameters);
+  for (int i = 0; i < 3 && !slow_is_active(); ++i) ASSERT_NO_FATAL_FAILURE(run_step());
+  EXPECT_TRUE(slow_is_active());
+  slow.context.TryCancel();
+  reader.join();
 }
 
 TEST_F(CoordinatorServiceTest, MalformedFramesEndOnlyTheirStream) {
