@@ -42,6 +42,16 @@ keep_work() {
   fi
 }
 trap 'keep_work; cleanup' EXIT
+# reaped PID: waits for the process PID (which has ended or been killed) and drops it from the
+# pids the cleanup kills: this test ends many processes, and a PID may be reused by then.
+reaped() {
+  local p kept=()
+  wait "$1" 2>/dev/null
+  local rc=$?
+  for p in "${pids[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done
+  pids=("${kept[@]}")
+  return "$rc"
+}
 
 seconds="${CHAOS_SECONDS:-120}"
 mtbf="${CHAOS_MTBF_SECONDS:-15}"
@@ -96,7 +106,7 @@ undisturbed() {
   done
   wait_exit "$deadline" "${ws[@]}" "$coordinator"
   for pid in "${ws[@]}" "$coordinator"; do
-    wait "$pid"
+    reaped "$pid"
     rc=$?
     [ "$rc" -eq 0 ] || fail "a process of the $run run exited $rc"
   done
@@ -141,6 +151,7 @@ chaos_coordinator() {
   for _ in $(seq 50); do
     start_coordinator "$run-coordinator$coordinators.log" --state_dir "$work/$run-state" \
       --run_id chaos "${run_flags[@]}" --total_steps "$steps" && return 0
+    reaped "$coordinator_pid"
     sleep 0.2
   done
   fail "coordinator $coordinators did not start"
@@ -209,7 +220,7 @@ while read -r -u 3 offset kind target arg keep; do
     kill_worker)
       pid=${wpid[$target]}
       kill -KILL "$pid" 2>/dev/null
-      wait "$pid" 2>/dev/null
+      reaped "$pid"
       event kill_worker "$target"
       [ "$keep" = 1 ] || rm -rf "$work/$run-checkpoint-$target"
       how="from its checkpoint"
@@ -220,7 +231,7 @@ while read -r -u 3 offset kind target arg keep; do
       ;;
     kill_coordinator)
       kill -KILL "$coordinator_pid"
-      wait "$coordinator_pid" 2>/dev/null
+      reaped "$coordinator_pid"
       event kill_coordinator
       echo "$t s, step $at: SIGKILL the coordinator; again in $arg s"
       sleep "$arg"
@@ -249,10 +260,10 @@ chaos_seconds=$(calc "$(now) - $started")
 echo "the chaos run ended after $chaos_seconds s"
 for name in "${names[@]}"; do
   [ -n "${wpid[$name]:-}" ] || continue
-  wait "${wpid[$name]}"
+  reaped "${wpid[$name]}"
   check "worker $name's last process exited 0" "[ $? -eq 0 ]"
 done
-wait "$coordinator_pid"
+reaped "$coordinator_pid"
 check "the last coordinator exited 0" "[ $? -eq 0 ]"
 for kind in kill_worker kill_coordinator stop_worker join; do
   check "$kind injected" "[ ${injected[$kind]} -ge 1 ]"
