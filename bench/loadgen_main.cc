@@ -607,14 +607,13 @@ absl::Status Unexpected(const ClientEvent& event, absl::string_view when) {
 absl::Status VerifyAggregate(const RunSpec& spec, int64_t step,
                              const std::vector<Shared::Sent>& sent, const std::string& aggregate) {
   std::vector<StepPayload> payloads;
-  payloads.reserve(sent.size());
+  payloads.reserve(sent.size());  // the contributions point into it
   std::vector<Contribution> contributions;
   for (const Shared::Sent& s : sent) {
     DEMOD_ASSIGN_OR_RETURN(StepPayload payload, DecodeStepPayload(s.payload, spec.table));
     payloads.push_back(std::move(payload));
+    contributions.push_back({s.worker_id, &payloads.back()});
   }
-  for (size_t i = 0; i < sent.size(); ++i)
-    contributions.push_back({sent[i].worker_id, &payloads[i]});
   DEMOD_ASSIGN_OR_RETURN(std::string expected, AggregateStepEncoded(contributions, spec.table));
   if (expected != aggregate) {
     return absl::InternalError(absl::StrCat(

@@ -67,8 +67,7 @@ class StreamOutbox final : public MemberChannel {
       if (ending_) return;
       ending_ = true;
       finish_status_ = ToGrpcStatus(status);
-      drained_ = nullptr;
-      delivered_ = nullptr;
+      DisarmNotices();
       // The message being written stays until its WriteDone; the rest goes now.
       while (queue_.size() > (writing_ ? 1u : 0u)) {
         queued_bytes_ -= queue_.back()->size();
@@ -85,8 +84,7 @@ class StreamOutbox final : public MemberChannel {
     if (ending_) return;
     ending_ = true;
     finish_status_ = ToGrpcStatus(status);
-    drained_ = nullptr;
-    delivered_ = nullptr;
+    DisarmNotices();
   }
 
   void Flush() override {
@@ -123,8 +121,7 @@ class StreamOutbox final : public MemberChannel {
         // The stream broke: nothing more can be delivered.
         queue_.clear();
         queued_bytes_ = 0;
-        drained_ = nullptr;
-        delivered_ = nullptr;
+        DisarmNotices();
         if (!ending_) {
           ending_ = true;
           finish_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "the stream broke");
@@ -151,6 +148,12 @@ class StreamOutbox final : public MemberChannel {
   }
 
  private:
+  // A stream that ends or breaks will deliver nothing more: its notices never fire.
+  void DisarmNotices() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    drained_ = nullptr;
+    delivered_ = nullptr;
+  }
+
   // Only the thread that set writing_ (or WriteDone's) gets here, once per write.
   void Write(const OutboundMessage& message) {
     in_flight_ = message.wire();  // shares the slices; lives until WriteDone

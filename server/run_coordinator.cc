@@ -305,6 +305,7 @@ void RunCoordinator::Handle(WorkerId worker, v1::WorkerMessage message, absl::Ti
     absl::StatusOr<StepPayload> payload = DecodeStepPayload(complete.bytes, *complete.layouts);
     absl::MutexLock lock(&mu_);
     if (!shut_down_ && members_.count(worker) > 0) {
+      const int64_t completed_before = machine_.completed_steps();
       absl::Status status;
       if (!payload.ok()) {
         status = absl::Status(
@@ -321,8 +322,8 @@ void RunCoordinator::Handle(WorkerId worker, v1::WorkerMessage message, absl::Ti
         status = OnPayload(worker, *std::move(payload), complete.bytes.size(), now);
       }
       if (!status.ok()) Expel(worker, status, LeaveReason::kInvalidMessage, now);
-      // The payload may have closed the step: its aggregate is now queued to every member.
-      EvictSlowConsumers(now);
+      // A payload that closed the step queued its aggregate to every member.
+      if (machine_.completed_steps() != completed_before) EvictSlowConsumers(now);
     }
   }
   FlushChannels();
