@@ -411,6 +411,8 @@ absl::Status ReadRunConfig(const YAML::Node& node, RunConfig* c) {
            [&](auto& n, auto& f) { return ReadInteger(n, f, &c->max_missed_steps); }},
           {"heartbeat_timeout_s",
            [&](auto& n, auto& f) { return ReadSeconds(n, f, &c->heartbeat_timeout); }},
+          {"stale_seed_grace_s",
+           [&](auto& n, auto& f) { return ReadSeconds(n, f, &c->stale_seed_grace); }},
           {"max_frame_bytes",
            [&](auto& n, auto& f) { return ReadInteger(n, f, &c->max_frame_bytes); }},
           {"outbound_queue_steps",
@@ -540,6 +542,9 @@ absl::Status RunConfig::Validate() const {
   if (!IsPositiveFinite(heartbeat_timeout)) {
     return MustBe("heartbeat_timeout_s", "finite and > 0", ToSeconds(heartbeat_timeout));
   }
+  if (!(stale_seed_grace >= absl::ZeroDuration() && stale_seed_grace != absl::InfiniteDuration())) {
+    return MustBe("stale_seed_grace_s", "finite and >= 0", ToSeconds(stale_seed_grace));
+  }
   if (max_frame_bytes < kMinFrameBytes || max_frame_bytes > kMaxFrameBytes) {
     return MustBe("max_frame_bytes",
                   absl::StrCat("in [", kMinFrameBytes, ", ", kMaxFrameBytes, "]"), max_frame_bytes);
@@ -611,6 +616,7 @@ std::string RunConfigToJson(const RunConfig& config) {
       {"deadline", std::move(deadline_json)},
       {"max_missed_steps", config.max_missed_steps},
       {"heartbeat_timeout_s", JsonSeconds(config.heartbeat_timeout)},
+      {"stale_seed_grace_s", JsonSeconds(config.stale_seed_grace)},
       {"max_frame_bytes", config.max_frame_bytes},
       {"outbound_queue_steps", config.outbound_queue_steps},
   };

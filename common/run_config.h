@@ -68,6 +68,10 @@ struct RunConfig {
   DeadlinePolicy deadline;
   int max_missed_steps = 3;  // consecutive missed steps before eviction
   absl::Duration heartbeat_timeout = absl::Seconds(15);
+  // With no member holding the run's parameters (after a coordinator restart, or once every
+  // member left), a worker whose parameters are more than one step behind the run would roll
+  // it back if it became the seed: it is kept waiting this long for a more current one.
+  absl::Duration stale_seed_grace = absl::Seconds(30);
   int64_t max_frame_bytes = 1 << 20;
   // A member's outbound queue may hold this many steps of aggregates (on top of one parameter
   // transfer) before the member is evicted as a slow consumer: a worker that stops reading

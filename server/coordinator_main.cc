@@ -61,6 +61,9 @@ ABSL_FLAG(std::optional<int64_t>, fingerprint_interval, std::nullopt,
           "steps between parameter fingerprints; 0: never");
 ABSL_FLAG(std::optional<double>, heartbeat_timeout_s, std::nullopt,
           "evict a worker silent this long");
+ABSL_FLAG(std::optional<double>, stale_seed_grace_s, std::nullopt,
+          "with no member holding the run's parameters, how long a worker more than one step "
+          "behind the run waits for a more current one before its parameters become the run's");
 ABSL_FLAG(std::optional<int>, outbound_queue_steps, std::nullopt,
           "steps of aggregates a worker may leave unread before it is evicted as a slow consumer");
 
@@ -97,6 +100,7 @@ void ApplyFieldFlags(RunConfig& config) {
   if (auto v = absl::GetFlag(FLAGS_heartbeat_timeout_s)) {
     config.heartbeat_timeout = absl::Seconds(*v);
   }
+  if (auto v = absl::GetFlag(FLAGS_stale_seed_grace_s)) config.stale_seed_grace = absl::Seconds(*v);
   if (auto v = absl::GetFlag(FLAGS_step_deadline_s)) {
     config.deadline.kind = DeadlinePolicy::Kind::kFixed;
     config.deadline.fixed = absl::Seconds(*v);

@@ -24,8 +24,8 @@ using prometheus::Registry;
 constexpr LeaveReason kLeaveReasons[] = {LeaveReason::kDisconnected, LeaveReason::kInvalidMessage,
                                          LeaveReason::kShutdown, LeaveReason::kFinished,
                                          LeaveReason::kSlowConsumer};
-constexpr EvictionReason kEvictionReasons[] = {EvictionReason::kMissedSteps,
-                                               EvictionReason::kHeartbeat};
+constexpr EvictionReason kEvictionReasons[] = {
+    EvictionReason::kMissedSteps, EvictionReason::kHeartbeat, EvictionReason::kNoDonor};
 
 // 1 ms doubling to 131 s: a step on loopback takes milliseconds, one waiting for a straggler
 // on a slow link can take the adaptive deadline's ceiling (minutes at most). Doubling keeps
@@ -72,6 +72,8 @@ const char* EvictionReasonLabel(EvictionReason reason) {
       return "missed_steps";
     case EvictionReason::kHeartbeat:
       return "heartbeat";
+    case EvictionReason::kNoDonor:
+      return "no_donor";
   }
   return "unknown";
 }
@@ -122,6 +124,16 @@ CoordinatorMetrics::CoordinatorMetrics(const std::string& run_id)
       &CounterFamily(r, "demod_state_save_failures_total",
                      "Saves of the run's state to the state directory that failed: a restart "
                      "would resume from an older state.")
+           .Add({});
+  seed_rollbacks_ =
+      &CounterFamily(r, "demod_seed_rollbacks_total",
+                     "Times a worker behind the run's completed steps became its seed "
+                     "because no more current one came back within the stale seed "
+                     "grace: the run went on from older parameters.")
+           .Add({});
+  seed_rollback_steps_ =
+      &CounterFamily(r, "demod_seed_rollback_steps_total",
+                     "Steps of training undone by the seed rollbacks (demod_seed_rollbacks_total).")
            .Add({});
   step_contributors_ = &GaugeFamily(r, "demod_step_contributors",
                                     "Workers whose payload the last closed step included.")
@@ -205,6 +217,11 @@ void CoordinatorMetrics::SetLearningRate(double lr) { learning_rate_->Set(lr); }
 void CoordinatorMetrics::SetPaused(bool paused) { paused_->Set(paused ? 1 : 0); }
 
 void CoordinatorMetrics::StateSaveFailed() { state_save_failures_->Increment(); }
+
+void CoordinatorMetrics::SeedRolledBack(int64_t steps) {
+  seed_rollbacks_->Increment();
+  seed_rollback_steps_->Increment(static_cast<double>(steps));
+}
 
 CoordinatorMetrics::WorkerSeries& CoordinatorMetrics::SeriesLocked(const std::string& worker) {
   auto it = workers_.find(worker);

@@ -45,7 +45,8 @@ namespace demod {
 // kSlowConsumer: it left more unread than RunConfig::outbound_queue_steps allows.
 enum class LeaveReason { kDisconnected, kInvalidMessage, kShutdown, kFinished, kSlowConsumer };
 // Why the coordinator removed a worker (demod_evictions_total{reason}).
-enum class EvictionReason { kMissedSteps, kHeartbeat };
+// kNoDonor: a joiner whose possible donors all left, with parameters too old to seed the run.
+enum class EvictionReason { kMissedSteps, kHeartbeat, kNoDonor };
 
 // The label value each reason is exported with ("disconnected", "missed_steps", ...).
 const char* LeaveReasonLabel(LeaveReason reason);
@@ -111,6 +112,9 @@ class CoordinatorMetrics {
   void FingerprintMismatch(const std::string& worker);
   // A donor streamed the run's parameters to a joiner.
   void StateTransfer(uint64_t bytes);
+  // With no member holding the run's parameters, a seed behind the run's completed steps was
+  // taken (after the stale seed grace): `steps` steps of training are undone.
+  void SeedRolledBack(int64_t steps);
   // The run's state could not be written to the state directory (called from the saver's
   // thread; thread-safe like everything here).
   void StateSaveFailed();
@@ -148,6 +152,8 @@ class CoordinatorMetrics {
   prometheus::Gauge* consecutive_short_steps_;
   prometheus::Gauge* paused_;
   prometheus::Counter* state_save_failures_;
+  prometheus::Counter* seed_rollbacks_;
+  prometheus::Counter* seed_rollback_steps_;
   prometheus::Counter* joins_;
   prometheus::Family<prometheus::Counter>* leaves_;
   prometheus::Family<prometheus::Counter>* evictions_;

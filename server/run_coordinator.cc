@@ -41,6 +41,18 @@ v1::Control MakeControl(v1::Control::Kind kind, std::string reason = {}) {
   return control;
 }
 
+EvictionReason EvictionReasonOf(const Action& evict) {
+  switch (evict.evict_cause) {
+    case Action::EvictCause::kMissedSteps:
+      return EvictionReason::kMissedSteps;
+    case Action::EvictCause::kSilent:
+      return EvictionReason::kHeartbeat;
+    case Action::EvictCause::kNoDonor:
+      return EvictionReason::kNoDonor;
+  }
+  return EvictionReason::kMissedSteps;
+}
+
 absl::Status CheckWorkerName(const std::string& name) {
   if (name.empty()) return absl::InvalidArgumentError("join: worker_name is empty");
   if (name.size() > kMaxWorkerNameBytes) {
@@ -272,13 +284,15 @@ absl::StatusOr<WorkerId> RunCoordinator::Admit(const v1::Join& join,
   Log(LogLevel::kInfo,
       absl::StrCat("worker ", id, " '", member.name, "' joined (", join.hardware().device_name(),
                    receives_state ? "), receives the parameters" : "), holds the parameters"));
-  if (!receives_state && machine_.completed_steps() > 0 &&
-      join.resume_step() != machine_.completed_steps()) {
-    // The first worker after a restart is the seed: the run goes on from its parameters.
+  if (!receives_state && join.resume_step() < machine_.completed_steps()) {
+    // No more current worker came back within the stale seed grace: the run goes on from this
+    // one's parameters.
+    const int64_t undone = machine_.completed_steps() - join.resume_step();
+    metrics_->SeedRolledBack(undone);
     Log(LogLevel::kWarning,
         absl::StrCat("the run's parameters are now worker '", member.name, "''s, from step ",
                      join.resume_step(), "; the run had completed step ",
-                     machine_.completed_steps()));
+                     machine_.completed_steps(), ": ", undone, " steps of training undone"));
   }
   if (adopting) Save();
   Apply(std::move(joined->actions), now);
@@ -558,9 +572,7 @@ void RunCoordinator::Apply(std::vector<Action> initial, absl::Time now) {
       case Action::Kind::kEvict: {
         if (members_.count(action.worker) == 0) break;
         SendControl(action.worker, MakeControl(v1::Control::KIND_EVICTED, action.reason));
-        metrics_->WorkerEvicted(
-            members_.at(action.worker).name,
-            action.timed_out ? EvictionReason::kHeartbeat : EvictionReason::kMissedSteps);
+        metrics_->WorkerEvicted(members_.at(action.worker).name, EvictionReasonOf(action));
         Log(LogLevel::kWarning,
             absl::StrCat("worker ", action.worker, " '", members_.at(action.worker).name,
                          "' evicted: ", action.reason));

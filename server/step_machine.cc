@@ -114,6 +114,8 @@ void StepMachine::AssignDonor(WorkerId joiner, absl::Time now, std::vector<Actio
   if (!donor.has_value()) {
     // Nobody holds the run's parameters: the joiner's own become the run's.
     m.state = Member::State::kReady;
+    stale_offers_.clear();
+    stale_wait_started_.reset();
     return;
   }
   m.state = Member::State::kSyncing;
@@ -137,12 +139,10 @@ absl::StatusOr<StepMachine::Joined> StepMachine::Join(const std::string& name, a
     finished_ = completed_steps_ >= config_.total_steps;
   }
   if (finished_) return absl::OutOfRangeError("the run has finished");
-  if (completed_steps_ > 0 && resume_step <= 0 && Holders({}).empty()) {
-    // It would be the seed, and its untrained parameters would replace the run's.
-    return absl::UnavailableError(absl::StrCat(
-        "the run has completed ", completed_steps_,
-        " steps and no member holds its parameters: a worker that holds them (one that sets "
-        "its resume step) must join first"));
+  const bool seeds = Holders({}).empty();
+  if (seeds) {
+    absl::Status may_seed = MaySeed(name, resume_step, now);
+    if (!may_seed.ok()) return may_seed;
   }
   if (static_cast<int>(members_.size()) >= config_.max_workers) {
     return absl::ResourceExhaustedError(
@@ -158,10 +158,52 @@ absl::StatusOr<StepMachine::Joined> StepMachine::Join(const std::string& name, a
   joined.id = next_id_++;
   Member& m = members_[joined.id];
   m.name = name;
+  m.resume_step = resume_step;
   m.last_seen = now;
   AssignDonor(joined.id, now, joined.actions);
   if (!open_.has_value()) AtBoundary(now, joined.actions);
   return joined;
+}
+
+bool StepMachine::Current(int64_t resume_step) const {
+  return completed_steps_ == 0 || (resume_step > 0 && resume_step >= completed_steps_);
+}
+
+absl::Status StepMachine::MaySeed(const std::string& name, int64_t resume_step, absl::Time now) {
+  if (Current(resume_step)) return absl::OkStatus();
+  const std::string run = absl::StrCat("the run has completed ", completed_steps_,
+                                       " steps and no member holds its parameters");
+  if (resume_step <= 0) {
+    // Its untrained parameters would replace the run's.
+    return absl::UnavailableError(absl::StrCat(
+        run, ": a worker that holds them (one that sets its resume step) must join first"));
+  }
+  if (!stale_wait_started_.has_value()) stale_wait_started_ = now;
+  stale_offers_[name] = {resume_step, now};
+  const StaleOffer* best = nullptr;
+  std::string best_name;
+  for (auto it = stale_offers_.begin(); it != stale_offers_.end();) {
+    if (now - it->second.asked > config_.heartbeat_timeout) {  // it stopped asking
+      it = stale_offers_.erase(it);
+      continue;
+    }
+    if (best == nullptr || it->second.resume_step > best->resume_step) {
+      best = &it->second;
+      best_name = it->first;
+    }
+    ++it;
+  }
+  const absl::Duration left = config_.stale_seed_grace - (now - *stale_wait_started_);
+  if (left <= absl::ZeroDuration() && resume_step >= best->resume_step) return absl::OkStatus();
+  std::string wait =
+      left > absl::ZeroDuration()
+          ? absl::StrCat("waiting ",
+                         absl::FormatDuration(absl::Ceil(left, absl::Milliseconds(100))),
+                         " more (stale_seed_grace_s) for a worker that holds them")
+          : absl::StrCat("worker '", best_name, "', at step ", best->resume_step,
+                         ", is more current and becomes the seed");
+  return absl::UnavailableError(
+      absl::StrCat(run, "; this worker's parameters are of step ", resume_step, ": ", wait));
 }
 
 void StepMachine::StateProgress(WorkerId joiner, absl::Time now) {
@@ -212,6 +254,7 @@ absl::StatusOr<std::vector<Action>> StepMachine::Payload(WorkerId worker, int64_
   it->second.last_seen = now;
   std::vector<Action> out;
   if (step <= completed_steps_ || (open_.has_value() && step < open_->step)) {
+    it->second.missed_in_a_row = 0;  // late, not silent
     out.push_back(
         Make(Action::Kind::kRejectLate, worker, step,
              absl::StrCat("step ", step, " closed before worker ", worker, "'s payload arrived")));
@@ -273,8 +316,26 @@ absl::StatusOr<std::vector<Action>> StepMachine::Resync(WorkerId worker,
 
 void StepMachine::Remove(WorkerId worker, absl::Time now, std::vector<Action>& out) {
   members_.erase(worker);
-  for (auto& [id, m] : members_) {
-    if (m.state == Member::State::kSyncing && m.donor == worker) AssignDonor(id, now, out);
+  std::vector<WorkerId> orphans;
+  for (const auto& [id, m] : members_) {
+    if (m.state == Member::State::kSyncing && m.donor == worker) orphans.push_back(id);
+  }
+  // One that can seed the run goes first: the others then receive its parameters.
+  std::stable_partition(orphans.begin(), orphans.end(),
+                        [&](WorkerId id) { return Current(members_.at(id).resume_step); });
+  for (WorkerId id : orphans) {
+    const Member& m = members_.at(id);
+    if (Holders({}).empty() && !Current(m.resume_step)) {
+      // Its own parameters would roll the run back: it joins again, as a would-be seed.
+      out.push_back(
+          Make(Action::Kind::kEvict, id, completed_steps_,
+               absl::StrCat("every member that could send it the parameters of step ",
+                            completed_steps_, " left; its own are of step ", m.resume_step)));
+      out.back().evict_cause = Action::EvictCause::kNoDonor;
+      members_.erase(id);
+      continue;
+    }
+    AssignDonor(id, now, out);
   }
   if (open_.has_value()) {
     Erase(open_->expected, worker);
@@ -306,7 +367,7 @@ std::vector<Action> StepMachine::Tick(absl::Time now) {
     out.push_back(Make(
         Action::Kind::kEvict, id, completed_steps_,
         absl::StrCat("no message for ", absl::FormatDuration(now - members_.at(id).last_seen))));
-    out.back().timed_out = true;
+    out.back().evict_cause = Action::EvictCause::kSilent;
     Remove(id, now, out);
   }
   ReplaceStalledDonors(now, out);

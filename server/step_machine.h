@@ -7,14 +7,20 @@
 //
 // Rules:
 // - The first worker of a run (or the first after every member left) is its seed: its
-//   parameters are the run's and it becomes active at once. Once a step has completed, a
-//   worker whose parameters include no step (resume step 0) cannot be the seed: it is refused
-//   (UNAVAILABLE, so it retries) until a member holds the run's parameters, rather than reset
-//   the run to untrained ones. Every later worker first receives
-//   the parameters from an active donor (donors taken in turn, so joiners do not all pull from
-//   one), then becomes active at the next step boundary. A donor that leaves mid-transfer is
-//   replaced; so is one whose transfer makes no progress for heartbeat_timeout while another
-//   member could donate (with none, the joiner keeps waiting for it).
+//   parameters are the run's and it becomes active at once. Once a step has completed, the seed
+//   must not roll the run back:
+//   - a worker whose parameters include no step (resume step 0) is refused (UNAVAILABLE, so it
+//     retries) until a member holds the run's parameters;
+//   - a worker whose parameters are behind the run's completed steps (a stale one) is refused
+//     the same way for stale_seed_grace from the first such refusal, so that a more current
+//     worker may come back first; after it, the most current of the stale workers that asked
+//     within heartbeat_timeout is taken (the coordinator reports the steps undone).
+//   Every later worker first receives the parameters from an active donor (donors taken in
+//   turn, so joiners do not all pull from one), then becomes active at the next step boundary.
+//   A donor that leaves mid-transfer is replaced; so is one whose transfer makes no progress for
+//   heartbeat_timeout while another member could donate (with none, the joiner keeps waiting
+//   for it). A joiner whose last possible donor leaves becomes the seed if it could have joined
+//   as one; if not, it is evicted, to join again under the rules above.
 // - A step opens when no step is open and at least min_workers are active; it expects a
 //   payload from every active member.
 // - A step closes when every expected member still present has sent, or at its deadline:
@@ -22,7 +28,10 @@
 //   [floor, ceiling]; the ceiling until 3 durations are known).
 // - A payload for a step that already closed is rejected (the sender keeps it in momentum).
 // - A member that misses max_missed_steps steps in a row, or is silent for heartbeat_timeout,
-//   is evicted; one that leaves is removed at once.
+//   is evicted; one that leaves is removed at once. A late payload is not silence: it clears
+//   the member's missed steps in a row, so a worker slower than the deadline stays a member
+//   (its contributions kept in its momentum) instead of being evicted and sent the whole
+//   parameters again and again. Whether it can keep up at all is the outbound queue's bound.
 // - With fewer than min_workers active the run pauses at the next boundary and resumes when
 //   workers return. After total_steps the run finishes.
 // - A coordinator resuming from saved state may have stopped between a step's save and its
@@ -66,8 +75,13 @@ struct Action {
   WorkerId donor = 0;
   int64_t step = 0;
   std::vector<WorkerId> workers;
-  std::string reason;      // why, for logs and status
-  bool timed_out = false;  // kEvict: silent for heartbeat_timeout (else: missed steps)
+  std::string reason;  // why, for logs and status
+  enum class EvictCause {
+    kMissedSteps,  // max_missed_steps in a row without a payload
+    kSilent,       // no message for heartbeat_timeout
+    kNoDonor,      // a joiner whose donors all left, with parameters unfit to seed the run
+  };
+  EvictCause evict_cause = EvictCause::kMissedSteps;  // kEvict
 
   friend bool operator==(const Action& a, const Action& b);
 };
@@ -94,7 +108,8 @@ class StepMachine {
   };
   // `resume_step`: the last step the worker's parameters include (0 for none). RESOURCE_EXHAUSTED
   // at max_workers, ALREADY_EXISTS for a name in use, OUT_OF_RANGE once the run has finished,
-  // UNAVAILABLE for a would-be seed with no step (see the rules above).
+  // UNAVAILABLE for a would-be seed with no step or, during the grace, a stale one (see the
+  // rules above).
   absl::StatusOr<Joined> Join(const std::string& name, absl::Time now, int64_t resume_step = 0);
   // A frame of the joiner's parameters went on to it: its transfer is moving.
   void StateProgress(WorkerId joiner, absl::Time now);
@@ -129,6 +144,7 @@ class StepMachine {
   struct Member {
     std::string name;
     enum class State { kSyncing, kReady, kActive } state;
+    int64_t resume_step = 0;  // the step its own parameters were at when it joined
     WorkerId donor = 0;
     absl::Time transfer_moved;  // kSyncing: when its donor was asked, or its last frame
     absl::Time last_seen;
@@ -143,6 +159,11 @@ class StepMachine {
     std::vector<WorkerId> received;
   };
 
+  // OK when a worker whose parameters are of `resume_step` may become the seed now; else the
+  // UNAVAILABLE that keeps it waiting (and notes its offer, for the grace's choice).
+  absl::Status MaySeed(const std::string& name, int64_t resume_step, absl::Time now);
+  // Parameters of `resume_step` would not roll the run back.
+  bool Current(int64_t resume_step) const;
   // Members holding the run's parameters, outside `excluded`.
   std::vector<WorkerId> Holders(const std::vector<WorkerId>& excluded) const;
   std::optional<WorkerId> NextDonor(const std::vector<WorkerId>& excluded = {});
@@ -165,6 +186,14 @@ class StepMachine {
   size_t donor_turn_ = 0;
   bool paused_ = false;
   bool finished_ = false;
+  // While no member holds the run's parameters: stale would-be seeds that asked (by name), and
+  // since when the first of them waits.
+  struct StaleOffer {
+    int64_t resume_step;
+    absl::Time asked;
+  };
+  std::map<std::string, StaleOffer> stale_offers_;
+  std::optional<absl::Time> stale_wait_started_;
 };
 
 }  // namespace demod

@@ -56,6 +56,7 @@ RunConfig CustomBase() {
   c.deadline.ceiling = absl::Seconds(60);
   c.max_missed_steps = 4;
   c.heartbeat_timeout = absl::Seconds(5);
+  c.stale_seed_grace = absl::Seconds(7);
   c.max_frame_bytes = 1 << 16;
   c.outbound_queue_steps = 5;
   return c;
@@ -76,6 +77,7 @@ void ExpectSameConfig(const RunConfig& actual, const RunConfig& expected) {
   EXPECT_EQ(actual.deadline.ceiling, expected.deadline.ceiling);
   EXPECT_EQ(actual.max_missed_steps, expected.max_missed_steps);
   EXPECT_EQ(actual.heartbeat_timeout, expected.heartbeat_timeout);
+  EXPECT_EQ(actual.stale_seed_grace, expected.stale_seed_grace);
   EXPECT_EQ(actual.max_frame_bytes, expected.max_frame_bytes);
   EXPECT_EQ(actual.outbound_queue_steps, expected.outbound_queue_steps);
 }
@@ -162,6 +164,7 @@ RunConfig EveryFieldExpected() {
   c.deadline.ceiling = absl::Seconds(90);
   c.max_missed_steps = 6;
   c.heartbeat_timeout = absl::Milliseconds(2500);
+  c.stale_seed_grace = absl::Seconds(45);
   c.max_frame_bytes = 4 << 20;
   c.outbound_queue_steps = 12;
   return c;
@@ -197,6 +200,7 @@ deadline:
   ceiling_s: 90
 max_missed_steps: 6
 heartbeat_timeout_s: 2.5
+stale_seed_grace_s: 45
 max_frame_bytes: 4194304
 outbound_queue_steps: 12
 )";
@@ -227,6 +231,7 @@ TEST(ParseRunConfigTest, EveryFieldFromJson) {
 	},
 	"max_missed_steps": 6,
 	"heartbeat_timeout_s": 2.5,
+	"stale_seed_grace_s": 45,
 	"max_frame_bytes": 4194304,
 	"outbound_queue_steps": 12
 })";
@@ -453,7 +458,8 @@ TEST(ParseRunConfigTest, SyntaxErrorsReportLineAndColumn) {
 }
 
 TEST(ParseRunConfigTest, OnlyOneDocument) {
-  EXPECT_EQ(ParseError("run_id: a\n---\nrun_id: b\n"), "expected one YAML document, got at least 2");
+  EXPECT_EQ(ParseError("run_id: a\n---\nrun_id: b\n"),
+            "expected one YAML document, got at least 2");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -549,6 +555,8 @@ TEST(RunConfigValidateTest, EachRuleNamesItsField) {
        "outbound_queue_steps must be >= 2, got 1"},
       {"heartbeat zero", [](RunConfig& c) { c.heartbeat_timeout = absl::ZeroDuration(); },
        "heartbeat_timeout_s must be finite and > 0, got 0"},
+      {"stale seed grace negative", [](RunConfig& c) { c.stale_seed_grace = absl::Seconds(-1); },
+       "stale_seed_grace_s must be finite and >= 0, got -1"},
       {"heartbeat negative", [](RunConfig& c) { c.heartbeat_timeout = absl::Seconds(-2); },
        "heartbeat_timeout_s must be finite and > 0, got -2"},
       {"frame too small", [](RunConfig& c) { c.max_frame_bytes = 4095; },

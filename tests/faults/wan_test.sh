@@ -84,7 +84,7 @@ lab_down() {
 # Processes first (the lab would kill them too, but they are ours), then the lab, then the
 # rest of process_test_lib's cleanup.
 wan_cleanup() {
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+  kill_our_processes
   lab_down
   if [ -n "${WAN_KEEP:-}" ]; then mkdir -p "$WAN_KEEP" && cp -r "$work"/. "$WAN_KEEP"/; fi
   cleanup

@@ -363,6 +363,39 @@ TEST_F(CoordinatorServiceTest, RestartedCoordinatorTakesAStepItsSaveMissedFromTh
   EXPECT_EQ(Status().completed_steps(), 3);
 }
 
+// A worker far behind the saved steps waits out the stale seed grace (UNAVAILABLE, with how
+// long), then seeds the run; the steps undone are counted for the DemodSeedRolledBack alert.
+TEST_F(CoordinatorServiceTest, AStaleSeedWaitsOutTheGraceAndItsRollbackIsCounted) {
+  const ScopedTempDir state("demod-state");
+  const std::string& dir = state.path();
+  RunConfig config = TestConfig();
+  config.stale_seed_grace = absl::Milliseconds(300);
+  Start(config, "", {}, dir);
+  ASSERT_NE(SeedAndRunSteps(4), nullptr);
+  server_->Shutdown();
+  server_.reset();
+
+  Start(config, "", {}, dir, "127.0.0.1:0");
+  // Its parameters are of step 1, the run's of step 4.
+  ClientOptions stale = Options("a");
+  stale.join.set_resume_step(1);
+  const absl::Time first_try = absl::Now();
+  const absl::Status waiting = CoordinatorClient::Connect(stale).status();
+  EXPECT_EQ(waiting.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(waiting.message(), HasSubstr("parameters are of step 1: waiting"));
+  absl::StatusOr<std::unique_ptr<CoordinatorClient>> seed = waiting;
+  while (!seed.ok() && absl::Now() - first_try < absl::Seconds(20)) {
+    absl::SleepFor(absl::Milliseconds(50));
+    seed = CoordinatorClient::Connect(stale);
+  }
+  ASSERT_TRUE(seed.ok()) << seed.status();
+  EXPECT_GE(absl::Now() - first_try, absl::Milliseconds(300));
+  EXPECT_EQ(Expect(**seed, Kind::kActive).step, 5);
+  const std::string scrape = ValueOrStop(HttpGet(server_->metrics_port(), "/metrics"));
+  EXPECT_EQ(Sample(scrape, "demod_seed_rollbacks_total"), 1);
+  EXPECT_EQ(Sample(scrape, "demod_seed_rollback_steps_total"), 3);
+}
+
 TEST_F(CoordinatorServiceTest, FailedStateSavesAreCountedAndTrainingGoesOn) {
   ScopedTempDir scratch("demod-state");
   const std::string dir = scratch.path() + "/state";

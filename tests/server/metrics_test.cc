@@ -137,7 +137,7 @@ TEST(MetricsTest, ScrapeHasEveryEventAndPassesPromtool) {
   for (const char* reason : {"disconnected", "invalid_message", "shutdown", "finished"}) {
     EXPECT_EQ(Sample(text, absl::StrCat("demod_leaves_total{reason=\"", reason, "\"}")), 0);
   }
-  for (const char* reason : {"missed_steps", "heartbeat"}) {
+  for (const char* reason : {"missed_steps", "heartbeat", "no_donor"}) {
     EXPECT_EQ(Sample(text, absl::StrCat("demod_evictions_total{reason=\"", reason, "\"}")), 0);
   }
 

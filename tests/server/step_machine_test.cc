@@ -150,6 +150,24 @@ TEST(StepMachineTest, AContributionResetsTheMissedCount) {
   EXPECT_EQ(m.members()[1].contributions_missed, 1);
 }
 
+// A worker slower than the deadline sends every payload late: it is working, not silent, so
+// it stays a member (its contributions kept in its momentum) however many steps it misses.
+TEST(StepMachineTest, ALatePayloadIsNotSilenceAndClearsTheMissedCount) {
+  StepMachine m = Running(2);  // max_missed_steps 3
+  for (int step = 1; step <= 6; ++step) {
+    ASSERT_TRUE(m.Payload(1, step, At(10 * step - 5)).ok());
+    auto closed = m.Tick(At(10 * step));
+    EXPECT_EQ(Find(closed, Kind::kEvict), nullptr) << "step " << step;
+    EXPECT_EQ(m.members()[1].missed_in_a_row, 1);
+    auto late = m.Payload(2, step, At(10 * step + 1));
+    ASSERT_TRUE(late.ok());
+    EXPECT_THAT(Kinds(*late), ElementsAre(Kind::kRejectLate));
+    EXPECT_EQ(m.members()[1].missed_in_a_row, 0);
+  }
+  EXPECT_EQ(m.members().size(), 2u);
+  EXPECT_EQ(m.members()[1].contributions_missed, 6);
+}
+
 TEST(StepMachineTest, SilentMemberIsEvictedAndTheStepCompletesWithoutIt) {
   RunConfig c = Config();
   c.deadline.fixed = absl::Seconds(100);
@@ -274,6 +292,90 @@ TEST(StepMachineTest, JoinerBecomesTheSeedWhenNoHolderIsLeft) {
   EXPECT_EQ(left[1].step, 1);  // step 1 never closed: it opens again
 }
 
+// With no holder left, a joiner whose own parameters are older than the run's must not become
+// the seed: it is evicted and joins again as a would-be seed; one that is current seeds.
+TEST(StepMachineTest, AJoinerLeftWithoutDonorSeedsOnlyIfItsParametersAreCurrent) {
+  StepMachine m = Running(1);
+  ASSERT_TRUE(m.Payload(1, 1, At(1)).ok());  // step 1 done
+  auto fresh = m.Join("fresh", At(2), /*resume_step=*/0);
+  auto current = m.Join("current", At(2), /*resume_step=*/1);
+  ASSERT_TRUE(fresh.ok() && current.ok());
+  auto left = m.Leave(1, At(3), "gone");
+  // "current" (joined second) is taken first: it seeds, and "fresh" gets its parameters.
+  ASSERT_THAT(Kinds(left), ElementsAre(Kind::kRequestState, Kind::kWelcome, Kind::kOpenStep));
+  EXPECT_EQ(left[0].worker, fresh->id);
+  EXPECT_EQ(left[0].donor, current->id);
+  EXPECT_EQ(left[1].worker, current->id);
+  EXPECT_EQ(left[2].step, 2);
+
+  auto left_again = m.Leave(current->id, At(4), "gone");
+  ASSERT_THAT(Kinds(left_again), ElementsAre(Kind::kEvict, Kind::kPause));
+  EXPECT_EQ(left_again[0].worker, fresh->id);
+  EXPECT_EQ(left_again[0].evict_cause, Action::EvictCause::kNoDonor);
+  EXPECT_THAT(left_again[0].reason, HasSubstr("its own are of step 0"));
+  EXPECT_TRUE(m.members().empty());
+}
+
+RunConfig StaleSeedConfig() {
+  RunConfig c = Config(1);
+  c.stale_seed_grace = absl::Seconds(30);
+  c.heartbeat_timeout = absl::Seconds(15);
+  return c;
+}
+
+// After a restart the run had completed 10 steps. Workers holding steps 5 and 3 ask first: they
+// wait for the grace, in case one holding step 10 comes back; then the most current of them
+// seeds and the other receives its parameters.
+TEST(StepMachineTest, AStaleSeedWaitsForTheGraceThenTheMostCurrentOneSeeds) {
+  StepMachine m(StaleSeedConfig(), /*completed_steps=*/10, /*resumed=*/true);
+  auto first = m.Join("five", kT0, /*resume_step=*/5);
+  EXPECT_EQ(first.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(first.status().message(), HasSubstr("parameters are of step 5: waiting 30s more"));
+  EXPECT_EQ(m.Join("three", At(10), 3).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(m.Join("five", At(20), 5).status().code(), absl::StatusCode::kUnavailable);
+  // The grace is over, but "five" is more current than "three" and still asking.
+  auto three = m.Join("three", At(30), 3);
+  EXPECT_EQ(three.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(three.status().message(), HasSubstr("worker 'five', at step 5, is more current"));
+  EXPECT_TRUE(m.members().empty());
+  auto five = m.Join("five", At(31), 5);
+  ASSERT_TRUE(five.ok()) << five.status();
+  ASSERT_THAT(Kinds(five->actions), ElementsAre(Kind::kWelcome, Kind::kOpenStep));
+  EXPECT_EQ(five->actions[1].step, 11);  // the count stays; the coordinator reports 5 undone
+  EXPECT_EQ(m.completed_steps(), 10);
+  auto later = m.Join("three", At(32), 3);
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_THAT(Kinds(later->actions), ElementsAre(Kind::kRequestState));
+}
+
+TEST(StepMachineTest, ACurrentWorkerSeedsAtOnceDuringTheGrace) {
+  StepMachine m(StaleSeedConfig(), 10, /*resumed=*/true);
+  EXPECT_EQ(m.Join("stale", kT0, 4).status().code(), absl::StatusCode::kUnavailable);
+  auto current = m.Join("current", At(5), 10);
+  ASSERT_TRUE(current.ok()) << current.status();
+  EXPECT_THAT(Kinds(current->actions), ElementsAre(Kind::kWelcome, Kind::kOpenStep));
+  auto stale = m.Join("stale", At(6), 4);
+  ASSERT_TRUE(stale.ok()) << stale.status();
+  EXPECT_THAT(Kinds(stale->actions), ElementsAre(Kind::kRequestState));
+}
+
+// A more current worker that stopped asking (for heartbeat_timeout) no longer holds the others
+// back; and every time the run is left without a holder, the grace starts again.
+TEST(StepMachineTest, TheGraceForgetsWorkersThatStoppedAskingAndStartsAgainEachTime) {
+  StepMachine m(StaleSeedConfig(), 10, /*resumed=*/true);
+  EXPECT_FALSE(m.Join("five", kT0, 5).ok());
+  EXPECT_FALSE(m.Join("three", At(1), 3).ok());
+  EXPECT_FALSE(m.Join("three", At(15), 3).ok());  // "five" asked 15 s ago: still counted
+  auto three = m.Join("three", At(31), 3);        // 31 s since "five" asked
+  ASSERT_TRUE(three.ok()) << three.status();
+
+  ASSERT_TRUE(m.Payload(three->id, 11, At(32)).ok());
+  m.Leave(three->id, At(100), "gone");
+  EXPECT_FALSE(m.Join("three", At(101), 3).ok());  // behind step 11: a new grace
+  EXPECT_FALSE(m.Join("three", At(130), 3).ok());
+  EXPECT_TRUE(m.Join("three", At(131), 3).ok());
+}
+
 TEST(StepMachineTest, AdaptiveDeadlineIsMedianPlusKMadWithinFloorAndCeiling) {
   RunConfig c = Config();
   c.deadline.kind = DeadlinePolicy::Kind::kAdaptive;
@@ -363,13 +465,15 @@ TEST(StepMachineTest, OnlyAResumedSeedExactlyOneStepAheadMovesTheRun) {
     int64_t seed_step;
     const char* why;
   };
+  RunConfig no_grace = Config(1);
+  no_grace.stale_seed_grace = absl::ZeroDuration();  // a stale seed is taken at once
   for (const Case& c :
        {Case{false, 11, "a live run's workers are never ahead of it"},
         Case{false, 9, "nor behind it but for a worker that left"},
         Case{true, 12, "a save is at most one step behind"},
         Case{true, 10, "the seed is where the save is"},
         Case{true, 3, "the seed is far behind: its parameters win, the count stays"}}) {
-    StepMachine m(Config(1), 10, c.resumed);
+    StepMachine m(no_grace, 10, c.resumed);
     ASSERT_TRUE(m.Join("a", kT0, c.seed_step).ok());
     EXPECT_EQ(m.completed_steps(), 10) << c.why;
     EXPECT_EQ(m.open_step(), 11) << c.why;

@@ -1,6 +1,9 @@
 # What the tests that run demod's programs as processes share (tests/worker/programs/*.sh,
 # tests/deploy/helm_chart_test.sh). Source it after setting `bin` and `data`. It gives:
-#   $work           a folder removed on exit, with every process in `pids` and every job killed
+#   $work           a folder removed on exit, with every process this shell started and still
+#                   runs killed (`pids` lists them for the tests' own waits)
+#   kill_our_processes   SIGKILLs this shell's running background jobs: only those, since the
+#                   PID of one already reaped may by now be another program's
 #   fail MSG        prints MSG and the logs' ends, exits 1
 #   start_coordinator LOG [flags]   a coordinator on 127.0.0.1 (on $port when it is set, else on
 #                   a free port), logging to $work/LOG; returns once it serves (it writes its
@@ -18,9 +21,13 @@ work="$(mktemp -d)"
 pids=()
 port=""
 failures=0
+kill_our_processes() {
+  local running
+  running="$(jobs -rp)"
+  [ -z "$running" ] || kill -KILL $running 2>/dev/null
+}
 cleanup() {
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-  kill -KILL $(jobs -p) 2>/dev/null
+  kill_our_processes
   wait 2>/dev/null
   rm -rf "$work"
 }

@@ -51,6 +51,13 @@ int main(int argc, char** argv) {
 
   // 3. The usual loop; DemoSession::Step replaces optimizer.step() and zero_grad().
   while (!(*session)->finished()) {
+    // Behind the run? Steps that closed without this worker are applied, not computed.
+    absl::StatusOr<int> skipped = (*session)->SkipClosedSteps();
+    if (!skipped.ok()) {
+      std::fprintf(stderr, "demod-example: %s\n", skipped.status().ToString().c_str());
+      return 1;
+    }
+    if (*skipped > 0) continue;
     const absl::Time started = absl::Now();
     torch::Tensor x = torch::rand({64, 1}) * 4 - 2;
     torch::Tensor y = torch::sin(3 * x) + x / 2;

@@ -91,6 +91,7 @@ std::string SummaryJson(const TrainingSummary& s) {
   nlohmann::json json = {
       {"run_finished", s.run_finished},
       {"steps", s.steps},
+      {"steps_skipped", s.steps_skipped},
       {"last_step", s.last_step},
       {"last_loss", s.last_loss},
       {"last_validation_loss", nullptr},

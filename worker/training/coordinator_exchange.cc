@@ -129,6 +129,26 @@ absl::StatusOr<ExchangeResult> CoordinatorExchange::ExchangeStep(int64_t step,
   return result;
 }
 
+absl::StatusOr<bool> CoordinatorExchange::CatchUpIfClosed(int64_t step, StepOptimizer& optimizer) {
+  while (pending_aggregates_.count(step) == 0) {
+    if (resync_requested_ || finished_) return false;
+    absl::StatusOr<ClientEvent> event = client_->Next(absl::ZeroDuration());
+    if (absl::IsDeadlineExceeded(event.status())) return false;  // nothing more has arrived
+    DEMOD_RETURN_IF_ERROR(event.status());
+    // The stream ended: the next exchange says how.
+    if (event->kind == ClientEvent::Kind::kEnded) return false;
+    DEMOD_RETURN_IF_ERROR(Serve(*event));
+  }
+  if (resync_requested_) return false;
+  const std::string bytes = std::move(pending_aggregates_[step]);
+  pending_aggregates_.erase(pending_aggregates_.begin(), pending_aggregates_.upper_bound(step));
+  DEMOD_ASSIGN_OR_RETURN(StepAggregate aggregate, DecodeStepAggregate(bytes, table_));
+  DEMOD_RETURN_IF_ERROR(optimizer.CatchUp(aggregate));
+  applied_step_ = step;
+  last_contributors_ = aggregate.contributors;
+  return true;
+}
+
 absl::StatusOr<int64_t> CoordinatorExchange::ReceiveParameters(
     bool expect_state, StepOptimizer& optimizer, const std::function<double(int64_t)>& lr_at) {
   resync_requested_ = false;

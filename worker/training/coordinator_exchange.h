@@ -48,6 +48,13 @@ class CoordinatorExchange final : public Exchange {
   // OUT_OF_RANGE when the run finished first.
   absl::StatusOr<ExchangeResult> ExchangeStep(int64_t step, std::string payload) override;
 
+  // Serves what the coordinator has sent so far, without waiting. When the aggregate of `step`
+  // is among it, the step closed before this worker computed its payload (it is behind: slower
+  // than the deadline, or its last payload was late), and a payload now would be refused as
+  // late: applies the aggregate through `optimizer` (CatchUp, at the learning rate it has) and
+  // returns true. False otherwise, and while a resync is pending.
+  absl::StatusOr<bool> CatchUpIfClosed(int64_t step, StepOptimizer& optimizer);
+
   // Waits until the worker may contribute and returns that step. With `expect_state`, loads
   // the parameters that arrive and catches up on later aggregates through `optimizer`
   // (`lr_at(step)` gives each step's learning rate); without, only waits for ACTIVE (a seed).

@@ -116,12 +116,7 @@ absl::Status DemoSession::Step() {
     return finished_ ? absl::OkStatus() : stepped;
   }
   finished_ = step >= total_steps_;
-  const int64_t interval = client_->welcome().run().fingerprint_interval();
-  // Parameters the coordinator already found diverged are not worth a vote.
-  if (interval > 0 && step % interval == 0 && !exchange_->resync_requested()) {
-    absl::Status sent = client_->SendFingerprint(step, Fingerprint(parameters_));
-    if (!sent.ok() && !finished_) return sent;
-  }
+  DEMOD_RETURN_IF_ERROR(SendFingerprintIfDue(step));
   if (exchange_->resync_requested() && !finished_) {
     const auto lr_at = [this](int64_t s) {
       return LearningRateAt(optimizer_config_.lr, s, total_steps_);
@@ -134,6 +129,37 @@ absl::Status DemoSession::Step() {
     return resynced;
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<int> DemoSession::SkipClosedSteps() {
+  int skipped = 0;
+  while (!finished_) {
+    const int64_t step = next_step();
+    optimizer_->set_lr(LearningRateAt(optimizer_config_.lr, step, total_steps_));
+    DEMOD_ASSIGN_OR_RETURN(const bool closed, exchange_->CatchUpIfClosed(step, *optimizer_));
+    if (!closed) break;
+    ++skipped;
+    finished_ = step >= total_steps_;
+    DEMOD_RETURN_IF_ERROR(SendFingerprintIfDue(step));
+  }
+  if (skipped > 0) {
+    Log(LogLevel::kInfo,
+        absl::StrCat(skipped == 1 ? "step " : absl::StrCat("steps ", next_step() - skipped, "-"),
+                     next_step() - 1,
+                     " closed before this worker computed its payload: applied without one"));
+  }
+  return skipped;
+}
+
+absl::Status DemoSession::SendFingerprintIfDue(int64_t step) {
+  const int64_t interval = client_->welcome().run().fingerprint_interval();
+  // Parameters the coordinator already found diverged are not worth a vote.
+  if (interval <= 0 || step % interval != 0 || exchange_->resync_requested()) {
+    return absl::OkStatus();
+  }
+  absl::Status sent = client_->SendFingerprint(step, Fingerprint(parameters_));
+  // After the last step the coordinator ends the stream: a lost last vote is no error.
+  return finished_ ? absl::OkStatus() : sent;
 }
 
 absl::Status DemoSession::Report(double loss, uint64_t tokens, double compute_seconds,

@@ -6,6 +6,7 @@
 //   options.client.join.set_worker_name("my-worker");
 //   auto session = demod::DemoSession::Join(options, ToNamedTensors(model->named_parameters()));
 //   while (!(*session)->finished()) {
+//     if (*(*session)->SkipClosedSteps() > 0) continue;  // behind the run (check ok() too)
 //     at::Tensor loss = Loss(model, NextBatch());
 //     loss.backward();
 //     absl::Status s = (*session)->Step();          // exchange, aggregate, update, zero grads
@@ -64,6 +65,12 @@ class DemoSession {
 
   // One DeMo step from the parameters' gradients; see the header comment.
   absl::Status Step();
+  // Call before computing a step's gradients. Applies the aggregates of the steps that have
+  // already closed without this worker (it fell behind: slower than the step deadline, or its
+  // payload was late), so that it computes for a step still open rather than for one whose
+  // payload the coordinator would refuse. Returns how many steps it applied this way (0 when
+  // it is current); next_step() moves on by as many.
+  absl::StatusOr<int> SkipClosedSteps();
   // Loss and throughput of the last step, for the coordinator's metrics (validation_loss NaN
   // when not measured).
   absl::Status Report(double loss, uint64_t tokens, double compute_seconds,
@@ -85,6 +92,9 @@ class DemoSession {
 
  private:
   DemoSession() = default;
+
+  // Every fingerprint_interval steps: this worker's vote on the parameters after `step`.
+  absl::Status SendFingerprintIfDue(int64_t step);
 
   std::vector<NamedTensor> parameters_;
   std::unique_ptr<CoordinatorClient> client_;

@@ -144,6 +144,15 @@ class Trainer::Impl {
         done_ = true;
         return absl::OkStatus();
       }
+      // Behind the run (slower than the deadline, or a payload came late): steps that already
+      // closed are applied without computing a payload the coordinator would refuse.
+      DEMOD_ASSIGN_OR_RETURN(const int skipped, session.SkipClosedSteps());
+      if (skipped > 0) {
+        summary_.steps_skipped += skipped;
+        summary_.last_step = session.next_step() - 1;
+        made_progress_ = true;
+        continue;
+      }
       const int64_t step = session.next_step();
       const absl::Time step_started = absl::Now();
       // Forward and backward over the micro-batches; gradients add up in .grad().

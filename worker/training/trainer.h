@@ -55,8 +55,9 @@ struct TrainerOptions {
 };
 
 struct TrainingSummary {
-  int64_t steps = 0;      // steps this worker contributed to
-  int64_t last_step = 0;  // the run's step its parameters are at
+  int64_t steps = 0;          // steps this worker computed a payload for
+  int64_t steps_skipped = 0;  // steps that closed before it could: their aggregates applied
+  int64_t last_step = 0;      // the run's step its parameters are at
   double last_loss = 0;
   double last_validation_loss = 0;  // NaN when never measured
   int64_t bytes_sent = 0;           // payload bytes

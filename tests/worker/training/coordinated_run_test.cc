@@ -5,8 +5,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -31,7 +33,7 @@ constexpr int64_t kTopK = 4;
 
 class CoordinatedRunTest : public ::testing::Test {
  protected:
-  void Start(int64_t total_steps) {
+  void Start(int64_t total_steps, absl::Duration deadline = absl::Seconds(30)) {
     CoordinatorServerOptions options;
     options.listen_address = "127.0.0.1:0";
     options.metrics_address = "";
@@ -41,7 +43,8 @@ class CoordinatedRunTest : public ::testing::Test {
     options.config.optimizer.compression_topk = kTopK;
     options.config.optimizer.value_encoding = ValueEncoding::kFloat32;
     options.config.deadline.kind = DeadlinePolicy::Kind::kFixed;
-    options.config.deadline.fixed = absl::Seconds(30);
+    options.config.deadline.fixed = deadline;
+    options.config.max_missed_steps = 10;
     ASSERT_OK_AND_ASSIGN(server_, CoordinatorServer::Start(std::move(options)));
     target_ = absl::StrCat("127.0.0.1:", server_->port());
   }
@@ -113,6 +116,59 @@ TEST_F(CoordinatedRunTest, TheEndOfTheRunIsOutOfRange) {
   // A worker that comes after the last step is refused with the same code.
   absl::StatusOr<std::unique_ptr<DemoSession>> late = DemoSession::Join(Options("b"), Parameters());
   EXPECT_EQ(late.status().code(), absl::StatusCode::kOutOfRange) << late.status();
+}
+
+// Worker b falls three steps behind (the deadline closes them without it). SkipClosedSteps
+// applies those steps' aggregates without computing payloads the coordinator would refuse,
+// and b contributes again to the step that is open, with a's parameters.
+TEST_F(CoordinatedRunTest, AWorkerBehindAppliesTheClosedStepsAndContributesAgain) {
+  Start(/*total_steps=*/50, /*deadline=*/absl::Milliseconds(300));
+  const std::vector<NamedTensor> a_parameters = Parameters();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<DemoSession> a,
+                       DemoSession::Join(Options("a"), a_parameters));
+  std::vector<NamedTensor> b_parameters = Parameters();
+  for (auto& [name, p] : b_parameters) p.detach().fill_(7);  // the donor's replace them
+  absl::StatusOr<std::unique_ptr<DemoSession>> b;
+  std::atomic<bool> b_joined = false;
+  std::thread joiner([&] {
+    b = DemoSession::Join(Options("b"), b_parameters);
+    b_joined = true;
+  });
+  while (!b_joined) {  // a serves b's parameters from inside its steps
+    Backward(a_parameters);
+    ASSERT_OK(a->Step());
+  }
+  joiner.join();
+  ASSERT_OK(b);
+  const int64_t behind_from = (*b)->next_step();
+  while (a->next_step() < behind_from + 3) {
+    Backward(a_parameters);
+    ASSERT_OK(a->Step());
+  }
+
+  ASSERT_OK_AND_ASSIGN(const int skipped, (*b)->SkipClosedSteps());
+  EXPECT_EQ(skipped, 3);
+  EXPECT_EQ((*b)->next_step(), a->next_step());
+  for (size_t i = 0; i < a_parameters.size(); ++i) {
+    EXPECT_TRUE(at::equal(a_parameters[i].second, b_parameters[i].second))
+        << a_parameters[i].first;
+  }
+  ASSERT_OK_AND_ASSIGN(const int again, (*b)->SkipClosedSteps());
+  EXPECT_EQ(again, 0);  // current now
+
+  absl::Status a_step;
+  std::thread stepper([&] {
+    Backward(a_parameters);
+    a_step = a->Step();
+  });
+  Backward(b_parameters);
+  ASSERT_OK((*b)->Step());
+  stepper.join();
+  ASSERT_OK(a_step);
+  EXPECT_EQ((*b)->last_contributors().size(), 2u);
+  for (size_t i = 0; i < a_parameters.size(); ++i) {
+    EXPECT_TRUE(at::equal(a_parameters[i].second, b_parameters[i].second));
+  }
 }
 
 }  // namespace
