@@ -364,6 +364,8 @@ std::vector<Action> StepMachine::Tick(absl::Time now) {
     if (now - m.last_seen > config_.heartbeat_timeout) silent.push_back(id);
   }
   for (WorkerId id : silent) {
+    // A silent joiner may be gone already, evicted with its silent donor (no_donor).
+    if (members_.count(id) == 0) continue;
     out.push_back(Make(
         Action::Kind::kEvict, id, completed_steps_,
         absl::StrCat("no message for ", absl::FormatDuration(now - members_.at(id).last_seen))));

@@ -316,6 +316,21 @@ TEST(StepMachineTest, AJoinerLeftWithoutDonorSeedsOnlyIfItsParametersAreCurrent)
   EXPECT_TRUE(m.members().empty());
 }
 
+// Found by coordinator_fuzz: a donor and its joiner fall silent together; the donor's eviction
+// leaves the joiner without a donor, so it goes first (no_donor), and only once.
+TEST(StepMachineTest, ASilentDonorAndItsSilentJoinerAreEvictedOnce) {
+  StepMachine m = Running(1);
+  ASSERT_TRUE(m.Payload(1, 1, At(1)).ok());
+  ASSERT_TRUE(m.Join("joiner", At(1), /*resume_step=*/0).ok());
+  auto a = m.Tick(At(40));
+  ASSERT_THAT(Kinds(a), ElementsAre(Kind::kEvict, Kind::kEvict, Kind::kPause));
+  EXPECT_EQ(a[0].worker, 1u);
+  EXPECT_EQ(a[0].evict_cause, Action::EvictCause::kSilent);
+  EXPECT_EQ(a[1].worker, 2u);
+  EXPECT_EQ(a[1].evict_cause, Action::EvictCause::kNoDonor);
+  EXPECT_TRUE(m.members().empty());
+}
+
 RunConfig StaleSeedConfig() {
   RunConfig c = Config(1);
   c.stale_seed_grace = absl::Seconds(30);
