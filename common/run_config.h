@@ -66,7 +66,9 @@ struct RunConfig {
   int64_t total_steps = 1000;
   int64_t fingerprint_interval = 10;  // steps between parameter fingerprints; 0: never
   DeadlinePolicy deadline;
-  int max_missed_steps = 3;  // consecutive missed steps before eviction
+  // A member is evicted once it has missed this many steps in a row and sent no payload (on
+  // time or late) for heartbeat_timeout: a slow worker that skips steps is not a stuck one.
+  int max_missed_steps = 3;
   absl::Duration heartbeat_timeout = absl::Seconds(15);
   // With no member holding the run's parameters (after a coordinator restart, or once every
   // member left), a worker whose parameters are more than one step behind the run would roll

@@ -255,6 +255,7 @@ absl::StatusOr<std::vector<Action>> StepMachine::Payload(WorkerId worker, int64_
   std::vector<Action> out;
   if (step <= completed_steps_ || (open_.has_value() && step < open_->step)) {
     it->second.missed_in_a_row = 0;  // late, not silent
+    it->second.last_payload = now;
     out.push_back(
         Make(Action::Kind::kRejectLate, worker, step,
              absl::StrCat("step ", step, " closed before worker ", worker, "'s payload arrived")));
@@ -274,6 +275,7 @@ absl::StatusOr<std::vector<Action>> StepMachine::Payload(WorkerId worker, int64_
         absl::StrCat("worker ", worker, " already sent its payload for step ", step));
   }
   open_->received.push_back(worker);
+  it->second.last_payload = now;
   MaybeCloseComplete(now, out);
   return out;
 }
@@ -417,9 +419,14 @@ void StepMachine::CloseStep(absl::Time now, const std::string& reason, std::vect
     }
     ++m.missed_in_a_row;
     ++m.contributions_missed;
-    if (m.missed_in_a_row >= config_.max_missed_steps) {
-      evictions.push_back(Make(Action::Kind::kEvict, id, step.step,
-                               absl::StrCat("missed ", m.missed_in_a_row, " steps in a row")));
+    // A member that is behind skips steps that closed without it and sends a payload now and
+    // then; one that sends none for heartbeat_timeout is stuck, heartbeats or not.
+    if (m.missed_in_a_row >= config_.max_missed_steps &&
+        now - m.last_payload >= config_.heartbeat_timeout) {
+      evictions.push_back(
+          Make(Action::Kind::kEvict, id, step.step,
+               absl::StrCat("missed ", m.missed_in_a_row, " steps in a row, no payload for ",
+                            absl::FormatDuration(now - m.last_payload))));
     }
   }
   if (contributors.empty()) {
@@ -456,6 +463,7 @@ void StepMachine::AtBoundary(absl::Time now, std::vector<Action>& out) {
   for (auto& [id, m] : members_) {
     if (m.state != Member::State::kReady) continue;
     m.state = Member::State::kActive;
+    m.last_payload = now;  // its silence counts from here
     out.push_back(Make(Action::Kind::kWelcome, id, next,
                        absl::StrCat("worker ", id, " contributes from step ", next)));
   }

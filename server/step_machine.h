@@ -27,11 +27,13 @@
 //   fixed, or adaptive (median + k * MAD of recent complete steps' durations, within
 //   [floor, ceiling]; the ceiling until 3 durations are known).
 // - A payload for a step that already closed is rejected (the sender keeps it in momentum).
-// - A member that misses max_missed_steps steps in a row, or is silent for heartbeat_timeout,
-//   is evicted; one that leaves is removed at once. A late payload is not silence: it clears
-//   the member's missed steps in a row, so a worker slower than the deadline stays a member
-//   (its contributions kept in its momentum) instead of being evicted and sent the whole
-//   parameters again and again. Whether it can keep up at all is the outbound queue's bound.
+// - A member that misses max_missed_steps steps in a row and has sent no payload for
+//   heartbeat_timeout, or sends nothing at all for heartbeat_timeout, is evicted; one that
+//   leaves is removed at once. A late payload is not silence: it clears the missed steps in a
+//   row. So a worker slower than the deadline, which sends a late payload now and then and skips
+//   the steps that closed meanwhile, stays a member (its contributions kept in its momentum)
+//   instead of being evicted and sent the whole parameters again and again; whether it can keep
+//   up with the aggregates at all is the outbound queue's bound.
 // - With fewer than min_workers active the run pauses at the next boundary and resumes when
 //   workers return. After total_steps the run finishes.
 // - A coordinator resuming from saved state may have stopped between a step's save and its
@@ -148,6 +150,7 @@ class StepMachine {
     WorkerId donor = 0;
     absl::Time transfer_moved;  // kSyncing: when its donor was asked, or its last frame
     absl::Time last_seen;
+    absl::Time last_payload;  // on time or late; kActive: at least when it became active
     int missed_in_a_row = 0;
     int64_t contributions_missed = 0;
   };

@@ -13,8 +13,10 @@ step_duration and barrier_wait (the means of demod_step_duration_seconds and
 demod_barrier_wait_seconds: a step from its opening, and from its first payload, to its close),
 missed / late (demod_missed_contributions_total and
 demod_late_contributions_total, by worker and in all), joins, reconnects (joins beyond one a
-worker), evictions, leaves by reason, and per worker: CSV rows (steps applied), first and
-last step, duplicates, gaps, evictions, the summary's last step and fingerprint.
+worker), evictions (in all and by reason), leaves by reason, and per worker: CSV rows (steps
+it computed a payload for), first and last step, duplicates, gaps, evictions, and from its
+summary the steps it skipped (closed before it computed them: applied without a payload), its
+last step and fingerprint.
 """
 
 import json
@@ -82,7 +84,9 @@ def main():
     evicted = by_label(samples, "demod_worker_evictions_total", "worker")
     joins = samples.get(("demod_joins_total", ()), 0)
     leaves = {k: int(v) for k, v in by_label(samples, "demod_leaves_total", "reason").items() if v}
-    evictions = sum(by_label(samples, "demod_evictions_total", "reason").values())
+    evictions_by_reason = {k: int(v) for k, v in
+                           by_label(samples, "demod_evictions_total", "reason").items() if v}
+    evictions = sum(evictions_by_reason.values())
     per_worker = {}
     for w in workers:
         figures = worker_csv(f"{folder}/{name(w)}.csv")
@@ -96,6 +100,7 @@ def main():
         figures["finished"] = bool(summary.get("run_finished"))
         figures["fingerprint"] = summary.get("fingerprint", "")
         figures["last_step"] = summary.get("last_step")
+        figures["skipped"] = summary.get("steps_skipped", 0)
         per_worker[w] = figures
     fastest = max(workers, key=lambda w: per_worker[w]["rate"] or 0)
 
@@ -113,7 +118,8 @@ def main():
         "missed": sum(f["missed"] for f in per_worker.values()),
         "late": sum(f["late"] for f in per_worker.values()),
         "joins": int(joins), "reconnects": int(joins) - len(workers),
-        "evictions": int(evictions), "leaves": leaves, "workers": per_worker,
+        "evictions": int(evictions), "evictions_by_reason": evictions_by_reason,
+        "leaves": leaves, "workers": per_worker,
     }
     with open(f"{folder}/{run}.figures.json", "w") as f:
         json.dump(result, f, indent=1)
@@ -126,8 +132,9 @@ def main():
           f"contributions missed {result['missed']} "
           f"({', '.join(w + ' ' + str(per_worker[w]['missed']) for w in workers)}), "
           f"late {result['late']}, reconnects {result['reconnects']}, "
-          f"evictions {result['evictions']}, leaves {leaves or '{}'}, steps applied "
-          f"({', '.join(w + ' ' + str(per_worker[w]['rows']) for w in workers)})")
+          f"evictions {result['evictions']} {evictions_by_reason or ''}, "
+          f"leaves {leaves or '{}'}, steps computed / skipped "
+          f"({', '.join(w + ' ' + str(per_worker[w]['rows']) + ' / ' + str(per_worker[w]['skipped']) for w in workers)})")
 
 
 if __name__ == "__main__":

@@ -140,6 +140,26 @@ TEST(StepMachineTest, EvictsAfterMaxMissedStepsInARow) {
   EXPECT_EQ(Find(third, Kind::kOpenStep), nullptr);
 }
 
+// Missing steps evicts only a member that has sent no payload for heartbeat_timeout: with
+// 1 s steps and a 30 s timeout, the 3rd missed step is not enough, the 30th is.
+TEST(StepMachineTest, MissedStepsEvictOnlyAMemberWithoutPayloadForTheHeartbeatTimeout) {
+  RunConfig c = Config();
+  c.deadline.fixed = absl::Seconds(1);
+  StepMachine m = Running(2, c);  // both active since kT0
+  int evicted_at = 0;
+  for (int step = 1; step <= 40 && evicted_at == 0; ++step) {
+    ASSERT_TRUE(m.Payload(1, step, At(step - 0.5)).ok());
+    ASSERT_TRUE(m.Heartbeat(2, At(step - 0.5)).ok());
+    const Action* evict = Find(m.Tick(At(step)), Kind::kEvict);
+    if (evict != nullptr) {
+      EXPECT_EQ(evict->worker, 2u);
+      EXPECT_THAT(evict->reason, HasSubstr("missed 30 steps in a row, no payload for 30s"));
+      evicted_at = step;
+    }
+  }
+  EXPECT_EQ(evicted_at, 30);
+}
+
 TEST(StepMachineTest, AContributionResetsTheMissedCount) {
   StepMachine m = Running(2);
   ASSERT_TRUE(m.Payload(1, 1, At(1)).ok());
