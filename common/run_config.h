@@ -71,7 +71,7 @@ struct RunConfig {
   int max_missed_steps = 3;
   absl::Duration heartbeat_timeout = absl::Seconds(15);
   // With no member holding the run's parameters (after a coordinator restart, or once every
-  // member left), a worker whose parameters are more than one step behind the run would roll
+  // member left), a worker whose parameters are behind the run's completed steps would roll
   // it back if it became the seed: it is kept waiting this long for a more current one.
   absl::Duration stale_seed_grace = absl::Seconds(30);
   int64_t max_frame_bytes = 1 << 20;

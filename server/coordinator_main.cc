@@ -62,8 +62,8 @@ ABSL_FLAG(std::optional<int64_t>, fingerprint_interval, std::nullopt,
 ABSL_FLAG(std::optional<double>, heartbeat_timeout_s, std::nullopt,
           "evict a worker silent this long");
 ABSL_FLAG(std::optional<double>, stale_seed_grace_s, std::nullopt,
-          "with no member holding the run's parameters, how long a worker more than one step "
-          "behind the run waits for a more current one before its parameters become the run's");
+          "with no member holding the run's parameters, how long a worker behind the run's "
+          "completed steps waits for a more current one before its parameters become the run's");
 ABSL_FLAG(std::optional<int>, outbound_queue_steps, std::nullopt,
           "steps of aggregates a worker may leave unread before it is evicted as a slow consumer");
 
