@@ -381,6 +381,26 @@ absl::Status ReadOptimizer(const YAML::Node& node, const FieldRef& field, Optimi
       });
 }
 
+absl::Status ReadBool(const YAML::Node& node, const FieldRef& field, bool* out) {
+  if (node.IsScalar() && !IsQuoted(node) && node.Scalar() == "true") {
+    *out = true;
+  } else if (node.IsScalar() && !IsQuoted(node) && node.Scalar() == "false") {
+    *out = false;
+  } else {
+    return ExpectedError(field, "true or false", node);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadBatch(const YAML::Node& node, const FieldRef& field, BatchPolicy* b) {
+  return ReadMapping(
+      node, field,
+      {
+          {"global", [&](auto& n, auto& f) { return ReadInteger(n, f, &b->global); }},
+          {"balance", [&](auto& n, auto& f) { return ReadBool(n, f, &b->balance); }},
+      });
+}
+
 absl::Status ReadDeadline(const YAML::Node& node, const FieldRef& field, DeadlinePolicy* d) {
   return ReadMapping(
       node, field,
@@ -407,6 +427,7 @@ absl::Status ReadRunConfig(const YAML::Node& node, RunConfig* c) {
           {"fingerprint_interval",
            [&](auto& n, auto& f) { return ReadInteger(n, f, &c->fingerprint_interval); }},
           {"deadline", [&](auto& n, auto& f) { return ReadDeadline(n, f, &c->deadline); }},
+          {"batch", [&](auto& n, auto& f) { return ReadBatch(n, f, &c->batch); }},
           {"max_missed_steps",
            [&](auto& n, auto& f) { return ReadInteger(n, f, &c->max_missed_steps); }},
           {"heartbeat_timeout_s",
@@ -535,6 +556,9 @@ absl::Status RunConfig::Validate() const {
                   ToSeconds(deadline.ceiling));
   }
 
+  if (batch.global < 0 || (batch.balance && batch.global < 1)) {
+    return MustBe("batch.global", batch.balance ? ">= 1 with batch.balance" : ">= 0", batch.global);
+  }
   if (max_missed_steps < 1) return MustBe("max_missed_steps", ">= 1", max_missed_steps);
   if (outbound_queue_steps < 2) {
     return MustBe("outbound_queue_steps", ">= 2", outbound_queue_steps);
@@ -614,6 +638,7 @@ std::string RunConfigToJson(const RunConfig& config) {
       {"total_steps", config.total_steps},
       {"fingerprint_interval", config.fingerprint_interval},
       {"deadline", std::move(deadline_json)},
+      {"batch", {{"global", config.batch.global}, {"balance", config.batch.balance}}},
       {"max_missed_steps", config.max_missed_steps},
       {"heartbeat_timeout_s", JsonSeconds(config.heartbeat_timeout)},
       {"stale_seed_grace_s", JsonSeconds(config.stale_seed_grace)},

@@ -58,6 +58,15 @@ struct DeadlinePolicy {
   absl::Duration ceiling = absl::Seconds(120);
 };
 
+// How much each worker computes per step. By default every worker computes its own batch
+// (its --batch_size). With balance, the coordinator shares `global` samples per step among the
+// active workers in proportion to their measured throughput (server/batch_balancer.h), so a
+// mixed fleet finishes its compute together.
+struct BatchPolicy {
+  int64_t global = 0;  // samples per step over all workers; >= 1 with balance
+  bool balance = false;
+};
+
 struct RunConfig {
   std::string run_id;  // [A-Za-z0-9._-]{1,64}
   OptimizerConfig optimizer;
@@ -66,6 +75,7 @@ struct RunConfig {
   int64_t total_steps = 1000;
   int64_t fingerprint_interval = 10;  // steps between parameter fingerprints; 0: never
   DeadlinePolicy deadline;
+  BatchPolicy batch;
   // A member is evicted once it has missed this many steps in a row and sent no payload (on
   // time or late) for heartbeat_timeout: a slow worker that skips steps is not a stuck one.
   int max_missed_steps = 3;
@@ -86,7 +96,8 @@ struct RunConfig {
 };
 
 // Parses YAML or JSON (JSON is YAML) with the field names above, nested as in the structs
-// ("optimizer: {lr: {base_lr: 4e-4}}"; durations as seconds, e.g. "deadline: {fixed_s: 30}";
+// ("optimizer: {lr: {base_lr: 4e-4}}", "batch: {global: 96, balance: true}"; durations as
+// seconds, e.g. "deadline: {fixed_s: 30}";
 // kinds and encodings as strings "fixed"/"adaptive", "f32"/"bf16"/"f16"/"sign"). Unknown
 // fields are errors. Fields not given keep the defaults of `base`. The result is validated.
 absl::StatusOr<RunConfig> ParseRunConfig(absl::string_view text, const RunConfig& base = {});

@@ -54,6 +54,7 @@ v1::RunSettings RunSettingsOf(const RunConfig& config) {
   run.set_fingerprint_interval(config.fingerprint_interval);
   run.set_max_frame_bytes(config.max_frame_bytes);
   run.set_heartbeat_interval_ms(absl::ToInt64Milliseconds(config.heartbeat_timeout / 3));
+  if (config.batch.balance) run.set_global_batch(config.batch.global);
   return run;
 }
 

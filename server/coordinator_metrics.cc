@@ -191,6 +191,13 @@ CoordinatorMetrics::CoordinatorMetrics(const std::string& run_id)
       &GaugeFamily(r, "demod_tokens_per_second",
                    "Each present worker's training throughput over its latest report, in tokens "
                    "per second of compute.");
+  samples_per_second_ =
+      &GaugeFamily(r, "demod_worker_samples_per_second",
+                   "Each present worker's compute throughput over its latest report, in samples "
+                   "(sequences, images) per second of forward and backward.");
+  batch_share_ = &GaugeFamily(r, "demod_worker_batch_samples",
+                              "With batch balancing: the samples per step each present worker "
+                              "was told to compute, its share of the global batch.");
   state_transfers_ = &CounterFamily(r, "demod_state_transfers_total",
                                     "Parameter transfers from a donor to a joining worker.")
                           .Add({});
@@ -278,7 +285,12 @@ void CoordinatorMetrics::RemoveGaugesLocked(const std::string& worker) {
     if (series.validation_loss != nullptr) validation_loss_->Remove(series.validation_loss);
     if (series.tokens_per_second != nullptr) tokens_per_second_->Remove(series.tokens_per_second);
     if (series.info != nullptr) worker_info_->Remove(series.info);
+    if (series.samples_per_second != nullptr) {
+      samples_per_second_->Remove(series.samples_per_second);
+    }
+    if (series.batch_share != nullptr) batch_share_->Remove(series.batch_share);
     series.loss = series.validation_loss = series.tokens_per_second = series.info = nullptr;
+    series.samples_per_second = series.batch_share = nullptr;
   }
   if (latest_loss_.erase(worker) > 0) UpdateLossMeanLocked();
 }
@@ -361,6 +373,22 @@ void CoordinatorMetrics::Report(const std::string& worker, double loss, double v
     }
     series.tokens_per_second->Set(static_cast<double>(tokens) / compute_seconds);
   }
+}
+
+void CoordinatorMetrics::Throughput(const std::string& worker, double samples_per_second) {
+  absl::MutexLock lock(&mu_);
+  WorkerSeries& series = SeriesLocked(worker);
+  if (series.samples_per_second == nullptr) {
+    series.samples_per_second = &samples_per_second_->Add(WorkerLabel(worker));
+  }
+  series.samples_per_second->Set(samples_per_second);
+}
+
+void CoordinatorMetrics::BatchShare(const std::string& worker, int64_t samples) {
+  absl::MutexLock lock(&mu_);
+  WorkerSeries& series = SeriesLocked(worker);
+  if (series.batch_share == nullptr) series.batch_share = &batch_share_->Add(WorkerLabel(worker));
+  series.batch_share->Set(static_cast<double>(samples));
 }
 
 void CoordinatorMetrics::FingerprintMismatch(const std::string& worker) {

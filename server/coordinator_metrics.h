@@ -108,6 +108,11 @@ class CoordinatorMetrics {
   void Report(const std::string& worker, double loss, double validation_loss, uint64_t tokens,
               double compute_seconds);
 
+  // A worker's compute throughput over its latest report, in samples per second (reports that
+  // say their samples), and, with batch balancing, the samples per step it was told to compute.
+  void Throughput(const std::string& worker, double samples_per_second);
+  void BatchShare(const std::string& worker, int64_t samples);
+
   // A worker's parameter fingerprint disagreed with the run's.
   void FingerprintMismatch(const std::string& worker);
   // A donor streamed the run's parameters to a joiner.
@@ -135,6 +140,8 @@ class CoordinatorMetrics {
     prometheus::Gauge* loss = nullptr;
     prometheus::Gauge* validation_loss = nullptr;
     prometheus::Gauge* tokens_per_second = nullptr;
+    prometheus::Gauge* samples_per_second = nullptr;
+    prometheus::Gauge* batch_share = nullptr;
   };
 
   WorkerSeries& SeriesLocked(const std::string& worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -179,6 +186,8 @@ class CoordinatorMetrics {
   prometheus::Family<prometheus::Gauge>* training_loss_mean_;
   prometheus::Family<prometheus::Gauge>* validation_loss_;
   prometheus::Family<prometheus::Gauge>* tokens_per_second_;
+  prometheus::Family<prometheus::Gauge>* samples_per_second_;
+  prometheus::Family<prometheus::Gauge>* batch_share_;
   prometheus::Counter* state_transfers_;
   prometheus::Counter* state_transfer_bytes_;
 

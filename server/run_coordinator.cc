@@ -173,6 +173,11 @@ RunCoordinator::RunCoordinator(Options options, int64_t completed_steps, bool re
       metrics_(options.metrics),
       machine_(config_, completed_steps, resumed),
       relay_(config_.max_frame_bytes) {
+  if (config_.batch.balance) {
+    BalancerOptions balancer;
+    balancer.global_batch = config_.batch.global;
+    balancer_.emplace(balancer);
+  }
   if (options.store.has_value()) {
     saver_ = std::make_unique<RunStateSaver>(
         *std::move(options.store), [metrics = metrics_](const absl::Status& s) {
@@ -261,6 +266,12 @@ absl::StatusOr<WorkerId> RunCoordinator::Admit(const v1::Join& join,
                                     join.worker_name(), join.hardware(), std::move(channel),
                                     FrameAssembler(max_payload_bytes_, config_.max_frame_bytes)}))
                        .first->second;
+  if (balancer_.has_value()) {
+    // 0: no limit of the worker's own.
+    const uint64_t global = static_cast<uint64_t>(config_.batch.global);
+    const uint64_t most = join.max_batch_samples() == 0 ? global : join.max_batch_samples();
+    balancer_->SetLimits(id, 1, static_cast<int64_t>(std::min(most, global)));
+  }
   bool receives_state = false;
   for (const Action& a : joined->actions) {
     receives_state |= a.kind == Action::Kind::kRequestState && a.worker == id;
@@ -388,6 +399,11 @@ absl::Status RunCoordinator::HandleLocked(WorkerId worker, v1::WorkerMessage& me
       // A non-finite loss is the worker's news to report (it diverged), not a protocol error.
       Member& member = members_.at(worker);
       metrics_->Report(member.name, r.loss(), r.validation_loss(), r.tokens(), r.compute_seconds());
+      if (r.samples() > 0 && r.compute_seconds() > 0) {
+        const double samples_per_second = static_cast<double>(r.samples()) / r.compute_seconds();
+        metrics_->Throughput(member.name, samples_per_second);
+        if (balancer_.has_value()) balancer_->Observe(worker, samples_per_second);
+      }
       // The run is over and so is this worker's news.
       if (r.step() >= machine_.completed_steps()) EndFinishedStream(member);
       return absl::OkStatus();
@@ -645,8 +661,25 @@ void RunCoordinator::EndTransfer(WorkerId joiner) {
   }
 }
 
+void RunCoordinator::SendBatchShares(const std::vector<WorkerId>& workers) {
+  if (!balancer_.has_value()) return;
+  for (const auto& [id, share] : balancer_->Shares(workers)) {
+    Member& member = members_.at(id);
+    if (share == member.batch_share_sent) continue;
+    member.batch_share_sent = share;
+    metrics_->BatchShare(member.name, share);
+    v1::Control control =
+        MakeControl(v1::Control::KIND_BATCH_SHARE,
+                    absl::StrCat(share, " of the ", config_.batch.global, " samples of each step"));
+    control.set_batch_samples(static_cast<uint64_t>(share));
+    SendControl(id, std::move(control));
+  }
+}
+
 void RunCoordinator::OpenStep(const Action& open, absl::Time now, std::vector<Action>& more) {
   if (machine_.paused() == false) metrics_->SetPaused(false);
+  // Before anything of the step: a worker computing it reads its share first.
+  SendBatchShares(open.workers);
   step_.emplace(open.step, now, open.workers);
   payloads_.clear();
   // Payloads that waited out a pause count now, if their senders are expected.
@@ -769,6 +802,7 @@ void RunCoordinator::Forget(WorkerId worker, const std::string& event, const std
   awaiting_delivery_.erase(worker);
   early_payloads_.erase(worker);
   fingerprints_.Deactivated(worker);
+  if (balancer_.has_value()) balancer_->Remove(worker);
 }
 
 void RunCoordinator::Malformed(WorkerId worker, const absl::Status& status, absl::Time now) {

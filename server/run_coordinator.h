@@ -40,6 +40,7 @@
 #include "common/run_config.h"
 #include "common/sparse_payload.h"
 #include "demod/v1/coordinator.pb.h"
+#include "server/batch_balancer.h"
 #include "server/coordinator_metrics.h"
 #include "server/fingerprint_round.h"
 #include "server/member_channel.h"
@@ -110,6 +111,7 @@ class RunCoordinator {
     uint64_t bytes_sent = 0;
     // Set once the run finished: the stream ends by then at the latest.
     std::optional<absl::Time> end_by = std::nullopt;
+    int64_t batch_share_sent = 0;  // batch balancing: the share it was last told (0: none)
   };
   // A decoded payload and its size on the wire.
   struct TakenPayload {
@@ -152,6 +154,9 @@ class RunCoordinator {
   void Apply(std::vector<Action> actions, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OpenStep(const Action& open, absl::Time now, std::vector<Action>& more)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Batch balancing: tells each of `workers` (the step's contributors) its share of the global
+  // batch when it changed.
+  void SendBatchShares(const std::vector<WorkerId>& workers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseStep(const Action& close, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Metrics and the log line of a step that closed.
   void RecordClosedStep(const StepSummary& summary) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -213,7 +218,8 @@ class RunCoordinator {
   // was still queued for each at the last tick.
   std::map<WorkerId, uint64_t> awaiting_delivery_ ABSL_GUARDED_BY(mu_);
   FingerprintRound fingerprints_ ABSL_GUARDED_BY(mu_);
-  std::optional<StepRecord> step_ ABSL_GUARDED_BY(mu_);  // the open step
+  std::optional<BatchBalancer> balancer_ ABSL_GUARDED_BY(mu_);  // with config_.batch.balance
+  std::optional<StepRecord> step_ ABSL_GUARDED_BY(mu_);         // the open step
   // Decoded payloads of the open step, and payloads for the next step that arrived while
   // the run was paused (they wait for it to open).
   std::map<WorkerId, TakenPayload> payloads_ ABSL_GUARDED_BY(mu_);

@@ -57,6 +57,7 @@ RunConfig CustomBase() {
   c.max_missed_steps = 4;
   c.heartbeat_timeout = absl::Seconds(5);
   c.stale_seed_grace = absl::Seconds(7);
+  c.batch.global = 32;
   c.max_frame_bytes = 1 << 16;
   c.outbound_queue_steps = 5;
   return c;
@@ -78,6 +79,8 @@ void ExpectSameConfig(const RunConfig& actual, const RunConfig& expected) {
   EXPECT_EQ(actual.max_missed_steps, expected.max_missed_steps);
   EXPECT_EQ(actual.heartbeat_timeout, expected.heartbeat_timeout);
   EXPECT_EQ(actual.stale_seed_grace, expected.stale_seed_grace);
+  EXPECT_EQ(actual.batch.global, expected.batch.global);
+  EXPECT_EQ(actual.batch.balance, expected.batch.balance);
   EXPECT_EQ(actual.max_frame_bytes, expected.max_frame_bytes);
   EXPECT_EQ(actual.outbound_queue_steps, expected.outbound_queue_steps);
 }
@@ -165,6 +168,8 @@ RunConfig EveryFieldExpected() {
   c.max_missed_steps = 6;
   c.heartbeat_timeout = absl::Milliseconds(2500);
   c.stale_seed_grace = absl::Seconds(45);
+  c.batch.global = 96;
+  c.batch.balance = true;
   c.max_frame_bytes = 4 << 20;
   c.outbound_queue_steps = 12;
   return c;
@@ -201,6 +206,7 @@ deadline:
 max_missed_steps: 6
 heartbeat_timeout_s: 2.5
 stale_seed_grace_s: 45
+batch: {global: 96, balance: true}
 max_frame_bytes: 4194304
 outbound_queue_steps: 12
 )";
@@ -232,6 +238,7 @@ TEST(ParseRunConfigTest, EveryFieldFromJson) {
 	"max_missed_steps": 6,
 	"heartbeat_timeout_s": 2.5,
 	"stale_seed_grace_s": 45,
+	"batch": {"global": 96, "balance": true},
 	"max_frame_bytes": 4194304,
 	"outbound_queue_steps": 12
 })";
@@ -385,6 +392,9 @@ TEST(ParseRunConfigTest, WrongTypesNameThePathAndTheExpectedType) {
       {"deadline: {floor_s: .nan}", "deadline.floor_s", "expected a finite number of seconds"},
       {"heartbeat_timeout_s: .inf", "heartbeat_timeout_s", "expected a finite number of seconds"},
       {"heartbeat_timeout_s: 15s", "heartbeat_timeout_s", "expected a finite number of seconds"},
+      {"batch: {balance: yes}", "batch.balance", "expected true or false, got 'yes'"},
+      {R"({"batch": {"balance": "true"}})", "batch.balance",
+       "expected true or false, got the quoted string \"true\""},
       {"run_id: {a: 1}", "run_id", "expected a string, got a mapping"},
       {"run_id:", "run_id", "expected a string, got null"},
       {"optimizer: 5", "optimizer", "expected a mapping, got '5'"},
@@ -555,6 +565,10 @@ TEST(RunConfigValidateTest, EachRuleNamesItsField) {
        "outbound_queue_steps must be >= 2, got 1"},
       {"heartbeat zero", [](RunConfig& c) { c.heartbeat_timeout = absl::ZeroDuration(); },
        "heartbeat_timeout_s must be finite and > 0, got 0"},
+      {"balance without a global batch", [](RunConfig& c) { c.batch.balance = true; },
+       "batch.global must be >= 1 with batch.balance, got 0"},
+      {"negative global batch", [](RunConfig& c) { c.batch.global = -1; },
+       "batch.global must be >= 0, got -1"},
       {"stale seed grace negative", [](RunConfig& c) { c.stale_seed_grace = absl::Seconds(-1); },
        "stale_seed_grace_s must be finite and >= 0, got -1"},
       {"heartbeat negative", [](RunConfig& c) { c.heartbeat_timeout = absl::Seconds(-2); },

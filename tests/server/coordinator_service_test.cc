@@ -402,6 +402,42 @@ TEST_F(CoordinatorServiceTest, AStaleSeedWaitsOutTheGraceAndItsRollbackIsCounted
   EXPECT_EQ(Sample(scrape, "demod_seed_rollback_steps_total"), 3);
 }
 
+// With batch balancing, each worker is told its share of the global batch when a step opens:
+// evenly while nothing is measured, then in proportion to the throughput its reports show.
+TEST_F(CoordinatorServiceTest, BatchSharesFollowTheReportedThroughput) {
+  RunConfig config = TestConfig(/*min_workers=*/2);
+  config.batch.global = 12;
+  config.batch.balance = true;
+  Start(config, "", {}, "", "127.0.0.1:0");
+  auto a = Join("a");
+  EXPECT_EQ(a->welcome().run().global_batch(), 12);
+  Expect(*a, Kind::kActive);
+  auto b = Join("b");
+  AdmitThroughDonor(*a, *b, 1);
+  EXPECT_EQ(Expect(*a, Kind::kBatchShare).batch_samples, 6u);
+  EXPECT_EQ(Expect(*b, Kind::kBatchShare).batch_samples, 6u);
+
+  v1::StepReport report;
+  report.set_step(1);
+  report.set_compute_seconds(0.1);
+  report.set_samples(8);  // 80 samples/s
+  ASSERT_OK(a->SendReport(report));
+  report.set_samples(4);  // 40 samples/s
+  ASSERT_OK(b->SendReport(report));
+  // Reports and payloads share each stream, so both reports are in when step 1 closes.
+  ASSERT_OK(a->SendPayload(1, Payload(1)));
+  ASSERT_OK(b->SendPayload(1, Payload(1)));
+  EXPECT_EQ(Expect(*a, Kind::kAggregate).step, 1);
+  EXPECT_EQ(Expect(*b, Kind::kAggregate).step, 1);
+  EXPECT_EQ(Expect(*a, Kind::kBatchShare).batch_samples, 8u);
+  EXPECT_EQ(Expect(*b, Kind::kBatchShare).batch_samples, 4u);
+
+  const std::string scrape = ValueOrStop(HttpGet(server_->metrics_port(), "/metrics"));
+  EXPECT_EQ(Sample(scrape, "demod_worker_batch_samples{worker=\"a\"}"), 8);
+  EXPECT_EQ(Sample(scrape, "demod_worker_batch_samples{worker=\"b\"}"), 4);
+  EXPECT_EQ(Sample(scrape, "demod_worker_samples_per_second{worker=\"b\"}"), 40);
+}
+
 TEST_F(CoordinatorServiceTest, FailedStateSavesAreCountedAndTrainingGoesOn) {
   ScopedTempDir scratch("demod-state");
   const std::string dir = scratch.path() + "/state";

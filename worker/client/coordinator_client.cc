@@ -30,7 +30,7 @@ ClientEvent EventOf(ClientEvent::Kind kind, std::string reason = {}) {
 const char* ClientEventKindName(ClientEvent::Kind kind) {
   static const char* const kNames[] = {"aggregate", "active",        "not_included", "send_state",
                                        "state",     "resync",        "paused",       "evicted",
-                                       "finished",  "shutting_down", "ended"};
+                                       "finished",  "shutting_down", "batch_share",  "ended"};
   static_assert(std::size(kNames) == static_cast<size_t>(ClientEvent::Kind::kLast) + 1);
   return kNames[static_cast<int>(kind)];
 }
@@ -245,6 +245,13 @@ absl::Status CoordinatorClient::Dispatch(v1::CoordinatorMessage& message) {
           break;
         case v1::Control::KIND_SHUTTING_DOWN:
           event.kind = ClientEvent::Kind::kShuttingDown;
+          break;
+        case v1::Control::KIND_BATCH_SHARE:
+          if (c.batch_samples() == 0) {
+            return absl::InvalidArgumentError("BATCH_SHARE of 0 samples");
+          }
+          event.kind = ClientEvent::Kind::kBatchShare;
+          event.batch_samples = c.batch_samples();
           break;
         default:
           return absl::InvalidArgumentError(

@@ -63,6 +63,7 @@ struct ClientEvent {
     kEvicted,       // reason; the stream ends next
     kFinished,      // all steps done; the stream ends next
     kShuttingDown,  // the coordinator is going away; reconnect later
+    kBatchShare,    // batch_samples: compute that many samples per step from the next on
     kEnded,         // status: the stream is over, with the code the proto's Train lists
                     // (OK after kFinished)
     kLast = kEnded,
@@ -78,6 +79,7 @@ struct ClientEvent {
   absl::Status status;
   // kAggregate: when the coordinator took the step's last payload, on its clock (0: none did).
   int64_t last_payload_unix_micros = 0;
+  uint64_t batch_samples = 0;  // kBatchShare
 };
 const char* ClientEventKindName(ClientEvent::Kind kind);
 

@@ -41,6 +41,12 @@ ABSL_FLAG(std::string, data_dir, "data", "where scripts/fetch_data.sh put the da
 ABSL_FLAG(int64_t, steps, 0, "leave after this many steps (0: until the run finishes)");
 ABSL_FLAG(int64_t, batch_size, 16, "samples per micro-batch");
 ABSL_FLAG(int32_t, micro_batches, 1, "micro-batches per step");
+ABSL_FLAG(double, compute_slowdown, 1.0,
+          "benchmarks of mixed fleets only: sleep after each step's compute so this worker runs "
+          "this many times slower (>= 1; 1: off)");
+ABSL_FLAG(int64_t, max_batch_samples, 0,
+          "with batch balancing, the most samples this worker computes in a step (what its "
+          "memory holds, in micro-batches of --batch_size); 0: no limit");
 ABSL_FLAG(uint64_t, seed, 0, "initialization and data order (default: from the name)");
 ABSL_FLAG(int64_t, validation_interval, 10, "steps between validation losses; 0: never");
 ABSL_FLAG(std::string, checkpoint_dir, "", "save and resume parameters, momentum, step here");
@@ -128,6 +134,13 @@ int Main() {
   SetLogLevel(*level);
   if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
   if (absl::GetFlag(FLAGS_batch_size) < 1) ExitWithReason(kExitUsage, "--batch_size must be >= 1");
+  if (!(absl::GetFlag(FLAGS_compute_slowdown) >= 1 &&
+        absl::GetFlag(FLAGS_compute_slowdown) <= 1000)) {
+    ExitWithReason(kExitUsage, "--compute_slowdown must be in [1, 1000]");
+  }
+  if (absl::GetFlag(FLAGS_max_batch_samples) < 0) {
+    ExitWithReason(kExitUsage, "--max_batch_samples must be >= 0");
+  }
   if (absl::GetFlag(FLAGS_micro_batches) < 1)
     ExitWithReason(kExitUsage, "--micro_batches must be >= 1");
   if (absl::GetFlag(FLAGS_steps) < 0) ExitWithReason(kExitUsage, "--steps must be >= 0");
@@ -163,6 +176,8 @@ int Main() {
   options.device = device;
   options.client.target = absl::GetFlag(FLAGS_coordinator);
   options.client.join.set_worker_name(name);
+  options.client.join.set_max_batch_samples(
+      static_cast<uint64_t>(absl::GetFlag(FLAGS_max_batch_samples)));
   *options.client.join.mutable_hardware() = DescribeHardware(device);
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
     options.client.token = std::string(
@@ -181,6 +196,7 @@ int Main() {
   }
   options.batch_size = absl::GetFlag(FLAGS_batch_size);
   options.micro_batches = absl::GetFlag(FLAGS_micro_batches);
+  options.compute_slowdown = absl::GetFlag(FLAGS_compute_slowdown);
   options.max_steps = absl::GetFlag(FLAGS_steps);
   options.validation_interval = absl::GetFlag(FLAGS_validation_interval);
   options.checkpoint_dir = absl::GetFlag(FLAGS_checkpoint_dir);

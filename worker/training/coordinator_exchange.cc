@@ -82,6 +82,12 @@ absl::Status CoordinatorExchange::Serve(ClientEvent& event) {
     case ClientEvent::Kind::kFinished:
       finished_ = true;
       return absl::OkStatus();
+    case ClientEvent::Kind::kBatchShare:
+      if (batch_samples_ != event.batch_samples) {
+        Log(LogLevel::kInfo, absl::StrCat("batch share: ", event.reason));
+      }
+      batch_samples_ = event.batch_samples;
+      return absl::OkStatus();
     case ClientEvent::Kind::kEvicted:
       return absl::AbortedError(absl::StrCat("evicted: ", event.reason));
     case ClientEvent::Kind::kShuttingDown:

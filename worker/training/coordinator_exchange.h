@@ -70,6 +70,8 @@ class CoordinatorExchange final : public Exchange {
   // The run finished (every step is done); the stream ends.
   bool finished() const { return finished_; }
   int64_t parameters_sent() const { return parameters_sent_; }
+  // With batch balancing, the samples per step the coordinator last asked for (0: none yet).
+  uint64_t batch_samples() const { return batch_samples_; }
   // The workers whose payloads made up the last aggregate, ascending.
   const std::vector<uint32_t>& last_contributors() const { return last_contributors_; }
 
@@ -86,6 +88,7 @@ class CoordinatorExchange final : public Exchange {
   bool resync_requested_ = false;
   bool finished_ = false;
   int64_t parameters_sent_ = 0;
+  uint64_t batch_samples_ = 0;
   StateDonor donor_;
   int64_t applied_step_ = 0;  // the step the model's parameters are at
   std::vector<uint32_t> last_contributors_;

@@ -163,13 +163,14 @@ absl::Status DemoSession::SendFingerprintIfDue(int64_t step) {
 }
 
 absl::Status DemoSession::Report(double loss, uint64_t tokens, double compute_seconds,
-                                 double validation_loss) {
+                                 double validation_loss, uint64_t samples) {
   v1::StepReport report;
   report.set_step(optimizer_->step_count());
   report.set_loss(loss);
   report.set_validation_loss(validation_loss);
   report.set_tokens(tokens);
   report.set_compute_seconds(compute_seconds);
+  report.set_samples(samples);
   absl::Status sent = client_->SendReport(report);
   // After the last step the coordinator ends the stream: a lost last report is no error.
   return finished_ ? absl::OkStatus() : sent;

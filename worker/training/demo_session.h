@@ -72,9 +72,15 @@ class DemoSession {
   // it is current); next_step() moves on by as many.
   absl::StatusOr<int> SkipClosedSteps();
   // Loss and throughput of the last step, for the coordinator's metrics (validation_loss NaN
-  // when not measured).
+  // when not measured). `samples`: those behind the step's gradient; with compute_seconds they
+  // are the throughput batch balancing shares the global batch by.
   absl::Status Report(double loss, uint64_t tokens, double compute_seconds,
-                      double validation_loss = std::numeric_limits<double>::quiet_NaN());
+                      double validation_loss = std::numeric_limits<double>::quiet_NaN(),
+                      uint64_t samples = 0);
+  // With batch balancing (global_batch() > 0), the samples to compute for the next step: the
+  // coordinator's last share (0 until the first arrives). 0 without balancing.
+  uint64_t batch_samples() const { return exchange_->batch_samples(); }
+  int64_t global_batch() const { return client_->welcome().run().global_batch(); }
 
   bool finished() const { return finished_; }
   int64_t next_step() const { return optimizer_->step_count() + 1; }

@@ -155,20 +155,29 @@ class Trainer::Impl {
       }
       const int64_t step = session.next_step();
       const absl::Time step_started = absl::Now();
-      // Forward and backward over the micro-batches; gradients add up in .grad().
+      // Forward and backward over the micro-batches; gradients add up in .grad(). With batch
+      // balancing the step's samples are the coordinator's share, in micro-batches of at most
+      // batch_size (the last one smaller); each micro-batch's mean loss weighs by its samples.
       model_->SetTraining(true);
+      const StepBatches batches = BatchesOf(session);
       double loss_sum = 0;
       int64_t tokens = 0;
-      for (int m = 0; m < options_.micro_batches; ++m) {
+      for (int64_t m = 0; m < batches.count; ++m) {
+        const int64_t size =
+            std::min(options_.batch_size, batches.samples - m * options_.batch_size);
         // Batches follow the step, so a worker that restarts draws what it would have.
-        Batch batch = dataset_->TrainBatch(step * options_.micro_batches + m, options_.batch_size,
-                                           options_.device);
+        Batch batch = dataset_->TrainBatch(step * batches.stride + m, size, options_.device);
         DEMOD_ASSIGN_OR_RETURN(at::Tensor loss, model_->Loss(batch));
-        (loss / options_.micro_batches).backward();
-        loss_sum += loss.item<double>();
+        // The micro-batch's part of the step's samples (micro_batches without balancing).
+        const double parts = static_cast<double>(batches.samples) / static_cast<double>(size);
+        (loss / parts).backward();
+        loss_sum += loss.item<double>() / parts;
         tokens += batch.tokens;
       }
-      const double loss = loss_sum / options_.micro_batches;
+      const double loss = loss_sum;
+      if (options_.compute_slowdown > 1) {
+        absl::SleepFor((options_.compute_slowdown - 1) * (absl::Now() - step_started));
+      }
       const double compute_seconds = absl::ToDoubleSeconds(absl::Now() - step_started);
       DEMOD_RETURN_IF_ERROR(session.Step());
       if (session.next_step() <= step) continue;  // the run ended before this step closed
@@ -193,8 +202,9 @@ class Trainer::Impl {
         DEMOD_ASSIGN_OR_RETURN(validation_loss, ValidationLoss());
         summary_.last_validation_loss = validation_loss;
       }
-      DEMOD_RETURN_IF_ERROR(
-          session.Report(loss, static_cast<uint64_t>(tokens), compute_seconds, validation_loss));
+      DEMOD_RETURN_IF_ERROR(session.Report(loss, static_cast<uint64_t>(tokens), compute_seconds,
+                                           validation_loss,
+                                           static_cast<uint64_t>(batches.samples)));
       const double step_seconds = absl::ToDoubleSeconds(absl::Now() - step_started);
       Record(step, loss, validation_loss, tokens, compute_seconds, step_seconds, traffic,
              session.lr(), session.last_contributors().size());
@@ -204,6 +214,26 @@ class Trainer::Impl {
         DEMOD_RETURN_IF_ERROR(SaveCheckpointIfAny());
       }
     }
+  }
+
+  // A step's samples and its micro-batches. `stride`: the data index of step s's micro-batch m
+  // is s * stride + m, unique for every step whatever its share.
+  struct StepBatches {
+    int64_t samples;
+    int64_t count;
+    int64_t stride;
+  };
+  StepBatches BatchesOf(const DemoSession& session) const {
+    const int64_t own = options_.batch_size * options_.micro_batches;
+    if (session.global_batch() <= 0) return {own, options_.micro_batches, options_.micro_batches};
+    // Until the coordinator's first share, the worker's own batch, within the global one.
+    const int64_t samples = session.batch_samples() > 0
+                                ? static_cast<int64_t>(session.batch_samples())
+                                : std::min(own, session.global_batch());
+    const auto micro_batches = [&](int64_t n) {
+      return (n + options_.batch_size - 1) / options_.batch_size;
+    };
+    return {samples, micro_batches(samples), micro_batches(session.global_batch())};
   }
 
   absl::StatusOr<double> ValidationLoss() {

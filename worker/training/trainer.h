@@ -52,6 +52,10 @@ struct TrainerOptions {
   // Fault injection for tests: after this step, nudge one parameter of this worker only, so
   // its next fingerprint disagrees and the coordinator resyncs it. 0: never.
   int64_t fault_perturb_step = 0;
+  // For benchmarks of mixed fleets: after each step's compute, sleep (slowdown - 1) times as
+  // long, so this worker behaves like one `slowdown` times slower (its reported throughput
+  // too). 1: off.
+  double compute_slowdown = 1.0;
 };
 
 struct TrainingSummary {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/layout_table.h"
 #include "server/coordinator_server.h"
 #include "tests/support/status_matchers.h"
@@ -33,7 +35,8 @@ constexpr int64_t kTopK = 4;
 
 class CoordinatedRunTest : public ::testing::Test {
  protected:
-  void Start(int64_t total_steps, absl::Duration deadline = absl::Seconds(30)) {
+  void Start(int64_t total_steps, absl::Duration deadline = absl::Seconds(30),
+             int64_t balanced_global_batch = 0) {
     CoordinatorServerOptions options;
     options.listen_address = "127.0.0.1:0";
     options.metrics_address = "";
@@ -45,6 +48,8 @@ class CoordinatedRunTest : public ::testing::Test {
     options.config.deadline.kind = DeadlinePolicy::Kind::kFixed;
     options.config.deadline.fixed = deadline;
     options.config.max_missed_steps = 10;
+    options.config.batch.global = balanced_global_batch;
+    options.config.batch.balance = balanced_global_batch > 0;
     ASSERT_OK_AND_ASSIGN(server_, CoordinatorServer::Start(std::move(options)));
     target_ = absl::StrCat("127.0.0.1:", server_->port());
   }
@@ -118,6 +123,32 @@ TEST_F(CoordinatedRunTest, TheEndOfTheRunIsOutOfRange) {
   EXPECT_EQ(late.status().code(), absl::StatusCode::kOutOfRange) << late.status();
 }
 
+// With batch balancing the session learns the global batch at join and its share when the
+// first step opens (a lone worker: all of it); without, both are 0.
+TEST_F(CoordinatedRunTest, ABalancedRunTellsTheSessionItsShare) {
+  Start(/*total_steps=*/3, absl::Seconds(30), /*balanced_global_batch=*/10);
+  const std::vector<NamedTensor> parameters = Parameters();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<DemoSession> session,
+                       DemoSession::Join(Options("a"), parameters));
+  EXPECT_EQ(session->global_batch(), 10);
+  ASSERT_OK(session->SkipClosedSteps().status());  // reads what has arrived, the share too
+  Backward(parameters);
+  ASSERT_OK(session->Step());
+  EXPECT_EQ(session->batch_samples(), 10u);
+  ASSERT_OK(session->Report(1.0, 100, 0.01, std::numeric_limits<double>::quiet_NaN(), 10));
+}
+
+TEST_F(CoordinatedRunTest, AnUnbalancedRunHasNoShares) {
+  Start(/*total_steps=*/2);
+  const std::vector<NamedTensor> parameters = Parameters();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<DemoSession> session,
+                       DemoSession::Join(Options("a"), parameters));
+  Backward(parameters);
+  ASSERT_OK(session->Step());
+  EXPECT_EQ(session->global_batch(), 0);
+  EXPECT_EQ(session->batch_samples(), 0u);
+}
+
 // Worker b falls three steps behind (the deadline closes them without it). SkipClosedSteps
 // applies those steps' aggregates without computing payloads the coordinator would refuse,
 // and b contributes again to the step that is open, with a's parameters.
@@ -146,12 +177,18 @@ TEST_F(CoordinatedRunTest, AWorkerBehindAppliesTheClosedStepsAndContributesAgain
     ASSERT_OK(a->Step());
   }
 
-  ASSERT_OK_AND_ASSIGN(const int skipped, (*b)->SkipClosedSteps());
+  // It does not wait: the last aggregate may still be on its way.
+  int skipped = 0;
+  const absl::Time give_up = absl::Now() + absl::Seconds(20);
+  while ((*b)->next_step() < a->next_step() && absl::Now() < give_up) {
+    ASSERT_OK_AND_ASSIGN(const int now_skipped, (*b)->SkipClosedSteps());
+    skipped += now_skipped;
+    if ((*b)->next_step() < a->next_step()) absl::SleepFor(absl::Milliseconds(10));
+  }
   EXPECT_EQ(skipped, 3);
   EXPECT_EQ((*b)->next_step(), a->next_step());
   for (size_t i = 0; i < a_parameters.size(); ++i) {
-    EXPECT_TRUE(at::equal(a_parameters[i].second, b_parameters[i].second))
-        << a_parameters[i].first;
+    EXPECT_TRUE(at::equal(a_parameters[i].second, b_parameters[i].second)) << a_parameters[i].first;
   }
   ASSERT_OK_AND_ASSIGN(const int again, (*b)->SkipClosedSteps());
   EXPECT_EQ(again, 0);  // current now
