@@ -23,7 +23,15 @@ slowdown="${SLOWDOWN:-3}"
 batch="${BATCH:-16}"
 fixed_s="${FIXED_S:-0.05}"
 work="$(mktemp -d)"
-trap 'kill -KILL $(jobs -rp) 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp -r "$work"/. "$KEEP"/; rm -rf "$work"' EXIT
+cleanup() {
+  local running
+  running="$(jobs -rp)"
+  [ -z "$running" ] || kill -KILL $running 2>/dev/null || true
+  wait 2>/dev/null || true
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp -r "$work"/. "$KEEP"/; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
 context=64
 
 # run NAME CONFIG_YAML WORKER:SLOWDOWN...: a coordinator and the workers, stopped (SIGTERM, a
