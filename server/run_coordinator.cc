@@ -562,6 +562,7 @@ void RunCoordinator::Apply(std::vector<Action> initial, absl::Time now) {
         // the seed), and its fingerprints count from this step on.
         EndTransfer(action.worker);
         fingerprints_.Activated(action.worker, action.step);
+        SendBatchShares(ActiveMembers());  // its share, and the others' new ones, first
         v1::Control control = MakeControl(v1::Control::KIND_ACTIVE, action.reason);
         control.add_steps(action.step);
         SendControl(action.worker, std::move(control));
@@ -661,6 +662,15 @@ void RunCoordinator::EndTransfer(WorkerId joiner) {
   }
 }
 
+std::vector<WorkerId> RunCoordinator::ActiveMembers() const {
+  std::vector<WorkerId> active;
+  const std::vector<MemberView> members = machine_.members();
+  for (const MemberView& m : members) {
+    if (m.active && members_.count(m.id) > 0) active.push_back(m.id);
+  }
+  return active;
+}
+
 void RunCoordinator::SendBatchShares(const std::vector<WorkerId>& workers) {
   if (!balancer_.has_value()) return;
   for (const auto& [id, share] : balancer_->Shares(workers)) {
@@ -678,8 +688,7 @@ void RunCoordinator::SendBatchShares(const std::vector<WorkerId>& workers) {
 
 void RunCoordinator::OpenStep(const Action& open, absl::Time now, std::vector<Action>& more) {
   if (machine_.paused() == false) metrics_->SetPaused(false);
-  // Before anything of the step: a worker computing it reads its share first.
-  SendBatchShares(open.workers);
+  SendBatchShares(open.workers);  // usually sent already (CloseStep, kWelcome): then nothing
   step_.emplace(open.step, now, open.workers);
   payloads_.clear();
   // Payloads that waited out a pause count now, if their senders are expected.
@@ -725,6 +734,9 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
   const uint64_t bytes_out = encoded->size() * members_.size();
   largest_aggregate_bytes_ = std::max<uint64_t>(largest_aggregate_bytes_, encoded->size());
   for (const auto& [id, member] : members_) metrics_->AggregateSent(member.name, encoded->size());
+  // The next step's shares go ahead of this step's aggregate: a worker has its share before it
+  // starts computing the next step.
+  SendBatchShares(ActiveMembers());
   SendToAll(OutboundMessage::AggregateFrames(
       close.step, *std::move(encoded), config_.max_frame_bytes,
       last_payload.has_value() ? absl::ToUnixMicros(*last_payload) : 0));

@@ -411,11 +411,15 @@ TEST_F(CoordinatorServiceTest, BatchSharesFollowTheReportedThroughput) {
   Start(config, "", {}, "", "127.0.0.1:0");
   auto a = Join("a");
   EXPECT_EQ(a->welcome().run().global_batch(), 12);
+  // A worker's share comes before it is active, and every later change before the aggregate
+  // of the step before the one it is for: it always has its share when it starts a step.
+  EXPECT_EQ(Expect(*a, Kind::kBatchShare).batch_samples, 12u);  // alone so far
   Expect(*a, Kind::kActive);
   auto b = Join("b");
-  AdmitThroughDonor(*a, *b, 1);
-  EXPECT_EQ(Expect(*a, Kind::kBatchShare).batch_samples, 6u);
+  TransferThroughDonor(*a, *b, 0);
   EXPECT_EQ(Expect(*b, Kind::kBatchShare).batch_samples, 6u);
+  EXPECT_EQ(Expect(*b, Kind::kActive).step, 1);
+  EXPECT_EQ(Expect(*a, Kind::kBatchShare).batch_samples, 6u);
 
   v1::StepReport report;
   report.set_step(1);
@@ -427,10 +431,10 @@ TEST_F(CoordinatorServiceTest, BatchSharesFollowTheReportedThroughput) {
   // Reports and payloads share each stream, so both reports are in when step 1 closes.
   ASSERT_OK(a->SendPayload(1, Payload(1)));
   ASSERT_OK(b->SendPayload(1, Payload(1)));
-  EXPECT_EQ(Expect(*a, Kind::kAggregate).step, 1);
-  EXPECT_EQ(Expect(*b, Kind::kAggregate).step, 1);
   EXPECT_EQ(Expect(*a, Kind::kBatchShare).batch_samples, 8u);
   EXPECT_EQ(Expect(*b, Kind::kBatchShare).batch_samples, 4u);
+  EXPECT_EQ(Expect(*a, Kind::kAggregate).step, 1);
+  EXPECT_EQ(Expect(*b, Kind::kAggregate).step, 1);
 
   const std::string scrape = ValueOrStop(HttpGet(server_->metrics_port(), "/metrics"));
   EXPECT_EQ(Sample(scrape, "demod_worker_batch_samples{worker=\"a\"}"), 8);
