@@ -673,7 +673,11 @@ std::vector<WorkerId> RunCoordinator::ActiveMembers() const {
 
 void RunCoordinator::SendBatchShares(const std::vector<WorkerId>& workers) {
   if (!balancer_.has_value()) return;
-  for (const auto& [id, share] : balancer_->Shares(workers)) {
+  std::vector<WorkerId> present;  // a member expelled since the machine listed it has no share
+  for (WorkerId id : workers) {
+    if (members_.count(id) > 0) present.push_back(id);
+  }
+  for (const auto& [id, share] : balancer_->Shares(present)) {
     Member& member = members_.at(id);
     if (share == member.batch_share_sent) continue;
     member.batch_share_sent = share;
