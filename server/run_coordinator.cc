@@ -562,7 +562,7 @@ void RunCoordinator::Apply(std::vector<Action> initial, absl::Time now) {
         // the seed), and its fingerprints count from this step on.
         EndTransfer(action.worker);
         fingerprints_.Activated(action.worker, action.step);
-        SendBatchShares(ActiveMembers());  // its share, and the others' new ones, first
+        SendBatchShares();  // its share, and the others' new ones, first
         v1::Control control = MakeControl(v1::Control::KIND_ACTIVE, action.reason);
         control.add_steps(action.step);
         SendControl(action.worker, std::move(control));
@@ -671,13 +671,9 @@ std::vector<WorkerId> RunCoordinator::ActiveMembers() const {
   return active;
 }
 
-void RunCoordinator::SendBatchShares(const std::vector<WorkerId>& workers) {
+void RunCoordinator::SendBatchShares() {
   if (!balancer_.has_value()) return;
-  std::vector<WorkerId> present;  // a member expelled since the machine listed it has no share
-  for (WorkerId id : workers) {
-    if (members_.count(id) > 0) present.push_back(id);
-  }
-  for (const auto& [id, share] : balancer_->Shares(present)) {
+  for (const auto& [id, share] : balancer_->Shares(ActiveMembers())) {
     Member& member = members_.at(id);
     if (share == member.batch_share_sent) continue;
     member.batch_share_sent = share;
@@ -692,7 +688,7 @@ void RunCoordinator::SendBatchShares(const std::vector<WorkerId>& workers) {
 
 void RunCoordinator::OpenStep(const Action& open, absl::Time now, std::vector<Action>& more) {
   if (machine_.paused() == false) metrics_->SetPaused(false);
-  SendBatchShares(open.workers);  // usually sent already (CloseStep, kWelcome): then nothing
+  SendBatchShares();  // usually sent already (CloseStep, kWelcome): then nothing
   step_.emplace(open.step, now, open.workers);
   payloads_.clear();
   // Payloads that waited out a pause count now, if their senders are expected.
@@ -740,7 +736,7 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
   for (const auto& [id, member] : members_) metrics_->AggregateSent(member.name, encoded->size());
   // The next step's shares go ahead of this step's aggregate: a worker has its share before it
   // starts computing the next step.
-  SendBatchShares(ActiveMembers());
+  SendBatchShares();
   SendToAll(OutboundMessage::AggregateFrames(
       close.step, *std::move(encoded), config_.max_frame_bytes,
       last_payload.has_value() ? absl::ToUnixMicros(*last_payload) : 0));

@@ -154,10 +154,10 @@ class RunCoordinator {
   void Apply(std::vector<Action> actions, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OpenStep(const Action& open, absl::Time now, std::vector<Action>& more)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Batch balancing: tells each of `workers` (a step's contributors) its share of the global
-  // batch when it changed.
-  void SendBatchShares(const std::vector<WorkerId>& workers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The members contributing from the current boundary on.
+  // Batch balancing: tells each active member its share of the global batch when it changed.
+  void SendBatchShares() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The members contributing from the current boundary on (present here too: one expelled
+  // since the machine listed it has no share).
   std::vector<WorkerId> ActiveMembers() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseStep(const Action& close, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Metrics and the log line of a step that closed.

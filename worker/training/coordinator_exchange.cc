@@ -111,6 +111,12 @@ absl::Status CoordinatorExchange::Serve(ClientEvent& event) {
       absl::StrCat("unexpected ", ClientEventKindName(event.kind), " from the coordinator"));
 }
 
+std::string CoordinatorExchange::TakePendingAggregate(int64_t step) {
+  std::string bytes = std::move(pending_aggregates_[step]);
+  pending_aggregates_.erase(pending_aggregates_.begin(), pending_aggregates_.upper_bound(step));
+  return bytes;
+}
+
 absl::StatusOr<ExchangeResult> CoordinatorExchange::ExchangeStep(int64_t step,
                                                                  std::string payload) {
   DEMOD_RETURN_IF_ERROR(client_->SendPayload(step, payload));
@@ -120,8 +126,7 @@ absl::StatusOr<ExchangeResult> CoordinatorExchange::ExchangeStep(int64_t step,
     DEMOD_RETURN_IF_ERROR(Serve(event));
   }
   ExchangeResult result;
-  const std::string bytes = std::move(pending_aggregates_[step]);
-  pending_aggregates_.erase(pending_aggregates_.begin(), pending_aggregates_.upper_bound(step));
+  const std::string bytes = TakePendingAggregate(step);
   // After a resync notice the fresh parameters may be of an earlier step than this one:
   // keep what is applied now, to apply again on top of them.
   if (resync_requested_) applied_since_resync_[step] = bytes;
@@ -146,9 +151,8 @@ absl::StatusOr<bool> CoordinatorExchange::CatchUpIfClosed(int64_t step, StepOpti
     DEMOD_RETURN_IF_ERROR(Serve(*event));
   }
   if (resync_requested_) return false;
-  const std::string bytes = std::move(pending_aggregates_[step]);
-  pending_aggregates_.erase(pending_aggregates_.begin(), pending_aggregates_.upper_bound(step));
-  DEMOD_ASSIGN_OR_RETURN(StepAggregate aggregate, DecodeStepAggregate(bytes, table_));
+  DEMOD_ASSIGN_OR_RETURN(StepAggregate aggregate,
+                         DecodeStepAggregate(TakePendingAggregate(step), table_));
   DEMOD_RETURN_IF_ERROR(optimizer.CatchUp(aggregate));
   applied_step_ = step;
   last_contributors_ = aggregate.contributors;

@@ -79,6 +79,8 @@ class CoordinatorExchange final : public Exchange {
   // Serves an event that is not what the caller waits for. Errors end the exchange.
   absl::Status Serve(ClientEvent& event);
   absl::StatusOr<ClientEvent> NextEvent();
+  // The aggregate of `step` (which has arrived), dropping it and any older ones.
+  std::string TakePendingAggregate(int64_t step);
 
   CoordinatorClient* const client_;
   std::vector<NamedTensor> parameters_;  // with the optimizer's shared state
