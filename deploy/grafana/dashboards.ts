@@ -260,7 +260,9 @@ function dashboard(uid: string, title: string, description: string,
       newLine();
       panels.push({ type: "row", id, title: item.row, collapsed: false, panels: [],
                     gridPos: { x: 0, y, w: 24, h: 1 } });
+      // The row's panels start below its header.
       lineHeight = 1;
+      newLine();
       continue;
     }
     const { w, h, ...panel } = item;
@@ -555,6 +557,21 @@ const stragglers = dashboard("demod-stragglers", "demod / Stragglers and health"
         "a worker that misses several steps in a row is evicted.",
       queries: [{ expr: `${rate("demod_missed_contributions_total", WORKERS)} * 60`,
                   legend: "{{worker}}" }],
+    }),
+    timeseries({
+      title: "Batch share (samples per step)", unit: "none", w: 12, decimals: 0, stack: true,
+      description: "With batch balancing (batch: {global: N, balance: true}; empty without): " +
+        "the samples of each step each worker is told to compute, stacked, so that with all " +
+        "workers chosen the stack is the global batch N. Bad: a worker's share shrinking " +
+        "while the others' grow, that worker is slower (a busy or throttled machine).",
+      queries: [{ expr: m("demod_worker_batch_samples", WORKERS), legend: "{{worker}}" }],
+    }),
+    timeseries({
+      title: "Measured throughput (samples/s)", unit: "count:samples/s", w: 12,
+      description: "Each worker's compute throughput over its latest report: samples " +
+        "(sequences) per second of forward and backward, what batch balancing shares the " +
+        "global batch by. Bad: one worker well below the others, a straggler.",
+      queries: [{ expr: m("demod_worker_samples_per_second", WORKERS), legend: "{{worker}}" }],
     }),
     { row: "Membership" },
     timeseries({

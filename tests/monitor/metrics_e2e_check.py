@@ -8,7 +8,10 @@
    at --time, and no alert fires in this healthy run.
 4. The values are what the run did: steps, contributors, joins and leaves, state transfers,
    and per worker the payload bytes, the tokens (the last step's report included) and, for a
-   worker that logged every step, the aggregate bytes equal the sums of the worker's CSV.
+   worker that logged every step, the aggregate bytes equal the sums of the worker's CSV;
+   with --global_batch (a run balancing its batch), every worker present at --time has a
+   measured throughput and a batch share, the shares add up to the global batch, and the
+   killed worker has neither.
 Exit status 1 when a check fails; every check prints ok/FAIL with what it saw.
 """
 import argparse
@@ -73,6 +76,8 @@ def main():
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--finished", required=True, help="workers that ran to the end")
     parser.add_argument("--killed", required=True, help="the worker killed mid-run")
+    parser.add_argument("--global_batch", type=int,
+                        help="the run's batch.global, when it balances its batch")
     args = parser.parse_args()
     prom = Prometheus(args.prometheus)
     checks = Checks()
@@ -176,6 +181,20 @@ def main():
             checks.check(f"{worker} ({sums['rows']} steps logged): aggregate bytes >= its CSV's",
                          aggregate is not None and aggregate >= sums["bytes_down"],
                          f"{aggregate} >= {sums['bytes_down']}")
+    if args.global_batch is not None:
+        def by_worker(expr):
+            return {s["metric"]["worker"]: float(s["value"][1]) for s in prom.query(expr, t)}
+        shares = by_worker("demod_worker_batch_samples")
+        throughput = by_worker("demod_worker_samples_per_second")
+        checks.equal("workers with a batch share then", sorted(shares), sorted(finished))
+        checks.equal("the batch shares then add up to the global batch", sum(shares.values()),
+                     args.global_batch)
+        checks.equal("workers with a measured throughput then", sorted(throughput),
+                     sorted(finished))
+        checks.check("every measured throughput is above 0",
+                     bool(throughput) and all(v > 0 for v in throughput.values()),
+                     f"{throughput}")
+
     total_payload = prom.value("sum(demod_worker_payload_bytes_total)")
     total_received = prom.value("demod_received_bytes_total")
     checks.check("payloads are most of the bytes received, framing the rest",

@@ -2,6 +2,8 @@
 # The metrics end to end: a real Prometheus (Debian's, on loopback, scraping every second and
 # evaluating deploy/prometheus/alerts.yaml) watches a live coordinator while real demod-workers
 # train a short run: a, b and c start, c is killed with SIGKILL at step 30, d joins at step 60.
+# The run balances its batch (`batch: {global: 64, balance: true}`), so that the batch share
+# and throughput series have data.
 # Then every dashboard query (deploy/grafana, listed by the dashboards check) and every alert
 # expression is evaluated through Prometheus' HTTP API while all workers are present, and the
 # values are checked against what the run did (metrics_e2e_check.py says what exactly).
@@ -21,11 +23,15 @@ free_port() {
 }
 metrics_port=$(free_port)
 prometheus_port=$(free_port)
-# A step takes ~0.1 s (batch 32, one thread each): the run lasts ~30 s or more, time for
-# Prometheus, scraping every second, to see each phase.
+# A step takes ~0.1 s (the global batch shared, one thread each): the run lasts ~30 s or more,
+# time for Prometheus, scraping every second, to see each phase.
 steps=300
+# Twice the workers' --batch_size, shared among those present.
+global_batch=64
+printf 'batch: {global: %d, balance: true}\n' "$global_batch" >"$work/run.yaml"
 
-start_coordinator coordinator.log --run_id e2e --min_workers 2 --total_steps "$steps" --lr 2e-3 \
+start_coordinator coordinator.log --config "$work/run.yaml" \
+  --run_id e2e --min_workers 2 --total_steps "$steps" --lr 2e-3 \
   --warmup_steps 4 --fingerprint_interval 10 --step_deadline_s 60 --exit_when_finished=false \
   --metrics "127.0.0.1:$metrics_port" || fail "the coordinator did not start"
 
@@ -86,5 +92,5 @@ node "$checker/check.mjs" --list-queries "$work/queries.jsonl" >"$work/list.log"
 check_finished a b d
 python3 "$source_dir/tests/monitor/metrics_e2e_check.py" --prometheus "$url" --time "$eval_time" \
   --queries "$work/queries.jsonl" --csv_dir "$work" --steps "$steps" --finished a,b,d \
-  --killed c || failures=$((failures + 1))
+  --killed c --global_batch "$global_batch" || failures=$((failures + 1))
 finish
