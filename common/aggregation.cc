@@ -20,13 +20,42 @@ namespace {
 struct Entry {
   uint32_t index;
   float value;
+  uint32_t samples;
+};
+
+// A coefficient's running sum under each weighting. Sums start at -0, the identity of addition
+// (-0 + x == x for every x, -0 included), so a coefficient's first value is taken as is.
+struct EqualSlot {
+  float sum = -0.0f;
+  uint32_t count = 0;
+  void Add(float value, uint32_t /*samples*/) {
+    sum += value;
+    ++count;
+  }
+  bool empty() const { return count == 0; }
+  float Mean() const { return sum / static_cast<float>(count); }
+  bool finite() const { return std::isfinite(sum); }
+};
+// A product of a float and at most 2^24 samples is exact in double, and a coefficient chosen by
+// one worker keeps its value exactly.
+struct SamplesSlot {
+  double sum = -0.0;
+  uint64_t samples = 0;
+  void Add(float value, uint32_t weight) {
+    sum += static_cast<double>(value) * weight;
+    samples += weight;
+  }
+  bool empty() const { return samples == 0; }
+  float Mean() const { return static_cast<float>(sum / static_cast<double>(samples)); }
+  bool finite() const { return std::isfinite(sum); }
 };
 
 bool IndexLess(const Entry& a, const Entry& b) { return a.index < b.index; }
 
 // Checks the shapes the per-chunk loops rely on. Indices are range-checked as they are used;
 // order and finiteness are the decoder's checks, done before a payload gets here.
-absl::Status CheckContributions(const std::vector<Contribution>& sorted, const LayoutTable& table) {
+absl::Status CheckContributions(const std::vector<Contribution>& sorted, const LayoutTable& table,
+                                Weighting weighting) {
   for (size_t i = 0; i < sorted.size(); ++i) {
     const Contribution& contribution = sorted[i];
     if (contribution.payload == nullptr) {
@@ -36,6 +65,12 @@ absl::Status CheckContributions(const std::vector<Contribution>& sorted, const L
     if (i > 0 && contribution.worker_id == sorted[i - 1].worker_id) {
       return absl::InvalidArgumentError(
           absl::StrCat("two contributions from worker ", contribution.worker_id));
+    }
+    if (weighting == Weighting::kSamples &&
+        (contribution.samples < 1 || contribution.samples > kMaxContributionSamples)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "contribution of worker ", contribution.worker_id, " has ", contribution.samples,
+          " samples; weighting by samples needs 1 to ", kMaxContributionSamples));
     }
     const StepPayload& payload = *contribution.payload;
     if (payload.step != sorted[0].payload->step) {
@@ -67,13 +102,10 @@ absl::Status CheckContributions(const std::vector<Contribution>& sorted, const L
 // merging the contributors' sorted lists.
 constexpr int64_t kDenseChunkLimit = int64_t{1} << 16;
 
+template <typename Slot>
 struct Scratch {
-  // Dense path. Between chunks every sum is -0, every count 0 and every touched bit clear.
-  // A coefficient's sum and count share a slot (one cache line touched per entry, not two).
-  struct Slot {
-    float sum = -0.0f;
-    uint32_t count = 0;
-  };
+  // Dense path. Between chunks every slot is empty and every touched bit clear. A
+  // coefficient's sum and weight share a slot (one cache line touched per entry, not two).
   std::vector<Slot> slots;
   std::vector<uint64_t> touched;  // bit i: coefficient i has a value in the current chunk
   std::vector<uint64_t> summary;  // bit i: touched[i] is not 0
@@ -93,26 +125,23 @@ absl::Status IndexOutOfRange(const Contribution& contribution, const NamedLayout
 // the float bound of its sign: the mean is within +-FLT_MAX, and the bound is the nearest float
 // to it that this order of summation can give. An error here would let two workers sending
 // huge (finite) values stop the whole run. A NaN sum means a value was not finite: an error.
+// (A double sum of finite floats times at most 2^24 samples cannot overflow.)
 ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<float> MeanOfNonFiniteSum(const NamedLayout& named,
                                                                  size_t chunk, uint32_t index,
-                                                                 float sum, uint32_t count) {
+                                                                 double sum) {
   if (std::isinf(sum)) return std::copysign(std::numeric_limits<float>::max(), sum);
   return absl::InvalidArgumentError(absl::StrCat("tensor '", named.name, "' chunk ", chunk,
-                                                 ": mean of ", count, " values at index ", index,
+                                                 ": mean of the values at index ", index,
                                                  " is not finite"));
 }
 
-inline float Mean(float sum, uint32_t count) { return sum / static_cast<float>(count); }
-
-absl::Status AppendMean(const NamedLayout& named, size_t chunk, uint32_t index, float sum,
-                        uint32_t count, AggregateTensor* out) {
-  float mean = Mean(sum, count);
-  if (ABSL_PREDICT_FALSE(!std::isfinite(sum))) {
-    DEMOD_ASSIGN_OR_RETURN(mean, MeanOfNonFiniteSum(named, chunk, index, sum, count));
+template <typename Slot>
+absl::StatusOr<float> MeanOf(const Slot& slot, const NamedLayout& named, size_t chunk,
+                             uint32_t index) {
+  if (ABSL_PREDICT_FALSE(!slot.finite())) {
+    return MeanOfNonFiniteSum(named, chunk, index, slot.sum);
   }
-  out->indices.push_back(index);
-  out->values.push_back(mean);
-  return absl::OkStatus();
+  return slot.Mean();
 }
 
 // Room for `more` entries at the end of `v`, growing geometrically (reserve alone would grow
@@ -126,8 +155,7 @@ T* Extend(std::vector<T>& v, size_t more) {
 }
 
 // Visiting contributors in ascending worker id makes each slot's sum accumulate in that order.
-// Sums start at -0, the identity of float addition (-0 + x == x for every x, -0 included), so
-// each slot's first value is taken as is. The touched bitmap then yields the union in index
+// The touched bitmap then yields the union in index
 // order without sorting; its summary (a bit per bitmap word) skips the empty words.
 //
 // The union comes out of the bitmap without a data-dependent branch per word: a word rarely
@@ -135,11 +163,13 @@ T* Extend(std::vector<T>& v, size_t more) {
 // held one counted (the extra writes land where the next word's go, or in 3 entries of slack).
 // Branching on every word's bits instead mispredicts about once per word, which cost more than all
 // the adding.
+template <typename Slot>
 absl::Status AggregateChunkDense(const std::vector<Contribution>& sorted, size_t t, size_t c,
-                                 const NamedLayout& named, Scratch* scratch, AggregateTensor* out) {
+                                 const NamedLayout& named, Scratch<Slot>* scratch,
+                                 AggregateTensor* out) {
   const auto k = static_cast<size_t>(named.layout.topk);
   const auto chunk_size = static_cast<uint32_t>(named.layout.chunk_size());
-  Scratch::Slot* slots = scratch->slots.data();
+  Slot* slots = scratch->slots.data();
   uint64_t* touched = scratch->touched.data();
   uint64_t* summary = scratch->summary.data();
   size_t distinct = 0;
@@ -147,16 +177,16 @@ absl::Status AggregateChunkDense(const std::vector<Contribution>& sorted, size_t
     const SparseTensor& tensor = contribution.payload->tensors[t];
     const uint32_t* indices = tensor.indices.data() + c * k;
     const float* values = tensor.values.data() + c * k;
+    const uint32_t samples = contribution.samples;
     for (size_t i = 0; i < k; ++i) {
       const uint32_t index = indices[i];
       // An error leaves the scratch dirty: it ends the aggregation that owns it.
       if (ABSL_PREDICT_FALSE(index >= chunk_size)) {
         return IndexOutOfRange(contribution, named, c, index);
       }
-      Scratch::Slot& slot = slots[index];
-      slot.sum += values[i];
-      distinct += slot.count == 0;
-      ++slot.count;
+      Slot& slot = slots[index];
+      distinct += slot.empty();
+      slot.Add(values[i], samples);
       touched[index / 64] |= uint64_t{1} << (index % 64);
     }
   }
@@ -192,13 +222,9 @@ absl::Status AggregateChunkDense(const std::vector<Contribution>& sorted, size_t
   out->indices.resize(begin + distinct);
   float* means = Extend(out->values, distinct);
   for (size_t i = 0; i < distinct; ++i) {
-    Scratch::Slot& slot = slots[union_indices[i]];
-    means[i] = Mean(slot.sum, slot.count);
-    if (ABSL_PREDICT_FALSE(!std::isfinite(slot.sum))) {
-      DEMOD_ASSIGN_OR_RETURN(means[i],
-                             MeanOfNonFiniteSum(named, c, union_indices[i], slot.sum, slot.count));
-    }
-    slot = Scratch::Slot();
+    Slot& slot = slots[union_indices[i]];
+    DEMOD_ASSIGN_OR_RETURN(means[i], MeanOf(slot, named, c, union_indices[i]));
+    slot = Slot();
   }
   return absl::OkStatus();
 }
@@ -206,8 +232,10 @@ absl::Status AggregateChunkDense(const std::vector<Contribution>& sorted, size_t
 // Merges the contributors' index-sorted runs of k entries, laid out in ascending worker id, into
 // one index-sorted list. std::merge is stable and the left run always holds the lower worker
 // ids, so equal indices end up in ascending worker id and each sum accumulates in that order.
+template <typename Slot>
 absl::Status AggregateChunkMerge(const std::vector<Contribution>& sorted, size_t t, size_t c,
-                                 const NamedLayout& named, Scratch* scratch, AggregateTensor* out) {
+                                 const NamedLayout& named, Scratch<Slot>* scratch,
+                                 AggregateTensor* out) {
   const auto k = static_cast<size_t>(named.layout.topk);
   const size_t n = sorted.size() * k;
   scratch->merged.resize(n);
@@ -219,7 +247,7 @@ absl::Status AggregateChunkMerge(const std::vector<Contribution>& sorted, size_t
     for (size_t i = 0; i < k; ++i) {
       const uint32_t index = tensor.indices[c * k + i];
       if (index >= named.layout.chunk_size()) return IndexOutOfRange(sorted[w], named, c, index);
-      a[w * k + i] = Entry{index, tensor.values[c * k + i]};
+      a[w * k + i] = Entry{index, tensor.values[c * k + i], sorted[w].samples};
     }
   }
   for (size_t width = k; width < n; width *= 2) {
@@ -232,18 +260,19 @@ absl::Status AggregateChunkMerge(const std::vector<Contribution>& sorted, size_t
   }
   for (size_t i = 0; i < n;) {
     const uint32_t index = a[i].index;
-    float sum = a[i].value;
-    size_t j = i + 1;
-    for (; j < n && a[j].index == index; ++j) sum += a[j].value;
-    DEMOD_RETURN_IF_ERROR(AppendMean(named, c, index, sum, static_cast<uint32_t>(j - i), out));
-    i = j;
+    Slot slot;
+    for (; i < n && a[i].index == index; ++i) slot.Add(a[i].value, a[i].samples);
+    DEMOD_ASSIGN_OR_RETURN(const float mean, MeanOf(slot, named, c, index));
+    out->indices.push_back(index);
+    out->values.push_back(mean);
   }
   return absl::OkStatus();
 }
 
+template <typename Slot>
 absl::Status AggregateTensorEntries(const std::vector<Contribution>& sorted, size_t t,
                                     const NamedLayout& named, ValueEncoding encoding,
-                                    Scratch* scratch, AggregateTensor* out) {
+                                    Scratch<Slot>* scratch, AggregateTensor* out) {
   const ChunkLayout& layout = named.layout;
   const auto num_chunks = static_cast<size_t>(layout.num_chunks());
   const bool dense = layout.chunk_size() <= kDenseChunkLimit;
@@ -289,15 +318,16 @@ constexpr size_t kMaxAggregationThreads = 4;
 struct Prepared {
   std::vector<Contribution> sorted;
   ValueEncoding encoding;
+  Weighting weighting;
 };
 
 absl::StatusOr<Prepared> Prepare(const std::vector<Contribution>& contributions,
-                                 const LayoutTable& table) {
+                                 const LayoutTable& table, Weighting weighting) {
   if (contributions.empty()) return absl::InvalidArgumentError("no contributions to aggregate");
-  Prepared prepared{contributions, ValueEncoding::kFloat32};
+  Prepared prepared{contributions, ValueEncoding::kFloat32, weighting};
   std::sort(prepared.sorted.begin(), prepared.sorted.end(),
             [](const Contribution& a, const Contribution& b) { return a.worker_id < b.worker_id; });
-  DEMOD_RETURN_IF_ERROR(CheckContributions(prepared.sorted, table));
+  DEMOD_RETURN_IF_ERROR(CheckContributions(prepared.sorted, table, weighting));
   prepared.encoding = EncodingOf(prepared.sorted);
   return prepared;
 }
@@ -330,16 +360,24 @@ absl::Status AggregateTensors(
   bounds.push_back(table.size());
   *parts = threads;
   std::vector<absl::Status> status(table.size());
-  RunInParallel(threads, [&](size_t part) {
-    Scratch scratch;  // reused across chunks and tensors
+  const auto aggregate_part = [&](size_t part, auto* scratch) {  // reused across tensors
     AggregateTensor result;
     for (size_t t = bounds[part]; t < bounds[part + 1]; ++t) {
       result.chunk_offsets.clear();
       result.indices.clear();
       result.values.clear();
-      status[t] = AggregateTensorEntries(sorted, t, table[t], prepared.encoding, &scratch, &result);
+      status[t] = AggregateTensorEntries(sorted, t, table[t], prepared.encoding, scratch, &result);
       if (status[t].ok()) status[t] = take(part, t, result);
       if (!status[t].ok()) return;
+    }
+  };
+  RunInParallel(threads, [&](size_t part) {
+    if (prepared.weighting == Weighting::kSamples) {
+      Scratch<SamplesSlot> scratch;
+      aggregate_part(part, &scratch);
+    } else {
+      Scratch<EqualSlot> scratch;
+      aggregate_part(part, &scratch);
     }
   });
   for (const absl::Status& s : status) DEMOD_RETURN_IF_ERROR(s);
@@ -356,8 +394,8 @@ std::vector<uint32_t> ContributorIds(const std::vector<Contribution>& sorted) {
 }  // namespace
 
 absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& contributions,
-                                            const LayoutTable& table) {
-  DEMOD_ASSIGN_OR_RETURN(const Prepared prepared, Prepare(contributions, table));
+                                            const LayoutTable& table, Weighting weighting) {
+  DEMOD_ASSIGN_OR_RETURN(const Prepared prepared, Prepare(contributions, table, weighting));
   StepAggregate aggregate;
   aggregate.step = prepared.sorted[0].payload->step;
   aggregate.encoding = prepared.encoding;
@@ -373,8 +411,8 @@ absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& con
 }
 
 absl::StatusOr<std::string> AggregateStepEncoded(const std::vector<Contribution>& contributions,
-                                                 const LayoutTable& table) {
-  DEMOD_ASSIGN_OR_RETURN(const Prepared prepared, Prepare(contributions, table));
+                                                 const LayoutTable& table, Weighting weighting) {
+  DEMOD_ASSIGN_OR_RETURN(const Prepared prepared, Prepare(contributions, table, weighting));
   std::vector<std::string> sections(kMaxAggregationThreads);  // one per part
   size_t parts = 0;
   DEMOD_RETURN_IF_ERROR(AggregateTensors(

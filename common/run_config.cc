@@ -289,6 +289,17 @@ absl::Status ReadAlgorithm(const YAML::Node& node, const FieldRef& field,
   return absl::OkStatus();
 }
 
+absl::Status ReadWeighting(const YAML::Node& node, const FieldRef& field, Weighting* out) {
+  if (node.IsScalar() && node.Scalar() == "equal") {
+    *out = Weighting::kEqual;
+  } else if (node.IsScalar() && node.Scalar() == "samples") {
+    *out = Weighting::kSamples;
+  } else {
+    return ExpectedError(field, "'equal' or 'samples'", node);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReadDeadlineKind(const YAML::Node& node, const FieldRef& field,
                               DeadlinePolicy::Kind* out) {
   if (node.IsScalar() && node.Scalar() == "fixed") {
@@ -393,12 +404,29 @@ absl::Status ReadBool(const YAML::Node& node, const FieldRef& field, bool* out) 
 }
 
 absl::Status ReadBatch(const YAML::Node& node, const FieldRef& field, BatchPolicy* b) {
-  return ReadMapping(
-      node, field,
-      {
-          {"global", [&](auto& n, auto& f) { return ReadInteger(n, f, &b->global); }},
-          {"balance", [&](auto& n, auto& f) { return ReadBool(n, f, &b->balance); }},
-      });
+  bool weighting_given = false;
+  bool balance_given = false;
+  DEMOD_RETURN_IF_ERROR(
+      ReadMapping(node, field,
+                  {
+                      {"global", [&](auto& n, auto& f) { return ReadInteger(n, f, &b->global); }},
+                      {"balance",
+                       [&](auto& n, auto& f) {
+                         balance_given = true;
+                         return ReadBool(n, f, &b->balance);
+                       }},
+                      {"weighting",
+                       [&](auto& n, auto& f) {
+                         weighting_given = true;
+                         return ReadWeighting(n, f, &b->weighting);
+                       }},
+                  }));
+  // Balanced contributions stand for different numbers of samples: weighed by them unless the
+  // file says otherwise (docs/coordinator.md, "Batch balancing", has the evidence).
+  if (balance_given && !weighting_given) {
+    b->weighting = b->balance ? Weighting::kSamples : Weighting::kEqual;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ReadDeadline(const YAML::Node& node, const FieldRef& field, DeadlinePolicy* d) {
@@ -452,6 +480,10 @@ double JsonSeconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
 
 absl::string_view DeadlineKindName(DeadlinePolicy::Kind kind) {
   return kind == DeadlinePolicy::Kind::kFixed ? "fixed" : "adaptive";
+}
+
+absl::string_view WeightingName(Weighting weighting) {
+  return weighting == Weighting::kSamples ? "samples" : "equal";
 }
 
 }  // namespace
@@ -559,6 +591,9 @@ absl::Status RunConfig::Validate() const {
   if (batch.global < 0 || (batch.balance && batch.global < 1)) {
     return MustBe("batch.global", batch.balance ? ">= 1 with batch.balance" : ">= 0", batch.global);
   }
+  if (batch.weighting != Weighting::kEqual && batch.weighting != Weighting::kSamples) {
+    return MustBe("batch.weighting", "equal or samples", static_cast<int>(batch.weighting));
+  }
   if (max_missed_steps < 1) return MustBe("max_missed_steps", ">= 1", max_missed_steps);
   if (outbound_queue_steps < 2) {
     return MustBe("outbound_queue_steps", ">= 2", outbound_queue_steps);
@@ -638,7 +673,10 @@ std::string RunConfigToJson(const RunConfig& config) {
       {"total_steps", config.total_steps},
       {"fingerprint_interval", config.fingerprint_interval},
       {"deadline", std::move(deadline_json)},
-      {"batch", {{"global", config.batch.global}, {"balance", config.batch.balance}}},
+      {"batch",
+       {{"global", config.batch.global},
+        {"balance", config.batch.balance},
+        {"weighting", std::string(WeightingName(config.batch.weighting))}}},
       {"max_missed_steps", config.max_missed_steps},
       {"heartbeat_timeout_s", JsonSeconds(config.heartbeat_timeout)},
       {"stale_seed_grace_s", JsonSeconds(config.stale_seed_grace)},

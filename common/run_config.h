@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/aggregation.h"
 #include "common/value_encoding.h"
 
 namespace demod {
@@ -62,9 +63,15 @@ struct DeadlinePolicy {
 // (its --batch_size). With balance, the coordinator shares `global` samples per step among the
 // active workers in proportion to their measured throughput (server/batch_balancer.h), so a
 // mixed fleet finishes its compute together.
+// `weighting`: how the aggregate combines the contributions (common/aggregation.h): equally,
+// as the reference does, or by the samples behind each (with balance, a worker given a third of
+// the batch counts for a third). A file that sets `balance` and not `weighting` gets samples
+// with balance and equal without: balanced runs trained a little better weighted (docs/coordinator.md,
+// "Batch balancing").
 struct BatchPolicy {
   int64_t global = 0;  // samples per step over all workers; >= 1 with balance
   bool balance = false;
+  Weighting weighting = Weighting::kEqual;
 };
 
 struct RunConfig {
@@ -98,7 +105,8 @@ struct RunConfig {
 // Parses YAML or JSON (JSON is YAML) with the field names above, nested as in the structs
 // ("optimizer: {lr: {base_lr: 4e-4}}", "batch: {global: 96, balance: true}"; durations as
 // seconds, e.g. "deadline: {fixed_s: 30}";
-// kinds and encodings as strings "fixed"/"adaptive", "f32"/"bf16"/"f16"/"sign"). Unknown
+// kinds and encodings as strings "fixed"/"adaptive", "f32"/"bf16"/"f16"/"sign",
+// "equal"/"samples"). Unknown
 // fields are errors. Fields not given keep the defaults of `base`. The result is validated.
 absl::StatusOr<RunConfig> ParseRunConfig(absl::string_view text, const RunConfig& base = {});
 absl::StatusOr<RunConfig> ReadRunConfigFile(const std::string& path, const RunConfig& base = {});

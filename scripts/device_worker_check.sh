@@ -6,7 +6,9 @@
 # /tmp/deps, builds demod-coordinator and demod-worker against the wheel's LibTorch into
 # build-device-full/, trains the small GPT on data/sotu (carried) for 40 steps with one worker
 # on each device, and checks both end with one fingerprint and no resync was needed.
-# ENCODING (bf16) and OPTIMIZER (demo, or adamw for the dense baseline) choose the run.
+# ENCODING (bf16) and OPTIMIZER (demo, or adamw for the dense baseline) choose the run; with
+# BALANCE=N the run shares a global batch of N samples by measured throughput (issue 16:
+# batch: {global: N, balance: true}), and the workers' last shares are printed.
 #
 # The packages (22 MB; on a Debian 12 machine, in the repository's root, with .debs/ listed in
 # .git/info/exclude), then carry .debs and data/sotu:
@@ -42,7 +44,12 @@ cmake -S . -B "$build" -G "$generator" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 cmake --build "$build" -j"$(nproc)" --target demod-coordinator demod-worker || exit 2
 bin="$build/bin"
 work=$(mktemp -d)
-"$bin/demod-coordinator" --listen 127.0.0.1:0 --port_file "$work/port" --metrics "" \
+config=()
+if [ -n "${BALANCE:-}" ]; then
+  printf 'batch: {global: %s, balance: true}\n' "$BALANCE" >"$work/run.yaml"
+  config=(--config "$work/run.yaml")
+fi
+"$bin/demod-coordinator" "${config[@]}" --listen 127.0.0.1:0 --port_file "$work/port" --metrics "" \
   --min_workers 2 --total_steps 40 --lr 2e-3 --warmup_steps 4 --fingerprint_interval 10 \
   --value_encoding "${ENCODING:-bf16}" --optimizer "${OPTIMIZER:-demo}" \
   >"$work/coordinator.log" 2>&1 &
@@ -60,6 +67,9 @@ common=(--coordinator "127.0.0.1:$(cat "$work/port")" --data_dir data --gpt_laye
   >"$work/gpu.log" 2>&1
 wait
 for f in coordinator cpu gpu; do echo "== $f"; grep -v " step [0-9]*/" "$work/$f.log" | tail -n 8; done
+if [ -n "${BALANCE:-}" ]; then
+  for f in cpu gpu; do echo "$f: last $(grep 'batch share' "$work/$f.log" | tail -n 1)"; done
+fi
 n=$(python3 -c 'import json, sys; print(len({json.load(open(f))["fingerprint"] for f in sys.argv[1:]}))' \
   "$work/cpu.json" "$work/gpu.json" 2>/dev/null || echo 0)
 if [ "$n" -eq 1 ] && ! grep -q diverged "$work/coordinator.log"; then

@@ -1,26 +1,37 @@
 #!/usr/bin/env bash
-# A mixed fleet on this machine (issue 16, docs/benchmarks.md "Heterogeneous workers"): workers a
-# and b at full speed and c made SLOWDOWN times slower (demod-worker --compute_slowdown), each
-# with one thread, train the process tests' small GPT on the SOTU text for the same wall time in
-# three modes:
+# A mixed fleet on this machine (issue 16, docs/benchmarks.md "Heterogeneous workers"): workers
+# with one thread each, some made slower (demod-worker --compute_slowdown, which sleeps in
+# proportion to its compute), train the process tests' small GPT on the SOTU text for the same
+# wall time in these modes:
 #   adaptive   every worker computes its own batch (BATCH), the default adaptive deadline
-#   fixed      the same with a fixed deadline of FIXED_S seconds (c is left out of most steps)
-#   balanced   batch: {global: 3 x BATCH, balance: true}: the coordinator shares the batch by
-#              measured throughput
-# First each kind of worker trains alone for the same time, for its solo throughput.
+#   fixed      the same with a fixed deadline of FIXED_S seconds (slow workers are left out of
+#              most steps)
+#   balanced   batch: {global: GLOBAL, balance: true}: the coordinator shares the batch by
+#              measured throughput, and weighs each contribution by its samples (the default
+#              with balance)
+#   balanced-equal   the same with batch.weighting equal: contributions averaged equally
+# First one worker of each speed trains alone for the same time, for its solo throughput.
 # Prints one line per run: steps per minute (the fastest worker's), samples per second of the
-# fleet (computed, from the CSVs) against the sum of solo throughputs (a + b + c), the share of
-# contributions left out of aggregates (from the CSVs' contributor counts), and the final
-# validation loss (the workers' last measured, every 10 steps).
+# fleet (computed, from the CSVs) against the sum of the workers' solo throughputs, the share of
+# contributions left out of aggregates (from the CSVs' contributor counts), the final
+# validation loss (the workers' last measured, every 10 steps), and the mean validation loss
+# over the steps VAL_STEPS (from, to; "500 800" by default), which compares the training of
+# modes at equal steps rather than at equal time.
 # Usage: scripts/mixed_fleet.sh [bin dir] [data dir]
-# Environment: SECONDS_PER_RUN (default 30), SLOWDOWN (3), BATCH (16), FIXED_S (0.05),
-# KEEP (a folder for the logs and CSVs).
+# Environment: FLEET (workers as name:slowdown, default "a:1 b:1 c:3"), MODES (default
+# "adaptive fixed balanced"), VAL_STEPS, SECONDS_PER_RUN (30), BATCH (16), GLOBAL (BATCH x workers),
+# FIXED_S (0.05), SEED (the workers' --seed; default: from the name), KEEP (a folder for the logs and CSVs).
 set -euo pipefail
 bin="${1:-build/bin}"
 data="${2:-data}"
 seconds="${SECONDS_PER_RUN:-30}"
-slowdown="${SLOWDOWN:-3}"
+read -r -a fleet <<<"${FLEET:-a:1 b:1 c:3}"
+modes="${MODES:-adaptive fixed balanced}"
 batch="${BATCH:-16}"
+global="${GLOBAL:-$((batch * ${#fleet[@]}))}"
+val_steps="${VAL_STEPS:-500 800}"
+seed_flag=()
+[ -z "${SEED:-}" ] || seed_flag=(--seed "$SEED")
 fixed_s="${FIXED_S:-0.05}"
 work="$(mktemp -d)"
 cleanup() {
@@ -51,7 +62,7 @@ run() {
     w="${spec%%:*}" s="${spec##*:}"
     "$bin/demod-worker" --coordinator "127.0.0.1:$port" --name "$w" --data_dir "$data" \
       --gpt_layers 2 --gpt_d_model 64 --gpt_heads 4 --context "$context" --batch_size "$batch" \
-      --validation_interval 10 --threads 1 --compute_slowdown "$s" --csv "$dir/$w.csv" \
+      --validation_interval 10 --threads 1 "${seed_flag[@]}" --compute_slowdown "$s" --csv "$dir/$w.csv" \
       --summary_json "$dir/$w.json" >"$dir/$w.log" 2>&1 &
     pids+=($!)
   done
@@ -73,9 +84,11 @@ run() {
 
 # report NAME WORKER...: the figures of a run (JSON), from its CSVs and summaries.
 report() {
-  python3 - "$work/$1" "$context" "${@:2}" <<'PY'
+  python3 - "$work/$1" "$context" "$val_steps" "${@:2}" <<'PY'
 import csv, json, statistics, sys
-folder, context, workers = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+folder, context, workers = sys.argv[1], int(sys.argv[2]), sys.argv[4:]
+val_from, val_to = (int(x) for x in sys.argv[3].split())
+at_steps = []
 start, stop = (float(open(f"{folder}/{n}").read()) for n in ("started", "stopped"))
 fig = {"workers": {}}
 samples = 0
@@ -87,6 +100,8 @@ for w in workers:
     if len(rows) > 1:
         rates.append(60 * (len(rows) - 1) / (float(rows[-1]["wall_s"]) - float(rows[0]["wall_s"])))
     contributors += [int(r["contributors"]) for r in rows]
+    at_steps += [float(r["validation_loss"]) for r in csv.DictReader(open(f"{folder}/{w}.csv"))
+                 if r["validation_loss"] not in ("", "nan") and val_from <= int(r["step"]) <= val_to]
     summary = json.load(open(f"{folder}/{w}.json"))
     fig["workers"][w] = {"samples": n, "steps": len(rows), "val": summary.get("last_validation_loss")}
 fig["seconds"] = stop - start
@@ -95,30 +110,44 @@ fig["steps_per_min"] = max(rates) if rates else 0
 fig["left_out"] = 1 - statistics.mean(contributors) / len(workers) if contributors else 0
 vals = [v["val"] for v in fig["workers"].values() if v["val"] is not None]
 fig["val"] = statistics.mean(vals) if vals else None
+fig["val_at_steps"] = statistics.mean(at_steps) if at_steps else None
 print(json.dumps(fig))
 PY
 }
 
-echo "mixed fleet: a, b at full speed, c ${slowdown}x slower; batch $batch; ${seconds} s per run"
-run solo-fast "" a:1
-run solo-slow "" c:"$slowdown"
-fast=$(report solo-fast a | python3 -c 'import json,sys; print(json.load(sys.stdin)["samples_per_s"])')
-slow=$(report solo-slow c | python3 -c 'import json,sys; print(json.load(sys.stdin)["samples_per_s"])')
-sum=$(python3 -c "print($fast * 2 + $slow)")
-printf 'solo: a %.0f, c %.0f samples/s; a + b + c = %.0f\n' "$fast" "$slow" "$sum"
-for mode in adaptive fixed balanced; do
+names=()
+for spec in "${fleet[@]}"; do names+=("${spec%%:*}"); done
+echo "mixed fleet: ${fleet[*]} (name:slowdown); batch $batch, global $global; ${seconds} s per run"
+# Solo throughput of each speed, once.
+declare -A solo
+for spec in "${fleet[@]}"; do
+  s="${spec##*:}"
+  [ -n "${solo[$s]:-}" ] && continue
+  run "solo-$s" "" "solo:$s"
+  solo[$s]=$(report "solo-$s" solo | python3 -c 'import json,sys; print(json.load(sys.stdin)["samples_per_s"])')
+  printf 'solo, slowdown %s: %.0f samples/s\n' "$s" "${solo[$s]}"
+done
+sum=0
+for spec in "${fleet[@]}"; do sum=$(python3 -c "print($sum + ${solo[${spec##*:}]})"); done
+printf 'sum of solo throughputs: %.0f samples/s\n' "$sum"
+for mode in $modes; do
   case "$mode" in
     adaptive) config="" ;;
     fixed) config="deadline: {kind: fixed, fixed_s: $fixed_s}" ;;
-    balanced) config="batch: {global: $((3 * batch)), balance: true}" ;;
+    balanced) config="batch: {global: $global, balance: true}" ;;
+    balanced-equal) config="batch: {global: $global, balance: true, weighting: equal}" ;;
+    *) echo "unknown mode '$mode'" >&2; exit 2 ;;
   esac
-  run "$mode" "$config" a:1 b:1 c:"$slowdown"
-  report "$mode" a b c | python3 -c "
+  run "$mode" "$config" "${fleet[@]}"
+  report "$mode" "${names[@]}" | python3 -c "
 import json, sys
 f = json.load(sys.stdin)
 val = '-' if f['val'] is None else format(f['val'], '.4f')
+at = '-' if f['val_at_steps'] is None else format(f['val_at_steps'], '.4f')
+samples = '/'.join(str(w['samples']) for w in f['workers'].values())
 print(f\"$mode: {f['steps_per_min']:.0f} steps/min, fleet {f['samples_per_s']:.0f} samples/s = \"
       f\"{100 * f['samples_per_s'] / $sum:.0f}% of the solo sum, contributions left out \"
-      f\"{100 * f['left_out']:.0f}%, validation loss {val} after {f['seconds']:.0f} s \"
-      f\"(samples a/b/c {f['workers']['a']['samples']}/{f['workers']['b']['samples']}/{f['workers']['c']['samples']})\")"
+      f\"{100 * f['left_out']:.0f}%, validation loss {val} after {f['seconds']:.0f} s, \"
+      f\"{at} over steps $val_steps \"
+      f\"(samples ${names[*]}: {samples})\")"
 done

@@ -9,6 +9,9 @@
 namespace demod {
 namespace {
 
+// A time this far (relative) from the model's prediction means the worker changed speed.
+constexpr double kChangedSpeed = 0.3;
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -41,12 +44,29 @@ void BatchBalancer::SetLimits(WorkerId worker, int64_t min_samples, int64_t max_
   w.max_samples = std::max(w.min_samples, max_samples);
 }
 
-void BatchBalancer::Observe(WorkerId worker, double samples_per_second) {
-  if (!std::isfinite(samples_per_second) || samples_per_second <= 0) return;
+void BatchBalancer::Observe(WorkerId worker, int64_t samples, double seconds) {
+  if (samples < 1 || !std::isfinite(seconds) || seconds <= 0) return;
   Worker& w = workers_[worker];
-  w.throughput = w.throughput.has_value() ? options_.smoothing * samples_per_second +
-                                                (1 - options_.smoothing) * *w.throughput
-                                          : samples_per_second;
+  ++w.observations;
+  // A time far from what a fitted model predicts: the worker changed speed, and its earlier
+  // times no longer hold (smoothing the new one into them would take steps to forget them).
+  // From one size alone the overhead is unknown, so a prediction to another size can miss.
+  if (w.by_samples.size() > 1) {
+    const double predicted = Fit(w)->Seconds(static_cast<double>(samples));
+    if (std::abs(seconds - predicted) > kChangedSpeed * predicted) w.by_samples.clear();
+  }
+  auto [it, added] = w.by_samples.try_emplace(samples, Timing{seconds, 0});
+  if (!added) {
+    it->second.seconds =
+        options_.smoothing * seconds + (1 - options_.smoothing) * it->second.seconds;
+  }
+  it->second.seen = w.observations;
+  w.last_samples = samples;
+  if (w.by_samples.size() > kSizesKept) {
+    w.by_samples.erase(std::min_element(
+        w.by_samples.begin(), w.by_samples.end(),
+        [](const auto& a, const auto& b) { return a.second.seen < b.second.seen; }));
+  }
 }
 
 void BatchBalancer::Remove(WorkerId worker) {
@@ -54,45 +74,78 @@ void BatchBalancer::Remove(WorkerId worker) {
   in_force_.erase(worker);
 }
 
-std::optional<double> BatchBalancer::throughput(WorkerId worker) const {
-  auto it = workers_.find(worker);
-  if (it == workers_.end()) return std::nullopt;
-  return it->second.throughput;
+// Least squares through the smoothed times; with a single size, or a fit with a negative
+// overhead or slope (noise, or a worker whose time does not grow with its samples), the
+// proportional cost through all of them.
+std::optional<BatchBalancer::Cost> BatchBalancer::Fit(const Worker& worker) {
+  const auto& points = worker.by_samples;
+  if (points.empty()) return std::nullopt;
+  const auto n = static_cast<double>(points.size());
+  double mean_x = 0, mean_t = 0, total_x = 0, total_t = 0;
+  for (const auto& [samples, timing] : points) {
+    total_x += static_cast<double>(samples);
+    total_t += timing.seconds;
+  }
+  mean_x = total_x / n;
+  mean_t = total_t / n;
+  if (points.size() > 1) {
+    double variance = 0, covariance = 0;
+    for (const auto& [samples, timing] : points) {
+      const double dx = static_cast<double>(samples) - mean_x;
+      variance += dx * dx;
+      covariance += dx * (timing.seconds - mean_t);
+    }
+    const double slope = covariance / variance;
+    const double overhead = mean_t - slope * mean_x;
+    if (slope > 0 && overhead >= 0) return Cost{overhead, slope};
+  }
+  return Cost{0, total_t / total_x};
 }
 
-// Proportional shares t * weight_i, clamped to [lo_i, hi_i], with t chosen so they sum to the
-// global batch: the clamped ones are fixed at their limit, t is found again for the others,
-// until none moves (at most one round per worker).
-std::vector<double> BatchBalancer::WaterFill(const std::vector<double>& weights,
+std::optional<BatchBalancer::Cost> BatchBalancer::cost(WorkerId worker) const {
+  auto it = workers_.find(worker);
+  if (it == workers_.end()) return std::nullopt;
+  return Fit(it->second);
+}
+
+std::optional<double> BatchBalancer::throughput(WorkerId worker) const {
+  auto it = workers_.find(worker);
+  if (it == workers_.end() || it->second.by_samples.empty()) return std::nullopt;
+  const Worker& w = it->second;
+  return static_cast<double>(w.last_samples) / w.by_samples.at(w.last_samples).seconds;
+}
+
+// Shares s_i = (T - overhead_i) / per_sample_i, each clamped to [lo_i, hi_i], with the common
+// compute time T chosen so that they sum to the global batch. The clamped sum grows with T, so
+// T is found by bisection between the time at which every worker is at its minimum and the one
+// at which every worker is at its maximum. (Fixing the workers past a limit and solving again
+// for the others goes wrong when some pass their minimum and others their maximum at once.)
+std::vector<double> BatchBalancer::WaterFill(const std::vector<Cost>& costs,
                                              const std::vector<int64_t>& lo,
                                              const std::vector<int64_t>& hi) const {
-  const size_t n = weights.size();
-  std::vector<double> share(n, 0);
-  std::vector<bool> fixed(n, false);
-  for (size_t round = 0; round <= n; ++round) {
-    double budget = static_cast<double>(options_.global_batch);
-    double free_weight = 0;
+  const size_t n = costs.size();
+  std::vector<double> share(n);
+  const auto fill = [&](double t) {
+    double total = 0;
     for (size_t i = 0; i < n; ++i) {
-      if (fixed[i]) {
-        budget -= share[i];
-      } else {
-        free_weight += weights[i];
-      }
+      share[i] = std::clamp((t - costs[i].overhead) / costs[i].per_sample,
+                            static_cast<double>(lo[i]), static_cast<double>(hi[i]));
+      total += share[i];
     }
-    if (free_weight <= 0) break;
-    const double t = std::max(0.0, budget) / free_weight;
-    bool moved = false;
-    for (size_t i = 0; i < n; ++i) {
-      if (fixed[i]) continue;
-      share[i] = t * weights[i];
-      if (share[i] < lo[i] || share[i] > hi[i]) {
-        share[i] = std::clamp(share[i], static_cast<double>(lo[i]), static_cast<double>(hi[i]));
-        fixed[i] = true;
-        moved = true;
-      }
-    }
-    if (!moved) break;
+    return total;
+  };
+  double low = HUGE_VAL, high = 0;
+  for (size_t i = 0; i < n; ++i) {
+    low = std::min(low, costs[i].Seconds(static_cast<double>(lo[i])));
+    high = std::max(high, costs[i].Seconds(static_cast<double>(hi[i])));
   }
+  const auto target = static_cast<double>(options_.global_batch);
+  for (int i = 0; i < 200 && low < high; ++i) {
+    const double mid = low + (high - low) / 2;
+    if (mid <= low || mid >= high) break;  // as close as doubles get
+    (fill(mid) < target ? low : high) = mid;
+  }
+  fill(high);
   return share;
 }
 
@@ -105,24 +158,24 @@ std::map<WorkerId, int64_t> BatchBalancer::Shares(const std::vector<WorkerId>& u
     in_force_.clear();
     return {};
   }
-  std::vector<double> known;
-  for (WorkerId id : ids) {
-    auto it = workers_.find(id);
-    if (it != workers_.end() && it->second.throughput.has_value()) {
-      known.push_back(*it->second.throughput);
-    }
+  std::vector<std::optional<Cost>> fitted(n);
+  std::vector<double> known;  // seconds per sample of those measured
+  for (size_t i = 0; i < n; ++i) {
+    auto it = workers_.find(ids[i]);
+    if (it != workers_.end()) fitted[i] = Fit(it->second);
+    if (fitted[i].has_value()) known.push_back(1 / *throughput(ids[i]));
   }
-  const double stand_in = known.empty() ? 1.0 : Median(known);
-  std::vector<double> weights(n);
+  const Cost stand_in{0, known.empty() ? 1.0 : Median(known)};
+  std::vector<Cost> costs(n);
   std::vector<int64_t> lo(n), hi(n);
   for (size_t i = 0; i < n; ++i) {
     const Worker& w = workers_[ids[i]];
-    weights[i] = w.throughput.value_or(stand_in);
+    costs[i] = fitted[i].value_or(stand_in);
     lo[i] = std::min(w.min_samples, options_.global_batch);
     hi[i] = w.max_samples > 0 ? w.max_samples : options_.global_batch;
     hi[i] = std::max(hi[i], lo[i]);
   }
-  const std::vector<double> ideal = WaterFill(weights, lo, hi);
+  const std::vector<double> ideal = WaterFill(costs, lo, hi);
 
   // Whole samples: the floors, then one more each to the largest remainders (lower id first)
   // while the total is short of the global batch and the worker is below its maximum.
@@ -147,7 +200,7 @@ std::map<WorkerId, int64_t> BatchBalancer::Shares(const std::vector<WorkerId>& u
 
   std::map<WorkerId, int64_t> proposed;
   for (size_t i = 0; i < n; ++i) proposed[ids[i]] = share[i];
-  // The slowest worker's expected compute time sets the step's: keep the shares in force
+  // The slowest worker's modelled compute time sets the step's: keep the shares in force
   // (same workers, within their limits, same total) unless the proposal shortens it by more
   // than the hysteresis.
   bool valid = in_force_.size() == n;
@@ -161,8 +214,8 @@ std::map<WorkerId, int64_t> BatchBalancer::Shares(const std::vector<WorkerId>& u
       break;
     }
     in_force_total += it->second;
-    in_force_makespan = std::max(in_force_makespan, it->second / weights[i]);
-    proposed_makespan = std::max(proposed_makespan, share[i] / weights[i]);
+    in_force_makespan = std::max(in_force_makespan, costs[i].Seconds(it->second));
+    proposed_makespan = std::max(proposed_makespan, costs[i].Seconds(share[i]));
   }
   if (valid && in_force_total == total &&
       in_force_makespan <= proposed_makespan * (1 + options_.hysteresis)) {

@@ -344,7 +344,8 @@ void RunCoordinator::Handle(WorkerId worker, v1::WorkerMessage message, absl::Ti
             "payload of step ", complete.step, ": values in ", ValueEncodingName(payload->encoding),
             ", the run's are ", ValueEncodingName(config_.optimizer.value_encoding)));
       } else {
-        status = OnPayload(worker, *std::move(payload), complete.bytes.size(), now);
+        status =
+            OnPayload(worker, *std::move(payload), complete.bytes.size(), complete.samples, now);
       }
       if (!status.ok()) Expel(worker, status, LeaveReason::kInvalidMessage, now);
       // A payload that closed the step queued its aggregate to every member.
@@ -402,7 +403,11 @@ absl::Status RunCoordinator::HandleLocked(WorkerId worker, v1::WorkerMessage& me
       if (r.samples() > 0 && r.compute_seconds() > 0) {
         const double samples_per_second = static_cast<double>(r.samples()) / r.compute_seconds();
         metrics_->Throughput(member.name, samples_per_second);
-        if (balancer_.has_value()) balancer_->Observe(worker, samples_per_second);
+        if (balancer_.has_value()) {
+          balancer_->Observe(worker,
+                             static_cast<int64_t>(std::min<uint64_t>(r.samples(), INT64_MAX)),
+                             r.compute_seconds());
+        }
       }
       // The run is over and so is this worker's news.
       if (r.step() >= machine_.completed_steps()) EndFinishedStream(member);
@@ -424,7 +429,19 @@ absl::Status RunCoordinator::OnPayloadFrame(WorkerId worker, v1::PayloadFrame& f
     return absl::InvalidArgumentError(
         absl::StrCat("payload frame for step ", frame.step(), ": steps start at 1"));
   }
+  if (frame.samples() > kMaxContributionSamples) {
+    return absl::InvalidArgumentError(absl::StrCat("payload of step ", frame.step(), " says ",
+                                                   frame.samples(), " samples, more than ",
+                                                   kMaxContributionSamples));
+  }
   Member& member = members_.at(worker);
+  if (frame.offset() == 0) {
+    member.payload_samples = frame.samples();
+  } else if (frame.samples() != member.payload_samples) {
+    return absl::InvalidArgumentError(absl::StrCat("payload frames of step ", frame.step(), " say ",
+                                                   member.payload_samples, " and ", frame.samples(),
+                                                   " samples"));
+  }
   DEMOD_ASSIGN_OR_RETURN(
       std::optional<std::string> bytes,
       member.payload_frames.AddOwned(frame.step(), frame.total_bytes(), frame.offset(),
@@ -433,19 +450,25 @@ absl::Status RunCoordinator::OnPayloadFrame(WorkerId worker, v1::PayloadFrame& f
   if (bytes->empty()) {
     return absl::InvalidArgumentError(absl::StrCat("payload of step ", frame.step(), " is empty"));
   }
+  if (config_.batch.weighting == Weighting::kSamples && member.payload_samples == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("payload of step ", frame.step(),
+                     " does not say its samples; the run weighs contributions by samples"));
+  }
   complete->step = frame.step();
+  complete->samples = member.payload_samples;
   complete->bytes = *std::move(bytes);
   complete->layouts = layouts_;
   return absl::OkStatus();
 }
 
 absl::Status RunCoordinator::OnPayload(WorkerId worker, StepPayload payload, uint64_t bytes,
-                                       absl::Time now) {
+                                       uint32_t samples, absl::Time now) {
   const int64_t step = payload.step;
   metrics_->PayloadReceived(members_.at(worker).name, bytes);
   if (!machine_.open_step().has_value() && step == machine_.completed_steps() + 1) {
     // Paused: the payload is still valid when the step opens (the parameters do not move).
-    early_payloads_[worker] = TakenPayload{std::move(payload), bytes};
+    early_payloads_[worker] = TakenPayload{std::move(payload), bytes, samples};
     return absl::OkStatus();
   }
   absl::StatusOr<std::vector<Action>> actions = machine_.Payload(worker, step, now);
@@ -463,7 +486,7 @@ absl::Status RunCoordinator::OnPayload(WorkerId worker, StepPayload payload, uin
     return a.kind == Action::Kind::kRejectLate && a.worker == worker;
   });
   if (accepted) {
-    payloads_[worker] = TakenPayload{std::move(payload), bytes};
+    payloads_[worker] = TakenPayload{std::move(payload), bytes, samples};
     if (step_.has_value()) step_->PayloadTaken(now);
   }
   Apply(*std::move(actions), now);
@@ -709,10 +732,11 @@ void RunCoordinator::CloseStep(const Action& close, absl::Time now) {
   uint64_t bytes_in = 0;
   for (WorkerId id : close.workers) {
     const TakenPayload& taken = payloads_.at(id);
-    contributions.push_back({id, &taken.payload});
+    contributions.push_back({id, &taken.payload, taken.samples});
     bytes_in += taken.bytes;
   }
-  absl::StatusOr<std::string> encoded = AggregateStepEncoded(contributions, *layouts_);
+  absl::StatusOr<std::string> encoded =
+      AggregateStepEncoded(contributions, *layouts_, config_.batch.weighting);
   if (!encoded.ok()) {
     // Decoded payloads were validated against the table, so this is a coordinator bug.
     Log(LogLevel::kError, absl::StrCat("step ", close.step,

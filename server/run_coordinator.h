@@ -107,6 +107,7 @@ class RunCoordinator {
     v1::Hardware hardware;
     std::shared_ptr<MemberChannel> channel;
     FrameAssembler payload_frames;
+    uint32_t payload_samples = 0;  // what the first frame of the payload being assembled said
     uint64_t bytes_received = 0;
     uint64_t bytes_sent = 0;
     // Set once the run finished: the stream ends by then at the latest.
@@ -117,11 +118,13 @@ class RunCoordinator {
   struct TakenPayload {
     StepPayload payload;
     uint64_t bytes = 0;
+    uint32_t samples = 0;  // behind it, as its frames said
   };
 
   // A payload whose last frame arrived, to be decoded outside the lock.
   struct CompletePayload {
     int64_t step = 0;
+    uint32_t samples = 0;
     std::string bytes;
     std::shared_ptr<const LayoutTable> layouts;
   };
@@ -140,8 +143,8 @@ class RunCoordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OnPayloadFrame(WorkerId worker, v1::PayloadFrame& frame, CompletePayload* complete)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status OnPayload(WorkerId worker, StepPayload payload, uint64_t bytes, absl::Time now)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OnPayload(WorkerId worker, StepPayload payload, uint64_t bytes, uint32_t samples,
+                         absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `relay`: the frame as a CoordinatorMessage, queued to the joiner when the frame is valid.
   absl::Status OnStateFrame(WorkerId donor, const StateFrameHeader& frame,
                             std::shared_ptr<const OutboundMessage> relay, absl::Time now)

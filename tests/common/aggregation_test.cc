@@ -156,8 +156,10 @@ TEST(AggregateStepTest, SumsInAscendingWorkerIdWhateverTheInputOrder) {
 }
 
 // What AggregateStep must compute, the slow and obvious way.
+// With `samples` (by worker id), the mean weighted by them, summed in double.
 StepAggregate ReferenceAggregate(std::vector<std::pair<uint32_t, const StepPayload*>> inputs,
-                                 const LayoutTable& table) {
+                                 const LayoutTable& table,
+                                 const std::map<uint32_t, uint32_t>* samples = nullptr) {
   std::sort(inputs.begin(), inputs.end());
   StepAggregate out;
   out.step = inputs[0].second->step;
@@ -167,18 +169,29 @@ StepAggregate ReferenceAggregate(std::vector<std::pair<uint32_t, const StepPaylo
     AggregateTensor tensor;
     tensor.chunk_offsets.push_back(0);
     for (int64_t c = 0; c < layout.num_chunks(); ++c) {
-      std::map<uint32_t, std::vector<float>> by_index;  // values in ascending worker id
+      // (value, worker id) in ascending worker id
+      std::map<uint32_t, std::vector<std::pair<float, uint32_t>>> by_index;
       for (const auto& input : inputs) {
         const SparseTensor& sparse = input.second->tensors[t];
         for (int64_t i = c * layout.topk; i < (c + 1) * layout.topk; ++i) {
-          by_index[sparse.indices[i]].push_back(sparse.values[i]);
+          by_index[sparse.indices[i]].push_back({sparse.values[i], input.first});
         }
       }
       for (const auto& [index, values] : by_index) {
-        float sum = 0.0f;
-        for (float v : values) sum += v;
         tensor.indices.push_back(index);
-        tensor.values.push_back(sum / static_cast<float>(values.size()));
+        if (samples == nullptr) {
+          float sum = 0.0f;
+          for (const auto& [v, id] : values) sum += v;
+          tensor.values.push_back(sum / static_cast<float>(values.size()));
+        } else {
+          double sum = 0;
+          uint64_t weight = 0;
+          for (const auto& [v, id] : values) {
+            sum += static_cast<double>(v) * samples->at(id);
+            weight += samples->at(id);
+          }
+          tensor.values.push_back(static_cast<float>(sum / static_cast<double>(weight)));
+        }
       }
       tensor.chunk_offsets.push_back(tensor.indices.size());
     }
@@ -216,6 +229,26 @@ StepPayload RandomPayload(const LayoutTable& table, int64_t step, std::mt19937* 
   return payload;
 }
 
+// Random payloads of one step from workers `ids`, as the reference's inputs and as
+// contributions (with their samples, when given). The pointers are into `payloads`.
+struct RandomStep {
+  std::vector<StepPayload> payloads;
+  std::vector<std::pair<uint32_t, const StepPayload*>> inputs;
+  std::vector<Contribution> contributions;
+};
+RandomStep MakeRandomStep(const LayoutTable& table, const std::vector<uint32_t>& ids,
+                          std::mt19937* rng,
+                          const std::map<uint32_t, uint32_t>* samples = nullptr) {
+  RandomStep step;
+  for (size_t w = 0; w < ids.size(); ++w) step.payloads.push_back(RandomPayload(table, 8, rng));
+  for (size_t w = 0; w < ids.size(); ++w) {
+    step.inputs.push_back({ids[w], &step.payloads[w]});
+    step.contributions.push_back(
+        {ids[w], &step.payloads[w], samples == nullptr ? 0 : samples->at(ids[w])});
+  }
+  return step;
+}
+
 TEST(AggregateStepTest, MatchesTheReferenceAndIgnoresInputOrder) {
   LayoutTable table;
   table.push_back({"h.0.fc.weight", *MakeChunkLayout({128, 192}, 64, 32)});
@@ -225,16 +258,9 @@ TEST(AggregateStepTest, MatchesTheReferenceAndIgnoresInputOrder) {
   table.push_back({"prime", *MakeChunkLayout({65537}, 70000, 32)});
   ASSERT_EQ(table.back().layout.chunk_size(), 65537);
   std::mt19937 rng(1234);
-  const std::vector<uint32_t> ids = {7, 2, 11, 5, 0};
-  std::vector<StepPayload> payloads;
-  for (size_t w = 0; w < ids.size(); ++w) payloads.push_back(RandomPayload(table, 8, &rng));
-  std::vector<std::pair<uint32_t, const StepPayload*>> inputs;
-  std::vector<Contribution> contributions;
-  for (size_t w = 0; w < ids.size(); ++w) {
-    inputs.push_back({ids[w], &payloads[w]});
-    contributions.push_back({ids[w], &payloads[w]});
-  }
-  const StepAggregate reference = ReferenceAggregate(inputs, table);
+  const RandomStep random = MakeRandomStep(table, {7, 2, 11, 5, 0}, &rng);
+  std::vector<Contribution> contributions = random.contributions;
+  const StepAggregate reference = ReferenceAggregate(random.inputs, table);
   EXPECT_THAT(reference.contributors, ElementsAre(0, 2, 5, 7, 11));
 
   std::sort(contributions.begin(), contributions.end(),
@@ -379,6 +405,62 @@ TEST(AggregateStepEncodedTest, SameBytesAsAggregateThenEncode) {
       }
     }
   }
+}
+
+TEST(AggregateStepWeightingTest, MeanWeightedBySamples) {
+  LayoutTable table;
+  table.push_back({"x", *MakeChunkLayout({4}, 4, 2)});
+  const StepPayload p = MakePayload(1, {{{0, 1}, {1.0f, 0.1f}}});
+  const StepPayload q = MakePayload(1, {{{0, 2}, {5.0f, -0.3f}}});
+  absl::StatusOr<StepAggregate> aggregate =
+      AggregateStep({{0, &p, 3}, {1, &q, 1}}, table, Weighting::kSamples);
+  ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+  EXPECT_THAT(aggregate->tensors[0].indices, ElementsAre(0, 1, 2));
+  // (3 x 1 + 1 x 5) / 4; the others, chosen by one worker each, keep its value exactly.
+  EXPECT_THAT(aggregate->tensors[0].values, ElementsAre(2.0f, 0.1f, -0.3f));
+  // Equally weighted, the samples do not count.
+  EXPECT_THAT(AggregateStep({{0, &p, 3}, {1, &q, 1}}, table)->tensors[0].values,
+              ElementsAre(3.0f, 0.1f, -0.3f));
+}
+
+TEST(AggregateStepWeightingTest, MatchesTheReferenceOnBothPaths) {
+  LayoutTable table;
+  table.push_back({"h.0.fc.weight", *MakeChunkLayout({128, 192}, 64, 32)});
+  table.push_back({"odd", *MakeChunkLayout({3, 333}, 333, 17)});
+  table.push_back({"prime", *MakeChunkLayout({65537}, 70000, 32)});  // the merge path
+  std::mt19937 rng(77);
+  const std::map<uint32_t, uint32_t> samples = {
+      {7, 1}, {2, 13}, {11, 16}, {5, 3}, {0, kMaxContributionSamples}};
+  const RandomStep random = MakeRandomStep(table, {7, 2, 11, 5, 0}, &rng, &samples);
+  const std::vector<Contribution>& contributions = random.contributions;
+  const auto& inputs = random.inputs;
+  absl::StatusOr<StepAggregate> aggregate =
+      AggregateStep(contributions, table, Weighting::kSamples);
+  ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+  ExpectBitIdentical(*aggregate, ReferenceAggregate(inputs, table, &samples));
+  EXPECT_OK(ValidateStepAggregate(*aggregate, table));
+  absl::StatusOr<std::string> encoded =
+      AggregateStepEncoded(contributions, table, Weighting::kSamples);
+  ASSERT_TRUE(encoded.ok()) << encoded.status();
+  EXPECT_TRUE(*encoded == *EncodeStepAggregate(*aggregate, table));
+}
+
+TEST(AggregateStepWeightingTest, EveryContributionNeedsItsSamples) {
+  LayoutTable table;
+  table.push_back({"x", *MakeChunkLayout({4}, 4, 1)});
+  const StepPayload p = MakePayload(1, {{{0}, {1.0f}}});
+  const StepPayload q = MakePayload(1, {{{0}, {2.0f}}});
+  for (uint32_t bad : {uint32_t{0}, kMaxContributionSamples + 1}) {
+    const absl::Status status =
+        AggregateStep({{0, &p, 4}, {3, &q, bad}}, table, Weighting::kSamples).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(status.message(), HasSubstr("worker 3 has " + std::to_string(bad) + " samples"));
+    EXPECT_EQ(AggregateStepEncoded({{0, &p, 4}, {3, &q, bad}}, table, Weighting::kSamples)
+                  .status()
+                  .code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  EXPECT_OK(AggregateStep({{0, &p, 4}, {3, &q, 0}}, table).status());  // equal: not needed
 }
 
 TEST(AggregateStepEncodedTest, FailsWhereAggregationFails) {

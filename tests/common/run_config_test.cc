@@ -81,6 +81,7 @@ void ExpectSameConfig(const RunConfig& actual, const RunConfig& expected) {
   EXPECT_EQ(actual.stale_seed_grace, expected.stale_seed_grace);
   EXPECT_EQ(actual.batch.global, expected.batch.global);
   EXPECT_EQ(actual.batch.balance, expected.batch.balance);
+  EXPECT_EQ(actual.batch.weighting, expected.batch.weighting);
   EXPECT_EQ(actual.max_frame_bytes, expected.max_frame_bytes);
   EXPECT_EQ(actual.outbound_queue_steps, expected.outbound_queue_steps);
 }
@@ -170,6 +171,7 @@ RunConfig EveryFieldExpected() {
   c.stale_seed_grace = absl::Seconds(45);
   c.batch.global = 96;
   c.batch.balance = true;
+  c.batch.weighting = Weighting::kSamples;
   c.max_frame_bytes = 4 << 20;
   c.outbound_queue_steps = 12;
   return c;
@@ -206,7 +208,7 @@ deadline:
 max_missed_steps: 6
 heartbeat_timeout_s: 2.5
 stale_seed_grace_s: 45
-batch: {global: 96, balance: true}
+batch: {global: 96, balance: true, weighting: samples}
 max_frame_bytes: 4194304
 outbound_queue_steps: 12
 )";
@@ -238,13 +240,33 @@ TEST(ParseRunConfigTest, EveryFieldFromJson) {
 	"max_missed_steps": 6,
 	"heartbeat_timeout_s": 2.5,
 	"stale_seed_grace_s": 45,
-	"batch": {"global": 96, "balance": true},
+	"batch": {"global": 96, "balance": true, "weighting": "samples"},
 	"max_frame_bytes": 4194304,
 	"outbound_queue_steps": 12
 })";
   absl::StatusOr<RunConfig> config = ParseRunConfig(kJson, CustomBase());
   ASSERT_TRUE(config.ok()) << config.status();
   ExpectSameConfig(*config, EveryFieldExpected());
+}
+
+// The weighting a run configuration file gives, on top of `base`.
+Weighting WeightingOf(const std::string& text, RunConfig base = {}) {
+  base.run_id = "r";
+  absl::StatusOr<RunConfig> config = ParseRunConfig(text, base);
+  EXPECT_TRUE(config.ok()) << config.status();
+  return config.ok() ? config->batch.weighting : static_cast<Weighting>(-1);
+}
+
+TEST(ParseRunConfigTest, BalancedRunsWeighContributionsBySamplesUnlessTold) {
+  EXPECT_EQ(WeightingOf("batch: {global: 8, balance: true}"), Weighting::kSamples);
+  EXPECT_EQ(WeightingOf("batch: {global: 8, balance: true, weighting: equal}"), Weighting::kEqual);
+  EXPECT_EQ(WeightingOf("batch: {global: 8}"), Weighting::kEqual);
+  EXPECT_EQ(WeightingOf("batch: {weighting: samples}"), Weighting::kSamples);
+  RunConfig base;
+  base.batch = {8, true, Weighting::kSamples};
+  // Switching balancing off in a file switches the weighting it implied back to equal.
+  EXPECT_EQ(WeightingOf("batch: {balance: false}", base), Weighting::kEqual);
+  EXPECT_EQ(WeightingOf("total_steps: 9", base), Weighting::kSamples);
 }
 
 TEST(ParseRunConfigTest, CompactJson) {
@@ -393,6 +415,8 @@ TEST(ParseRunConfigTest, WrongTypesNameThePathAndTheExpectedType) {
       {"heartbeat_timeout_s: .inf", "heartbeat_timeout_s", "expected a finite number of seconds"},
       {"heartbeat_timeout_s: 15s", "heartbeat_timeout_s", "expected a finite number of seconds"},
       {"batch: {balance: yes}", "batch.balance", "expected true or false, got 'yes'"},
+      {"batch: {weighting: tokens}", "batch.weighting",
+       "expected 'equal' or 'samples', got 'tokens'"},
       {R"({"batch": {"balance": "true"}})", "batch.balance",
        "expected true or false, got the quoted string \"true\""},
       {"run_id: {a: 1}", "run_id", "expected a string, got a mapping"},
@@ -569,6 +593,8 @@ TEST(RunConfigValidateTest, EachRuleNamesItsField) {
        "batch.global must be >= 1 with batch.balance, got 0"},
       {"negative global batch", [](RunConfig& c) { c.batch.global = -1; },
        "batch.global must be >= 0, got -1"},
+      {"unknown weighting", [](RunConfig& c) { c.batch.weighting = static_cast<Weighting>(7); },
+       "batch.weighting must be equal or samples, got 7"},
       {"stale seed grace negative", [](RunConfig& c) { c.stale_seed_grace = absl::Seconds(-1); },
        "stale_seed_grace_s must be finite and >= 0, got -1"},
       {"heartbeat negative", [](RunConfig& c) { c.heartbeat_timeout = absl::Seconds(-2); },

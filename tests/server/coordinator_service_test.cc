@@ -442,6 +442,37 @@ TEST_F(CoordinatorServiceTest, BatchSharesFollowTheReportedThroughput) {
   EXPECT_EQ(Sample(scrape, "demod_worker_samples_per_second{worker=\"b\"}"), 40);
 }
 
+// batch.weighting "samples": the aggregate weighs each payload by the samples its frames say,
+// and a payload that does not say them ends its worker's stream with INVALID_ARGUMENT.
+TEST_F(CoordinatorServiceTest, ContributionsWeighedBySamplesTheirFramesSay) {
+  RunConfig config = TestConfig(/*min_workers=*/2);
+  config.batch.weighting = Weighting::kSamples;
+  Start(config);
+  auto a = Join("a");
+  Expect(*a, Kind::kActive);
+  auto b = Join("b");
+  AdmitThroughDonor(*a, *b, 1);
+  StepPayload pa, pb;
+  const std::string encoded = Payload(1, &pa);
+  ASSERT_GT(encoded.size(), 2u * config_.max_frame_bytes);  // several frames, each saying 12
+  ASSERT_OK(a->SendPayload(1, encoded, 12));
+  ASSERT_OK(b->SendPayload(1, Payload(1, &pb), 4));
+  ClientEvent got = Expect(*a, Kind::kAggregate);
+  const StepAggregate want = *AggregateStep({{a->worker_id(), &pa, 12}, {b->worker_id(), &pb, 4}},
+                                            layouts_, Weighting::kSamples);
+  EXPECT_EQ(*EncodeStepAggregate(want, layouts_), got.bytes);
+  EXPECT_NE(*EncodeStepAggregate(
+                *AggregateStep({{a->worker_id(), &pa}, {b->worker_id(), &pb}}, layouts_), layouts_),
+            got.bytes);
+  Expect(*b, Kind::kAggregate);
+
+  ASSERT_OK(a->SendPayload(2, Payload(2), 12));
+  ASSERT_OK(b->SendPayload(2, Payload(2)));  // samples not said
+  ClientEvent ended = Expect(*b, Kind::kEnded);
+  EXPECT_EQ(ended.status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(ended.status.message(), HasSubstr("does not say its samples"));
+}
+
 TEST_F(CoordinatorServiceTest, FailedStateSavesAreCountedAndTrainingGoesOn) {
   ScopedTempDir scratch("demod-state");
   const std::string dir = scratch.path() + "/state";

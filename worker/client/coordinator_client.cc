@@ -134,10 +134,12 @@ absl::Status CoordinatorClient::SendFrames(
   return absl::OkStatus();
 }
 
-absl::Status CoordinatorClient::SendPayload(int64_t step, absl::string_view encoded_payload) {
+absl::Status CoordinatorClient::SendPayload(int64_t step, absl::string_view encoded_payload,
+                                            uint32_t samples) {
   return SendFrames(encoded_payload, [&](const Frame& f, v1::WorkerMessage& message) {
     v1::PayloadFrame* frame = message.mutable_payload();
     frame->set_step(step);
+    frame->set_samples(samples);
     frame->set_total_bytes(encoded_payload.size());
     frame->set_offset(f.offset);
     frame->set_data(f.data.data(), f.data.size());

@@ -98,7 +98,8 @@ class CoordinatorClient {
   uint32_t worker_id() const { return welcome_.worker_id(); }
 
   // Each fails with the stream's end status once it is over.
-  absl::Status SendPayload(int64_t step, absl::string_view encoded_payload);
+  // `samples`: those behind the payload's gradient (PayloadFrame.samples; 0: not said).
+  absl::Status SendPayload(int64_t step, absl::string_view encoded_payload, uint32_t samples = 0);
   // Answers a kSendState `request`: sends its range of `parameters` (the parameters after
   // `step`, the same bytes for every request of one transfer). A request of length 0 sends
   // nothing; INVALID_ARGUMENT when the range starts past the parameters' end.

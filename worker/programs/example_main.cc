@@ -9,6 +9,7 @@
 // Exit code 0 when the run finished; 1 with the reason otherwise.
 #include <torch/nn.h>
 
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <string>
@@ -64,14 +65,16 @@ int main(int argc, char** argv) {
     torch::Tensor loss = torch::mse_loss(model->forward(x), y);
     loss.backward();
     const int64_t step = (*session)->next_step();
-    if (absl::Status s = (*session)->Step(); !s.ok()) {
+    // The samples behind the gradient: what a run weighing contributions by samples needs.
+    if (absl::Status s = (*session)->Step(/*samples=*/64); !s.ok()) {
       std::fprintf(stderr, "demod-example: step %lld: %s\n", static_cast<long long>(step),
                    s.ToString().c_str());
       return 1;
     }
     // Loss and throughput for the coordinator's metrics and dashboards.
     if (absl::Status s = (*session)->Report(loss.item<double>(), /*tokens=*/64,
-                                            absl::ToDoubleSeconds(absl::Now() - started));
+                                            absl::ToDoubleSeconds(absl::Now() - started),
+                                            /*validation_loss=*/std::nan(""), /*samples=*/64);
         !s.ok()) {
       std::fprintf(stderr, "demod-example: report: %s\n", s.ToString().c_str());
     }

@@ -119,7 +119,7 @@ std::string CoordinatorExchange::TakePendingAggregate(int64_t step) {
 
 absl::StatusOr<ExchangeResult> CoordinatorExchange::ExchangeStep(int64_t step,
                                                                  std::string payload) {
-  DEMOD_RETURN_IF_ERROR(client_->SendPayload(step, payload));
+  DEMOD_RETURN_IF_ERROR(client_->SendPayload(step, payload, step_samples_));
   while (pending_aggregates_.count(step) == 0) {
     if (finished_) return absl::OutOfRangeError("the run has finished");
     DEMOD_ASSIGN_OR_RETURN(ClientEvent event, NextEvent());

@@ -47,6 +47,8 @@ class CoordinatorExchange final : public Exchange {
   // UNAVAILABLE/ABORTED/... with the reason when the stream ended (shutdown, eviction);
   // OUT_OF_RANGE when the run finished first.
   absl::StatusOr<ExchangeResult> ExchangeStep(int64_t step, std::string payload) override;
+  // The samples behind the payloads sent from now on (0: not said); see PayloadFrame.samples.
+  void set_step_samples(uint32_t samples) { step_samples_ = samples; }
 
   // Serves what the coordinator has sent so far, without waiting. When the aggregate of `step`
   // is among it, the step closed before this worker computed its payload (it is behind: slower
@@ -91,6 +93,7 @@ class CoordinatorExchange final : public Exchange {
   bool finished_ = false;
   int64_t parameters_sent_ = 0;
   uint64_t batch_samples_ = 0;
+  uint32_t step_samples_ = 0;
   StateDonor donor_;
   int64_t applied_step_ = 0;  // the step the model's parameters are at
   std::vector<uint32_t> last_contributors_;

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/aggregation.h"
 #include "common/logging.h"
 #include "common/run_settings.h"
 #include "common/status_macros.h"
@@ -105,8 +106,13 @@ DemoSession::~DemoSession() {
   if (client_ != nullptr) client_->Close();
 }
 
-absl::Status DemoSession::Step() {
+absl::Status DemoSession::Step(uint64_t samples) {
   if (finished_) return absl::OutOfRangeError("the run has finished");
+  if (samples > kMaxContributionSamples) {
+    return absl::InvalidArgumentError(absl::StrCat("a step of ", samples, " samples; at most ",
+                                                   kMaxContributionSamples, " can be said"));
+  }
+  exchange_->set_step_samples(static_cast<uint32_t>(samples));
   const int64_t step = next_step();
   optimizer_->set_lr(LearningRateAt(optimizer_config_.lr, step, total_steps_));
   absl::Status stepped = optimizer_->Step();

@@ -9,8 +9,8 @@
 //     if (*(*session)->SkipClosedSteps() > 0) continue;  // behind the run (check ok() too)
 //     at::Tensor loss = Loss(model, NextBatch());
 //     loss.backward();
-//     absl::Status s = (*session)->Step();          // exchange, aggregate, update, zero grads
-//     (*session)->Report(loss.item<double>(), tokens, compute_seconds);
+//     absl::Status s = (*session)->Step(samples);   // exchange, aggregate, update, zero grads
+//     (*session)->Report(loss.item<double>(), tokens, compute_seconds, kNaN, samples);
 //   }
 //
 // Join announces the parameters' table, takes the run's optimizer settings and schedule from
@@ -63,8 +63,10 @@ class DemoSession {
                                                            std::vector<NamedTensor> parameters);
   ~DemoSession();
 
-  // One DeMo step from the parameters' gradients; see the header comment.
-  absl::Status Step();
+  // One DeMo step from the parameters' gradients; see the header comment. `samples`: those
+  // behind the gradients, which a run with batch.weighting "samples" weighs this worker's
+  // contribution by (it refuses a payload without them); 0: not said.
+  absl::Status Step(uint64_t samples = 0);
   // Call before computing a step's gradients. Applies the aggregates of the steps that have
   // already closed without this worker (it fell behind: slower than the step deadline, or its
   // payload was late), so that it computes for a step still open rather than for one whose

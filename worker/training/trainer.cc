@@ -179,7 +179,7 @@ class Trainer::Impl {
         absl::SleepFor((options_.compute_slowdown - 1) * (absl::Now() - step_started));
       }
       const double compute_seconds = absl::ToDoubleSeconds(absl::Now() - step_started);
-      DEMOD_RETURN_IF_ERROR(session.Step());
+      DEMOD_RETURN_IF_ERROR(session.Step(static_cast<uint64_t>(batches.samples)));
       if (session.next_step() <= step) continue;  // the run ended before this step closed
       made_progress_ = true;
       if (step == options_.fault_perturb_step) {

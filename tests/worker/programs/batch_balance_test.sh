@@ -36,6 +36,7 @@ samples_of() {
 }
 sums=$(join <(samples_of a | sort) <(samples_of b | sort) | awk '{ print $2 + $3 }' | sort -u)
 echo "samples a step, a + b: $(echo $sums)"
+join <(samples_of a | sort) <(samples_of b | sort) | awk '$2 + $3 != 24 { print "step " $1 ": a " $2 ", b " $3 }' | sort -n -k2
 check "every step both contributed to has the 24 samples of the global batch" "[ '$sums' = 24 ]"
 late_a=$(samples_of a | awk -v s="$steps" '$1 > s - 20 { n++; t += $2 } END { print n ? t / n : 0 }')
 late_b=$(samples_of b | awk -v s="$steps" '$1 > s - 20 { n++; t += $2 } END { print n ? t / n : 0 }')
