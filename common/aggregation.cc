@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/payload_codec.h"
 #include "common/run_in_parallel.h"
+#include "common/sign_mean.h"
 #include "common/status_macros.h"
 
 namespace demod {
@@ -298,13 +299,19 @@ absl::Status AggregateTensorEntries(const std::vector<Contribution>& sorted, siz
   return absl::OkStatus();
 }
 
-// bf16 or f16 when every contributor sent that, f32 otherwise (see StepAggregate).
-ValueEncoding EncodingOf(const std::vector<Contribution>& sorted) {
+// bf16 or f16 when every contributor sent that, sign means when every one sent signs and they
+// count equally (the means are then tallies), f32 otherwise (see StepAggregate).
+ValueEncoding EncodingOf(const std::vector<Contribution>& sorted, Weighting weighting) {
   const ValueEncoding first = sorted[0].payload->encoding;
   for (const Contribution& contribution : sorted) {
     if (contribution.payload->encoding != first) return ValueEncoding::kFloat32;
   }
-  return AggregateEncoding(first);
+  const ValueEncoding encoding = AggregateEncoding(first);
+  if (encoding == ValueEncoding::kSignMean &&
+      (weighting != Weighting::kEqual || sorted.size() > SignMeanTable::kMaxContributors)) {
+    return ValueEncoding::kFloat32;
+  }
+  return encoding;
 }
 
 // Below this many entries per thread, starting a thread costs more than it saves: a thread
@@ -328,7 +335,7 @@ absl::StatusOr<Prepared> Prepare(const std::vector<Contribution>& contributions,
   std::sort(prepared.sorted.begin(), prepared.sorted.end(),
             [](const Contribution& a, const Contribution& b) { return a.worker_id < b.worker_id; });
   DEMOD_RETURN_IF_ERROR(CheckContributions(prepared.sorted, table, weighting));
-  prepared.encoding = EncodingOf(prepared.sorted);
+  prepared.encoding = EncodingOf(prepared.sorted, weighting);
   return prepared;
 }
 
@@ -418,7 +425,8 @@ absl::StatusOr<std::string> AggregateStepEncoded(const std::vector<Contribution>
   DEMOD_RETURN_IF_ERROR(AggregateTensors(
       prepared, table, &parts,
       [&sections, &table, &prepared](size_t part, size_t t, AggregateTensor& result) {
-        return AppendAggregateTensorSection(table[t], result, prepared.encoding, &sections[part]);
+        return AppendAggregateTensorSection(table[t], result, prepared.encoding,
+                                            prepared.sorted.size(), &sections[part]);
       }));
   sections.resize(parts);
   return FinishStepAggregate(prepared.sorted[0].payload->step, prepared.encoding,

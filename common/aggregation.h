@@ -5,7 +5,7 @@
 // that computed more of the step's batch counts for more; still, a coefficient chosen by one
 // worker keeps that worker's value): sum(samples * value) / sum(samples), in double.
 // When every payload is bf16 (or f16) the means are rounded to it, and the aggregate travels so
-// (StepAggregate::encoding).
+// (StepAggregate::encoding); the equal means of sign payloads travel as sign-mean codes.
 //
 // Determinism: contributions are combined in ascending worker id, whatever order they arrive
 // in, and the output is sorted by (chunk, index). Every caller that aggregates the same set of

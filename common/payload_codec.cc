@@ -14,12 +14,13 @@
 #include "absl/strings/str_format.h"
 #include "common/byte_coding.h"
 #include "common/crc32c.h"
+#include "common/sign_mean.h"
 #include "common/status_macros.h"
 
 namespace demod {
 namespace {
 
-constexpr uint16_t kFormatVersion = 3;
+constexpr uint16_t kFormatVersion = 4;
 constexpr char kPayloadMagic[] = "DMP1";
 constexpr char kAggregateMagic[] = "DMA1";
 constexpr size_t kMagicBytes = 4;
@@ -243,9 +244,29 @@ void ReadIndices(absl::string_view bytes, int width, std::vector<uint32_t>* indi
   }
 }
 
-void AppendValues(const std::vector<float>& values, ValueEncoding encoding, std::string* out) {
+// Sign means as their codes, `means->bits()` each, packed least significant bit first; the
+// unused high bits of the last byte stay zero. Every value has a code (checked before).
+void AppendSignMeans(const std::vector<float>& values, const SignMeanTable& means, char* p) {
+  const int bits = means.bits();
+  uint64_t pending = 0;  // bits not yet written, the oldest lowest
+  int held = 0;
+  for (float value : values) {
+    pending |= static_cast<uint64_t>(*means.code(value)) << held;
+    for (held += bits; held >= 8; held -= 8) {
+      *p++ = static_cast<char>(pending & 0xFF);
+      pending >>= 8;
+    }
+  }
+  if (held > 0) *p = static_cast<char>(pending & 0xFF);
+}
+
+// `means`: the contributors' table, for kSignMean (aggregates only).
+void AppendValues(const std::vector<float>& values, ValueEncoding encoding, std::string* out,
+                  const SignMeanTable* means = nullptr) {
   const size_t start = out->size();
-  out->resize(start + EncodedValueBytes(encoding, static_cast<int64_t>(values.size())));
+  const auto n = static_cast<int64_t>(values.size());
+  out->resize(start + (encoding == ValueEncoding::kSignMean ? means->EncodedBytes(n)
+                                                            : EncodedValueBytes(encoding, n)));
   char* p = &(*out)[start];
   switch (encoding) {
     case ValueEncoding::kFloat32:
@@ -272,13 +293,42 @@ void AppendValues(const std::vector<float>& values, ValueEncoding encoding, std:
         if (SignBit(values[i])) p[i / 8] = static_cast<char>(p[i / 8] | (1 << (i % 8)));
       }
       break;
+    case ValueEncoding::kSignMean:
+      AppendSignMeans(values, *means, p);
+      break;
   }
+}
+
+// The inverse of AppendSignMeans. Fails for a code beyond the table or nonzero padding bits.
+absl::Status ReadSignMeans(absl::string_view bytes, const SignMeanTable& means,
+                           const std::string& name, std::vector<float>* values) {
+  const int bits = means.bits();
+  const uint64_t mask = (uint64_t{1} << bits) - 1;
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  uint64_t pending = 0;
+  int held = 0;
+  for (float& value : *values) {
+    for (; held < bits; held += 8) pending |= static_cast<uint64_t>(*p++) << held;
+    const auto code = static_cast<uint32_t>(pending & mask);
+    pending >>= bits;
+    held -= bits;
+    if (code >= means.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': sign mean code ", code,
+                                                     ", the table has ", means.size()));
+    }
+    value = means.value(code);
+  }
+  if (pending != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "': nonzero padding bits after the last sign mean"));
+  }
+  return absl::OkStatus();
 }
 
 // Fails only for a kSign tail byte with nonzero padding bits, so that every message has exactly
 // one encoding.
 absl::Status ReadValues(absl::string_view bytes, ValueEncoding encoding, const std::string& name,
-                        std::vector<float>* values) {
+                        std::vector<float>* values, const SignMeanTable* means) {
   const char* p = bytes.data();
   switch (encoding) {
     case ValueEncoding::kFloat32:
@@ -310,6 +360,8 @@ absl::Status ReadValues(absl::string_view bytes, ValueEncoding encoding, const s
       }
       break;
     }
+    case ValueEncoding::kSignMean:
+      return ReadSignMeans(bytes, *means, name, values);
   }
   return absl::OkStatus();
 }
@@ -319,7 +371,7 @@ absl::Status ReadValues(absl::string_view bytes, ValueEncoding encoding, const s
 absl::Status ReadEntries(const NamedLayout& named, uint64_t n, bool full, int width,
                          absl::string_view index_bytes, absl::string_view value_bytes,
                          ValueEncoding encoding, std::vector<uint32_t>* indices,
-                         std::vector<float>* values) {
+                         std::vector<float>* values, const SignMeanTable* means = nullptr) {
   values->resize(n);
   if (full) {
     FillFullChunks(named.layout.num_chunks(), named.layout.chunk_size(), indices);
@@ -327,7 +379,7 @@ absl::Status ReadEntries(const NamedLayout& named, uint64_t n, bool full, int wi
     indices->resize(n);
     ReadIndices(index_bytes, width, indices);
   }
-  return ReadValues(value_bytes, encoding, named.name, values);
+  return ReadValues(value_bytes, encoding, named.name, values, means);
 }
 
 absl::Status CheckNothingTrails(const ByteReader& reader, absl::string_view what) {
@@ -461,19 +513,38 @@ absl::StatusOr<StepPayload> DecodeStepPayload(absl::string_view bytes, const Lay
 
 namespace {
 
-// Aggregate values travel as f32, bf16 or f16 (the means of signs are not signs).
+// Aggregate values travel as f32, bf16, f16 or sign means (the means of signs are not signs).
 absl::Status CheckAggregateEncoding(uint8_t raw) {
-  if (!IsValidValueEncoding(raw) || static_cast<ValueEncoding>(raw) == ValueEncoding::kSign) {
-    return absl::InvalidArgumentError(absl::StrCat("aggregate value encoding ",
-                                                   static_cast<int>(raw),
-                                                   " is not one of 0 (f32), 1 (bf16), 2 (f16)"));
+  const auto encoding = static_cast<ValueEncoding>(raw);
+  if (raw > static_cast<uint8_t>(ValueEncoding::kSignMean) || encoding == ValueEncoding::kSign) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("aggregate value encoding ", static_cast<int>(raw),
+                     " is not one of 0 (f32), 1 (bf16), 2 (f16), 4 (sign-mean)"));
   }
   return absl::OkStatus();
 }
 
+// The sign means of `contributors`, for kSignMean: INVALID_ARGUMENT when there are none or
+// more than a table holds.
+absl::StatusOr<const SignMeanTable*> SignMeansOf(ValueEncoding encoding, uint64_t contributors) {
+  if (encoding != ValueEncoding::kSignMean) return nullptr;
+  if (contributors < 1 || contributors > SignMeanTable::kMaxContributors) {
+    return absl::InvalidArgumentError(absl::StrCat("sign means of ", contributors,
+                                                   " contributors; they take 1 to ",
+                                                   SignMeanTable::kMaxContributors));
+  }
+  return &SignMeanTable::For(static_cast<uint32_t>(contributors));
+}
+
 // Whether every value is exactly representable in `encoding`, so that encoding loses nothing.
-bool ValuesRepresentable(const std::vector<float>& values, ValueEncoding encoding) {
+// `means`: the table, for kSignMean.
+bool ValuesRepresentable(const std::vector<float>& values, ValueEncoding encoding,
+                         const SignMeanTable* means) {
   if (encoding == ValueEncoding::kFloat32) return true;
+  if (encoding == ValueEncoding::kSignMean) {
+    return std::all_of(values.begin(), values.end(),
+                       [means](float value) { return means->code(value).has_value(); });
+  }
   uint32_t lost = 0;
   if (encoding == ValueEncoding::kBFloat16) {  // the common case, and a loop that vectorizes
     for (float value : values) lost |= absl::bit_cast<uint32_t>(value) & 0xFFFF;
@@ -490,6 +561,7 @@ bool ValuesRepresentable(const std::vector<float>& values, ValueEncoding encodin
 absl::Status CheckAggregateHeader(ValueEncoding encoding,
                                   const std::vector<uint32_t>& contributors) {
   DEMOD_RETURN_IF_ERROR(CheckAggregateEncoding(static_cast<uint8_t>(encoding)));
+  DEMOD_RETURN_IF_ERROR(SignMeansOf(encoding, contributors.size()).status());
   for (size_t i = 1; i < contributors.size(); ++i) {
     const uint32_t previous = contributors[i - 1];
     const uint32_t current = contributors[i];
@@ -506,7 +578,7 @@ absl::Status CheckAggregateHeader(ValueEncoding encoding,
 
 // One tensor of an aggregate, as ValidateStepAggregate checks it.
 absl::Status CheckAggregateTensor(const NamedLayout& named, const AggregateTensor& tensor,
-                                  ValueEncoding encoding) {
+                                  ValueEncoding encoding, const SignMeanTable* means) {
   DEMOD_RETURN_IF_ERROR(CheckLayoutFitsWire(named));
   const ChunkLayout& layout = named.layout;
   const std::vector<uint64_t>& offsets = tensor.chunk_offsets;
@@ -537,7 +609,7 @@ absl::Status CheckAggregateTensor(const NamedLayout& named, const AggregateTenso
           absl::StrCat(prefix(), "chunk offsets decrease at chunk ", c));
     }
   }
-  if (!ValuesRepresentable(tensor.values, encoding)) {
+  if (!ValuesRepresentable(tensor.values, encoding, means)) {
     return absl::InvalidArgumentError(
         absl::StrCat(prefix(), "a value is not exactly ", ValueEncodingName(encoding)));
   }
@@ -559,22 +631,28 @@ absl::Status CheckAggregateTensor(const NamedLayout& named, const AggregateTenso
 absl::Status ValidateStepAggregate(const StepAggregate& aggregate, const LayoutTable& table) {
   DEMOD_RETURN_IF_ERROR(CheckAggregateHeader(aggregate.encoding, aggregate.contributors));
   DEMOD_RETURN_IF_ERROR(CheckTensorCount(kAggregateKind, aggregate.tensors.size(), table));
+  DEMOD_ASSIGN_OR_RETURN(const SignMeanTable* means,
+                         SignMeansOf(aggregate.encoding, aggregate.contributors.size()));
   for (size_t t = 0; t < table.size(); ++t) {
-    DEMOD_RETURN_IF_ERROR(CheckAggregateTensor(table[t], aggregate.tensors[t], aggregate.encoding));
+    DEMOD_RETURN_IF_ERROR(
+        CheckAggregateTensor(table[t], aggregate.tensors[t], aggregate.encoding, means));
   }
   return absl::OkStatus();
 }
 
 absl::Status AppendAggregateTensorSection(const NamedLayout& named, const AggregateTensor& tensor,
-                                          ValueEncoding encoding, std::string* out) {
-  DEMOD_RETURN_IF_ERROR(CheckAggregateTensor(named, tensor, encoding));
+                                          ValueEncoding encoding, uint64_t contributors,
+                                          std::string* out) {
+  DEMOD_ASSIGN_OR_RETURN(const SignMeanTable* means, SignMeansOf(encoding, contributors));
+  DEMOD_RETURN_IF_ERROR(CheckAggregateTensor(named, tensor, encoding, means));
   const ChunkLayout& layout = named.layout;
   const uint64_t n = tensor.indices.size();
   const bool full = n == static_cast<uint64_t>(layout.num_elements());
   out->reserve(out->size() + kAggregateTensorHeaderBytes +
                layout.num_chunks() * CountWidth(layout.chunk_size()) +
                n * (full ? 0 : IndexWidth(layout.chunk_size())) +
-               EncodedValueBytes(encoding, static_cast<int64_t>(n)));
+               (means != nullptr ? means->EncodedBytes(static_cast<int64_t>(n))
+                                 : EncodedValueBytes(encoding, static_cast<int64_t>(n))));
   PutU32(out, static_cast<uint32_t>(layout.num_chunks()));
   std::vector<uint32_t> counts(tensor.chunk_offsets.size() - 1);
   for (size_t c = 0; c < counts.size(); ++c) {
@@ -584,7 +662,7 @@ absl::Status AppendAggregateTensorSection(const NamedLayout& named, const Aggreg
   if (!AllChunksFull(counts, layout.chunk_size())) {
     AppendIndices(tensor.indices, IndexWidth(layout.chunk_size()), out);
   }
-  AppendValues(tensor.values, encoding, out);
+  AppendValues(tensor.values, encoding, out, means);
   return absl::OkStatus();
 }
 
@@ -619,8 +697,9 @@ absl::StatusOr<std::string> EncodeStepAggregate(const StepAggregate& aggregate,
   DEMOD_RETURN_IF_ERROR(CheckTensorCount(kAggregateKind, aggregate.tensors.size(), table));
   std::vector<std::string> sections(1);
   for (size_t t = 0; t < table.size(); ++t) {
-    DEMOD_RETURN_IF_ERROR(AppendAggregateTensorSection(table[t], aggregate.tensors[t],
-                                                       aggregate.encoding, &sections[0]));
+    DEMOD_RETURN_IF_ERROR(
+        AppendAggregateTensorSection(table[t], aggregate.tensors[t], aggregate.encoding,
+                                     aggregate.contributors.size(), &sections[0]));
   }
   return FinishStepAggregate(aggregate.step, aggregate.encoding, aggregate.contributors, table,
                              sections);
@@ -649,6 +728,8 @@ absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,
   }
   aggregate.contributors.resize(contributor_count);
   ReadIndices(id_bytes, 4, &aggregate.contributors);
+  DEMOD_ASSIGN_OR_RETURN(const SignMeanTable* means,
+                         SignMeansOf(aggregate.encoding, contributor_count));
   uint32_t tensor_count;
   if (!reader.ReadU32(&tensor_count)) return Truncated(kAggregateKind, "tensor count");
   DEMOD_RETURN_IF_ERROR(CheckTensorCount(kAggregateKind, tensor_count, table));
@@ -690,17 +771,20 @@ absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,
     const uint64_t n = tensor.chunk_offsets.back();
     const bool full = AllChunksFull(counts, layout.chunk_size());
     const int width = full ? 0 : IndexWidth(layout.chunk_size());
-    const size_t value_width = aggregate.encoding == ValueEncoding::kFloat32 ? 4 : 2;
-    const size_t entry_bytes = width + value_width;
+    // Sign means take a few bits each; the other encodings whole bytes.
+    const uint64_t value_bits = means != nullptr
+                                    ? static_cast<uint64_t>(means->bits())
+                                    : (aggregate.encoding == ValueEncoding::kFloat32 ? 32 : 16);
+    const uint64_t entry_bits = 8 * static_cast<uint64_t>(width) + value_bits;
     absl::string_view index_bytes, value_bytes;
-    if (n > reader.remaining() / entry_bytes || !reader.ReadBytes(n * width, &index_bytes) ||
-        !reader.ReadBytes(n * value_width, &value_bytes)) {
+    if (n > reader.remaining() * 8 / entry_bits || !reader.ReadBytes(n * width, &index_bytes) ||
+        !reader.ReadBytes((n * value_bits + 7) / 8, &value_bytes)) {
       return Truncated(kAggregateKind,
                        absl::StrCat("tensor '", named.name, "' needs ", n, " entries, ",
                                     reader.remaining(), " bytes left"));
     }
     DEMOD_RETURN_IF_ERROR(ReadEntries(named, n, full, width, index_bytes, value_bytes,
-                                      aggregate.encoding, &tensor.indices, &tensor.values));
+                                      aggregate.encoding, &tensor.indices, &tensor.values, means));
   }
   DEMOD_RETURN_IF_ERROR(CheckNothingTrails(reader, "aggregate"));
   DEMOD_RETURN_IF_ERROR(ValidateStepAggregate(aggregate, table));

@@ -39,7 +39,8 @@ int CountWidth(int64_t chunk_size);
 absl::StatusOr<std::string> EncodeStepPayload(const StepPayload& payload, const LayoutTable& table);
 absl::StatusOr<StepPayload> DecodeStepPayload(absl::string_view bytes, const LayoutTable& table);
 
-// Aggregate values travel in the aggregate's encoding: f32, bf16 or f16.
+// Aggregate values travel in the aggregate's encoding: f32, bf16, f16 or sign-mean (1 to
+// SignMeanTable::kMaxContributors contributors, each value one of their table's).
 absl::StatusOr<std::string> EncodeStepAggregate(const StepAggregate& aggregate,
                                                 const LayoutTable& table);
 absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,
@@ -59,8 +60,10 @@ absl::Status ValidateStepAggregate(const StepAggregate& aggregate, const LayoutT
 // FinishStepAggregate over every tensor's section, appended in table order.
 //
 // Appends the tensor's section to `out`, after the checks ValidateStepAggregate makes of it.
+// `contributors`: how many the aggregate has (kSignMean's codes depend on it).
 absl::Status AppendAggregateTensorSection(const NamedLayout& named, const AggregateTensor& tensor,
-                                          ValueEncoding encoding, std::string* out);
+                                          ValueEncoding encoding, uint64_t contributors,
+                                          std::string* out);
 // The whole aggregate: header and contributors (checked as ValidateStepAggregate checks them),
 // then `sections` (every tensor's section in table order, split across the strings in any
 // way), then the CRC.

@@ -17,6 +17,8 @@ v1::ValueEncoding ToProto(ValueEncoding encoding) {
       return v1::VALUE_ENCODING_F16;
     case ValueEncoding::kSign:
       return v1::VALUE_ENCODING_SIGN;
+    case ValueEncoding::kSignMean:  // aggregates only, never a run's
+      break;
   }
   return v1::VALUE_ENCODING_UNSPECIFIED;
 }

@@ -43,8 +43,8 @@ struct AggregateTensor {
 struct StepAggregate {
   int64_t step = 0;
   // How the values travel: bf16 or f16 when every contributor sent that encoding (the means
-  // are rounded to it, as precise as what was sent), f32 otherwise. values hold exactly what
-  // decodes.
+  // are rounded to it, as precise as what was sent), sign-mean when every one sent signs and
+  // they count equally, f32 otherwise. values hold exactly what decodes.
   ValueEncoding encoding = ValueEncoding::kFloat32;
   std::vector<uint32_t> contributors;  // worker ids whose payloads are included, ascending
   std::vector<AggregateTensor> tensors;

@@ -28,6 +28,8 @@ absl::string_view ValueEncodingName(ValueEncoding encoding) {
       return "f16";
     case ValueEncoding::kSign:
       return "sign";
+    case ValueEncoding::kSignMean:
+      return "sign-mean";
   }
   return "invalid";
 }
@@ -52,6 +54,8 @@ int64_t EncodedValueBytes(ValueEncoding encoding, int64_t n) {
       return 2 * n;
     case ValueEncoding::kSign:
       return (n + 7) / 8;
+    case ValueEncoding::kSignMean:
+      return 0;
   }
   return 0;
 }
@@ -120,6 +124,8 @@ float QuantizeValue(ValueEncoding encoding, float value) {
       return HalfToFloat(FloatToHalfSaturating(value));
     case ValueEncoding::kSign:
       return SignBit(value) ? -1.0f : 1.0f;
+    case ValueEncoding::kSignMean:
+      return value;
   }
   return value;
 }
@@ -127,6 +133,7 @@ float QuantizeValue(ValueEncoding encoding, float value) {
 void QuantizeValues(ValueEncoding encoding, float* values, size_t n) {
   switch (encoding) {
     case ValueEncoding::kFloat32:
+    case ValueEncoding::kSignMean:
       return;
     case ValueEncoding::kBFloat16:
       for (size_t i = 0; i < n; ++i) {

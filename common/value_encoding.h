@@ -5,6 +5,8 @@
 //   kFloat16   2 bytes, IEEE half, round-to-nearest-even (overflow becomes an error upstream,
 //              never infinity: see QuantizeValue)
 //   kSign      1 bit (packed 8 per byte, least significant bit first); decodes as +1 / -1
+//   kSignMean  aggregates only: the mean of the contributors' signs, as its code among the
+//              means P contributors can give (common/sign_mean.h), in a few bits
 //
 // Pure functions; thread-safe.
 #ifndef DEMOD_COMMON_VALUE_ENCODING_H_
@@ -26,14 +28,18 @@ enum class ValueEncoding : uint8_t {
   kBFloat16 = 1,
   kFloat16 = 2,
   kSign = 3,
+  kSignMean = 4,  // aggregates of kSign payloads only
 };
 
-// "f32", "bf16", "f16", "sign".
+// "f32", "bf16", "f16", "sign", "sign-mean".
 absl::string_view ValueEncodingName(ValueEncoding encoding);
+// A payload's encoding (not kSignMean), by name.
 absl::StatusOr<ValueEncoding> ParseValueEncoding(absl::string_view name);
+// Whether `raw` is a payload's encoding (kSignMean is not).
 bool IsValidValueEncoding(uint8_t raw);
 
-// Wire bytes for n >= 0 values (kSign rounds up to whole bytes).
+// Wire bytes for n >= 0 values (kSign rounds up to whole bytes). 0 for kSignMean, whose size
+// depends on the contributors (SignMeanTable::EncodedBytes).
 int64_t EncodedValueBytes(ValueEncoding encoding, int64_t n);
 
 // Plain IEEE-style conversions: round-to-nearest-even, overflow becomes infinity, NaN stays NaN
@@ -77,15 +83,25 @@ inline bool SignBit(float value) { return !(value >= 0.0f); }
 
 // The encoding of a step's aggregate values given its payloads' (when they all share one):
 // bf16 and f16 means are rounded to the payloads' precision and travel in half the bytes; the
-// means of f32 values stay f32, and those of signs (multiples of 1/n) travel as f32.
+// means of f32 values stay f32, and those of signs travel as sign means (exact, in a few bits;
+// as f32 when there are more contributors than SignMeanTable holds, or when they are weighted).
 inline ValueEncoding AggregateEncoding(ValueEncoding payloads) {
-  return payloads == ValueEncoding::kBFloat16 || payloads == ValueEncoding::kFloat16
-             ? payloads
-             : ValueEncoding::kFloat32;
+  switch (payloads) {
+    case ValueEncoding::kBFloat16:
+    case ValueEncoding::kFloat16:
+      return payloads;
+    case ValueEncoding::kSign:
+      return ValueEncoding::kSignMean;
+    case ValueEncoding::kFloat32:
+    case ValueEncoding::kSignMean:
+      break;
+  }
+  return ValueEncoding::kFloat32;
 }
 
 // The value a receiver decodes after `value` went through `encoding`: the rounding of bf16 /
-// f16, +1 / -1 for kSign (zero counts as +1). bf16 and f16 values beyond their range saturate
+// f16, +1 / -1 for kSign (zero counts as +1), the value itself for kSignMean (which carries
+// exactly the means it can carry, and no other). bf16 and f16 values beyond their range saturate
 // (f16 to +-65504) so a finite input never decodes as infinity.
 float QuantizeValue(ValueEncoding encoding, float value);
 // QuantizeValue over n values, in place.

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <numeric>
 #include <random>
 #include <string>
 #include <utility>
@@ -109,8 +110,10 @@ TEST(AggregateStepTest, MeansOfHalfPrecisionPayloadsAreRoundedToTheirEncoding) {
   ASSERT_TRUE(mixed.ok()) << mixed.status();
   EXPECT_EQ(mixed->encoding, ValueEncoding::kFloat32);
   EXPECT_EQ(mixed->tensors[0].values[0], 1.00390625f);
-  p.encoding = q.encoding = ValueEncoding::kSign;  // means of signs are multiples of 1/n
-  EXPECT_EQ(AggregateStep({{0, &p}, {1, &q}}, table)->encoding, ValueEncoding::kFloat32);
+  p.encoding = q.encoding = ValueEncoding::kSign;  // means of signs travel as their codes
+  EXPECT_EQ(AggregateStep({{0, &p}, {1, &q}}, table)->encoding, ValueEncoding::kSignMean);
+  EXPECT_EQ(AggregateStep({{0, &p, 1}, {1, &q, 3}}, table, Weighting::kSamples)->encoding,
+            ValueEncoding::kFloat32);  // weighted, they are not tallies
 }
 
 TEST(AggregateStepTest, NegativeZeroSurvivesASingleSelector) {
@@ -305,6 +308,39 @@ TEST(AggregateStepTest, MatchesTheReferenceForSpreadSelections) {
       ASSERT_TRUE(aggregate.ok()) << aggregate.status();
       ExpectBitIdentical(*aggregate, ReferenceAggregate(inputs, table));
     }
+  }
+}
+
+// The aggregate of sign payloads: the same floats as f32 means of the signs (bit for bit), in
+// a few bits each on the wire.
+TEST(AggregateStepTest, SignPayloadsGiveSignMeansBitIdenticalToTheF32Means) {
+  LayoutTable table;
+  table.push_back({"w", *MakeChunkLayout({128, 192}, 64, 32)});
+  table.push_back({"prime", *MakeChunkLayout({65537}, 70000, 32)});  // the merge path
+  for (int workers : {1, 2, 5, 8, 32}) {
+    SCOPED_TRACE(workers);
+    std::mt19937 rng(static_cast<uint32_t>(workers));
+    std::vector<uint32_t> ids(static_cast<size_t>(workers));
+    std::iota(ids.begin(), ids.end(), 0);
+    RandomStep random = MakeRandomStep(table, ids, &rng);
+    for (StepPayload& payload : random.payloads) {
+      payload.encoding = ValueEncoding::kSign;
+      for (SparseTensor& t : payload.tensors) {
+        QuantizeValues(ValueEncoding::kSign, t.values.data(), t.values.size());
+      }
+    }
+    absl::StatusOr<StepAggregate> aggregate = AggregateStep(random.contributions, table);
+    ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+    EXPECT_EQ(aggregate->encoding, ValueEncoding::kSignMean);
+    ExpectBitIdentical(*aggregate, ReferenceAggregate(random.inputs, table));
+    absl::StatusOr<std::string> encoded = AggregateStepEncoded(random.contributions, table);
+    ASSERT_TRUE(encoded.ok()) << encoded.status();
+    absl::StatusOr<StepAggregate> decoded = DecodeStepAggregate(*encoded, table);
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    ExpectBitIdentical(*decoded, *aggregate);
+    StepAggregate as_f32 = *aggregate;
+    as_f32.encoding = ValueEncoding::kFloat32;
+    EXPECT_LT(encoded->size(), EncodeStepAggregate(as_f32, table)->size());
   }
 }
 

@@ -15,6 +15,7 @@
 #include "common/aggregation.h"
 #include "common/byte_coding.h"
 #include "common/crc32c.h"
+#include "common/sign_mean.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/status_matchers.h"
@@ -136,7 +137,7 @@ TEST(PayloadFormatTest, ExactBytesOfASmallPayload) {
   payload.tensors = {{{1, 3}, {1.0f, -2.0f}}};
   const std::string bytes = EncodeOrDie(payload, table);
 
-  std::string expected("DMP1\x03\x00", 6);
+  std::string expected("DMP1\x04\x00", 6);
   PutU64(&expected, 49);                                           // total length
   expected += std::string("\x00", 1);                              // encoding f32
   expected += std::string("\x05\x00\x00\x00\x00\x00\x00\x00", 8);  // step
@@ -439,7 +440,7 @@ TEST_F(PayloadDecodeTest, UnknownVersion) {
   const absl::Status status = Decode(bytes);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(),
-              HasSubstr("unsupported payload format version 1; this build reads version 3"));
+              HasSubstr("unsupported payload format version 1; this build reads version 4"));
 }
 
 TEST_F(PayloadDecodeTest, BadMagic) {
@@ -551,7 +552,7 @@ TEST(PayloadDecodeLimitsTest, HugeTableDoesNotAllocate) {
   huge.chunk_cols = max;
   huge.topk = max;
   const LayoutTable table = {{"huge", huge}};
-  std::string bytes("DMP1\x03\x00", 6);
+  std::string bytes("DMP1\x04\x00", 6);
   PutU64(&bytes, 0);
   PutU8(&bytes, 0);
   PutU64(&bytes, 1);
@@ -638,6 +639,23 @@ INSTANTIATE_TEST_SUITE_P(IndexAndCountWidths, AggregateRoundTripTest,
                                                "chunk65537", {"prime", {65537}, 70000, 9}, 4}),
                          [](const auto& info) { return std::string(info.param.label); });
 
+// The bytes before the values of the small aggregate below: step 2, contributors {1, 6}, one
+// tensor of two chunks of 4 holding 3 coefficients at indices 0, 2 and 3 of the first chunk.
+std::string SmallAggregateHeader(uint64_t total_bytes, ValueEncoding encoding) {
+  std::string header("DMA1\x04\x00", 6);
+  PutU64(&header, total_bytes);
+  PutU8(&header, static_cast<uint8_t>(encoding));
+  PutU64(&header, 2);  // step
+  PutU32(&header, 2);  // contributor count
+  PutU32(&header, 1);
+  PutU32(&header, 6);
+  PutU32(&header, 1);                        // tensor count
+  PutU32(&header, 2);                        // num_chunks
+  header += std::string("\x03\x00", 2);      // per-chunk counts, u8
+  header += std::string("\x00\x02\x03", 3);  // indices, u8
+  return header;
+}
+
 TEST(AggregateFormatTest, ExactBytesOfASmallAggregate) {
   const LayoutTable table = MakeTable({{"b", {8}, 4, 2}});  // two chunks of 4
   StepAggregate aggregate;
@@ -647,17 +665,7 @@ TEST(AggregateFormatTest, ExactBytesOfASmallAggregate) {
   absl::StatusOr<std::string> bytes = EncodeStepAggregate(aggregate, table);
   ASSERT_TRUE(bytes.ok()) << bytes.status();
 
-  std::string expected("DMA1\x03\x00", 6);
-  PutU64(&expected, 64);
-  PutU8(&expected, 0);   // values f32
-  PutU64(&expected, 2);  // step
-  PutU32(&expected, 2);  // contributor count
-  PutU32(&expected, 1);
-  PutU32(&expected, 6);
-  PutU32(&expected, 1);                        // tensor count
-  PutU32(&expected, 2);                        // num_chunks
-  expected += std::string("\x03\x00", 2);      // per-chunk counts, u8
-  expected += std::string("\x00\x02\x03", 3);  // indices, u8
+  std::string expected = SmallAggregateHeader(64, ValueEncoding::kFloat32);
   PutF32(&expected, 0.5f);
   PutF32(&expected, 1.0f);
   PutF32(&expected, -1.0f);
@@ -700,8 +708,12 @@ TEST(AggregateFormatTest, ValuesMustBeExactInTheEncodingAndSignIsRefused) {
   aggregate.encoding = ValueEncoding::kFloat16;
   EXPECT_OK(EncodeStepAggregate(aggregate, table));  // f16 has 11 significant bits
   aggregate.encoding = ValueEncoding::kSign;
+  EXPECT_THAT(
+      EncodeStepAggregate(aggregate, table).status().message(),
+      HasSubstr("aggregate value encoding 3 is not one of 0 (f32), 1 (bf16), 2 (f16), 4 (sign-"));
+  aggregate.encoding = ValueEncoding::kSignMean;  // 1 + 2^-8 is no mean of signs
   EXPECT_THAT(EncodeStepAggregate(aggregate, table).status().message(),
-              HasSubstr("aggregate value encoding 3 is not one of 0 (f32), 1 (bf16), 2 (f16)"));
+              HasSubstr("tensor 'b': a value is not exactly sign-mean"));
 
   aggregate.encoding = ValueEncoding::kFloat32;
   std::string bytes = *EncodeStepAggregate(aggregate, table);
@@ -709,6 +721,78 @@ TEST(AggregateFormatTest, ValuesMustBeExactInTheEncodingAndSignIsRefused) {
   Reseal(&bytes);
   EXPECT_THAT(DecodeStepAggregate(bytes, table).status().message(),
               HasSubstr("aggregate value encoding 3 is not one of"));
+}
+
+// Means of signs travel as codes: contributors {1, 6} can give -1, 0 and 1 (codes 0, 1, 2), two
+// bits each, packed least significant bit first.
+TEST(AggregateFormatTest, ExactBytesOfSignMeans) {
+  const LayoutTable table = MakeTable({{"b", {8}, 4, 2}});  // two chunks of 4
+  StepAggregate aggregate;
+  aggregate.step = 2;
+  aggregate.encoding = ValueEncoding::kSignMean;
+  aggregate.contributors = {1, 6};
+  aggregate.tensors = {{{0, 3, 3}, {0, 2, 3}, {0.0f, 1.0f, -1.0f}}};
+  absl::StatusOr<std::string> bytes = EncodeStepAggregate(aggregate, table);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+
+  std::string expected = SmallAggregateHeader(53, ValueEncoding::kSignMean);
+  PutU8(&expected, 0b00'10'01);  // codes 1 (0), 2 (1), 0 (-1)
+  PutU32(&expected, Crc32c(expected));
+  EXPECT_EQ(*bytes, expected);
+  absl::StatusOr<StepAggregate> decoded = DecodeStepAggregate(*bytes, table);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->encoding, ValueEncoding::kSignMean);
+  EXPECT_EQ(decoded->tensors[0].values, aggregate.tensors[0].values);
+
+  // A code beyond the table (3), and padding bits that are not zero, are refused.
+  std::string bad = *bytes;
+  bad[bad.size() - 5] = static_cast<char>(0b00'10'11);
+  Reseal(&bad);
+  EXPECT_THAT(DecodeStepAggregate(bad, table).status().message(),
+              HasSubstr("tensor 'b': sign mean code 3, the table has 3"));
+  bad = *bytes;
+  bad[bad.size() - 5] = static_cast<char>(0b01'00'10'01);
+  Reseal(&bad);
+  EXPECT_THAT(DecodeStepAggregate(bad, table).status().message(),
+              HasSubstr("nonzero padding bits after the last sign mean"));
+  // Sign means need contributors to count.
+  aggregate.contributors.clear();
+  EXPECT_THAT(EncodeStepAggregate(aggregate, table).status().message(),
+              HasSubstr("sign means of 0 contributors"));
+  aggregate.contributors.resize(SignMeanTable::kMaxContributors + 1);
+  std::iota(aggregate.contributors.begin(), aggregate.contributors.end(), 0);
+  EXPECT_THAT(EncodeStepAggregate(aggregate, table).status().message(),
+              HasSubstr("sign means of 257 contributors; they take 1 to 256"));
+}
+
+// Every mean P signs can give survives the round trip, for many P, in every position of the
+// packed bits.
+TEST(AggregateRoundTripTest, EverySignMeanOfUpTo40Contributors) {
+  for (uint32_t p : {1u, 2u, 3u, 4u, 7u, 8u, 32u, 40u}) {
+    SCOPED_TRACE(p);
+    const SignMeanTable& means = SignMeanTable::For(p);
+    const auto n = static_cast<int64_t>(means.size());
+    const LayoutTable table = MakeTable({{"v", {n}, n, n}});  // one chunk, every entry
+    StepAggregate aggregate;
+    aggregate.encoding = ValueEncoding::kSignMean;
+    aggregate.contributors.resize(p);
+    std::iota(aggregate.contributors.begin(), aggregate.contributors.end(), 0);
+    AggregateTensor tensor;
+    tensor.chunk_offsets = {0, static_cast<uint64_t>(n)};
+    for (uint32_t code = 0; code < n; ++code) {
+      tensor.indices.push_back(code);
+      tensor.values.push_back(means.value(static_cast<uint32_t>(n) - 1 - code));
+    }
+    aggregate.tensors = {tensor};
+    absl::StatusOr<std::string> bytes = EncodeStepAggregate(aggregate, table);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    absl::StatusOr<StepAggregate> decoded = DecodeStepAggregate(*bytes, table);
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    EXPECT_EQ(decoded->tensors[0].values, tensor.values);
+    aggregate.encoding = ValueEncoding::kFloat32;
+    EXPECT_EQ(bytes->size() + static_cast<size_t>(4 * n - means.EncodedBytes(n)),
+              EncodeStepAggregate(aggregate, table)->size());
+  }
 }
 
 TEST(AggregateRoundTripTest, NoEntries) {

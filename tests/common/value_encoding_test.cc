@@ -31,6 +31,12 @@ TEST(ValueEncodingNameTest, NamesRoundTrip) {
   EXPECT_EQ(ValueEncodingName(ValueEncoding::kBFloat16), "bf16");
   EXPECT_EQ(ValueEncodingName(ValueEncoding::kFloat16), "f16");
   EXPECT_EQ(ValueEncodingName(ValueEncoding::kSign), "sign");
+  // Aggregates only: not a run's encoding, nor a payload's.
+  EXPECT_EQ(ValueEncodingName(ValueEncoding::kSignMean), "sign-mean");
+  EXPECT_FALSE(ParseValueEncoding("sign-mean").ok());
+  EXPECT_FALSE(IsValidValueEncoding(static_cast<uint8_t>(ValueEncoding::kSignMean)));
+  EXPECT_EQ(QuantizeValue(ValueEncoding::kSignMean, 0.25f), 0.25f);
+  EXPECT_EQ(AggregateEncoding(ValueEncoding::kSign), ValueEncoding::kSignMean);
 }
 
 TEST(ValueEncodingNameTest, ParseErrorListsTheValidNames) {
