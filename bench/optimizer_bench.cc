@@ -13,6 +13,7 @@
 
 #include "bench/benchmark_gpt.h"
 #include "common/layout_table.h"
+#include "common/program.h"
 #include "worker/optimizer/demo_optimizer.h"
 #include "worker/optimizer/in_process_exchange.h"
 
@@ -81,6 +82,9 @@ int main(int argc, char** argv) {
   // Both optimizers get the same 2 intra-op threads (LibTorch 1.13 defaults to half the cores).
   const char* threads = std::getenv("DEMOD_BENCH_THREADS");
   at::set_num_threads(threads != nullptr ? std::atoi(threads) : 2);
+  // The allocator policy of demod-worker, for both optimizers: without it glibc maps and unmaps
+  // every large temporary, and each step pays page faults for them.
+  demod::KeepLargeBlocksInHeap();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <utility>
@@ -112,19 +113,109 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) vo
   GemmImpl(m, n, k, a, lda, b, ldb, c, ldc);
 }
 
-// Encodes chunk `chunk` of x into out (chunk_size values); y is chunk_size of scratch.
+// Per-thread scratch of EncodeChunk, with the halves of the column basis it last folded.
+template <typename T>
+struct EncodeScratch {
+  std::vector<T> y, folded_a, folded_b, half_a, half_b;
+  const T* halves_of = nullptr;  // the f_cols that f_even and f_odd were taken from
+  std::vector<T> f_even, f_odd;  // F[j, 2m] and F[j, 2m + 1] for j, m < b / 2
+};
+
+// The DCT-II basis is symmetric about its middle: F[n - 1 - j, c] = (-1)^c F[j, c]. So the
+// even coefficients of a length-n transform are the transform of the folded sum
+// x[j] + x[n - 1 - j] by the even columns of F's first n / 2 rows, and the odd ones that of the
+// difference by the odd columns: two products of half the size, half the multiplications.
+// Used along both axes of 2-D chunks whose sides are even.
+template <typename T>
+inline __attribute__((always_inline)) void EncodeFoldedChunkImpl(const T* x, int64_t ldx, int64_t a,
+                                                                 int64_t b, const T* f_rows_t,
+                                                                 const T* f_cols,
+                                                                 EncodeScratch<T>& s, T* out) {
+  const int64_t ha = a / 2;
+  const int64_t hb = b / 2;
+  if (s.halves_of != f_cols || static_cast<int64_t>(s.f_even.size()) != hb * hb) {
+    s.f_even.resize(hb * hb);
+    s.f_odd.resize(hb * hb);
+    for (int64_t j = 0; j < hb; ++j) {
+      for (int64_t m = 0; m < hb; ++m) {
+        s.f_even[j * hb + m] = f_cols[j * b + 2 * m];
+        s.f_odd[j * hb + m] = f_cols[j * b + 2 * m + 1];
+      }
+    }
+    s.halves_of = f_cols;
+  }
+  s.y.resize(a * b);
+  s.folded_a.resize(ha * b);
+  s.folded_b.resize(ha * b);
+  s.half_a.resize(a * hb);
+  s.half_b.resize(a * hb);
+  // Along the rows: Y = F_rows^T X, its even rows from the sums of X's mirrored rows, its odd
+  // rows from their differences (F_rows^T's even / odd rows, first a / 2 columns).
+  for (int64_t j = 0; j < ha; ++j) {
+    const T* top = x + j * ldx;
+    const T* bottom = x + (a - 1 - j) * ldx;
+    for (int64_t c = 0; c < b; ++c) {
+      s.folded_a[j * b + c] = top[c] + bottom[c];
+      s.folded_b[j * b + c] = top[c] - bottom[c];
+    }
+  }
+  Gemm(ha, b, ha, f_rows_t, 2 * a, s.folded_a.data(), b, s.y.data(), 2 * b);
+  Gemm(ha, b, ha, f_rows_t + a, 2 * a, s.folded_b.data(), b, s.y.data() + b, 2 * b);
+  // Along the columns: Z = Y F_cols from the sums and differences of Y's mirrored columns.
+  for (int64_t r = 0; r < a; ++r) {
+    const T* row = s.y.data() + r * b;
+    for (int64_t j = 0; j < hb; ++j) {
+      s.half_a[r * hb + j] = row[j] + row[b - 1 - j];
+      s.half_b[r * hb + j] = row[j] - row[b - 1 - j];
+    }
+  }
+  T* even = s.folded_a.data();  // a x hb, reusing the row stage's buffers
+  T* odd = s.folded_b.data();
+  Gemm(a, hb, hb, s.half_a.data(), hb, s.f_even.data(), hb, even, hb);
+  Gemm(a, hb, hb, s.half_b.data(), hb, s.f_odd.data(), hb, odd, hb);
+  for (int64_t r = 0; r < a; ++r) {
+    for (int64_t m = 0; m < hb; ++m) {
+      out[r * b + 2 * m] = even[r * hb + m];
+      out[r * b + 2 * m + 1] = odd[r * hb + m];
+    }
+  }
+}
+
+namespace {
+
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void
+EncodeFoldedChunk(const float* x, int64_t ldx, int64_t a, int64_t b, const float* f_rows_t,
+                  const float* f_cols, EncodeScratch<float>& s, float* out) {
+  EncodeFoldedChunkImpl(x, ldx, a, b, f_rows_t, f_cols, s, out);
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void
+EncodeFoldedChunk(const double* x, int64_t ldx, int64_t a, int64_t b, const double* f_rows_t,
+                  const double* f_cols, EncodeScratch<double>& s, double* out) {
+  EncodeFoldedChunkImpl(x, ldx, a, b, f_rows_t, f_cols, s, out);
+}
+
+}  // namespace
+
+// Encodes chunk `chunk` of x into out (chunk_size values).
 template <typename T>
 void EncodeChunk(const T* x, const ChunkLayout& layout, int64_t chunk, const T* f_rows_t,
-                 const T* f_cols, T* y, T* out) {
+                 const T* f_cols, EncodeScratch<T>& s, T* out) {
   const int64_t a = layout.chunk_rows;
   const int64_t b = layout.chunk_cols;
   if (!layout.is_2d()) {
     Gemm(1, b, b, x + ChunkOrigin(layout, chunk), b, f_cols, b, out, b);
     return;
   }
+  const int64_t ldx = layout.matrix_shape[1];
+  if (a % 2 == 0 && b % 2 == 0) {
+    EncodeFoldedChunk(x + ChunkOrigin(layout, chunk), ldx, a, b, f_rows_t, f_cols, s, out);
+    return;
+  }
   // Y = X F_cols, read straight from the parameter layout; Z = F_rows^T Y.
-  Gemm(a, b, b, x + ChunkOrigin(layout, chunk), layout.matrix_shape[1], f_cols, b, y, b);
-  Gemm(a, b, a, f_rows_t, a, y, b, out, b);
+  s.y.resize(a * b);
+  Gemm(a, b, b, x + ChunkOrigin(layout, chunk), ldx, f_cols, b, s.y.data(), b);
+  Gemm(a, b, a, f_rows_t, a, s.y.data(), b, out, b);
 }
 
 template <typename T>
@@ -140,9 +231,9 @@ void EncodeChunks(const T* x, const ChunkLayout& layout, const T* f_rows_t, cons
     return;
   }
   at::parallel_for(0, layout.num_chunks(), ChunkGrain(layout), [&](int64_t begin, int64_t end) {
-    std::vector<T> y(size);
+    EncodeScratch<T> scratch;
     for (int64_t chunk = begin; chunk < end; ++chunk) {
-      EncodeChunk(x, layout, chunk, f_rows_t, f_cols, y.data(), out + chunk * size);
+      EncodeChunk(x, layout, chunk, f_rows_t, f_cols, scratch, out + chunk * size);
     }
   });
 }
@@ -181,69 +272,74 @@ template void DecodeChunks<double>(const double*, const ChunkLayout&, const doub
 
 namespace {
 
-// Calls fn(chunk, block) for every chunk of a sparse aggregate, block being the chunk decoded
-// to chunk_rows x chunk_cols values (row-major, scratch owned by the calling thread).
+// Scratch of DecodeSparseChunkRange, one per thread.
+struct SparseDecodeScratch {
+  std::vector<int32_t> slot;
+  std::vector<uint32_t> used_cols;
+  std::vector<float> yt, y, f_cols_rows, block;
+};
+
+// Calls fn(chunk, block) for chunks [begin, end) of a sparse aggregate, block being the chunk
+// decoded to chunk_rows x chunk_cols values (row-major, in the scratch).
 template <typename Fn>
-void ForEachDecodedChunk(const uint64_t* chunk_offsets, const uint32_t* indices,
-                         const float* values, const ChunkLayout& layout, const float* f_rows_t,
-                         const float* f_cols_t, Fn fn) {
+void DecodeSparseChunkRange(int64_t begin, int64_t end, const uint64_t* chunk_offsets,
+                            const uint32_t* indices, const float* values, const ChunkLayout& layout,
+                            const float* f_rows_t, const float* f_cols_t, SparseDecodeScratch& s,
+                            Fn fn) {
   const int64_t a = layout.chunk_rows;
   const int64_t b = layout.chunk_cols;
-  at::parallel_for(0, layout.num_chunks(), ChunkGrain(layout), [&](int64_t begin, int64_t end) {
-    // X = F_rows Z F_cols^T = sum over the columns j of Z holding an entry of
-    //   (F_rows Z[:, j]) outer F_cols^T[j, :].
-    // yt[s] = (F_rows Z[:, j_s])^T for the s-th such column; a = 1 for 1-D tensors.
-    std::vector<int32_t> slot(b);
-    std::vector<uint32_t> used_cols;
-    std::vector<float> yt, y, f_cols_rows, block(a * b);
-    for (int64_t chunk = begin; chunk < end; ++chunk) {
-      const uint64_t first = chunk_offsets[chunk];
-      const uint64_t last = chunk_offsets[chunk + 1];
-      if (first == last) {
-        std::fill(block.begin(), block.end(), 0.0f);
-        fn(chunk, block.data());
-        continue;
-      }
-      std::fill(slot.begin(), slot.end(), -1);
-      used_cols.clear();
-      for (uint64_t e = first; e < last; ++e) {
-        const uint32_t j = indices[e] % b;
-        if (slot[j] < 0) {
-          slot[j] = static_cast<int32_t>(used_cols.size());
-          used_cols.push_back(j);
-        }
-      }
-      const int64_t n_used = static_cast<int64_t>(used_cols.size());
-      yt.assign(n_used * a, 0.0f);
-      for (uint64_t e = first; e < last; ++e) {
-        const uint32_t i = indices[e] / b;
-        float* row = yt.data() + slot[indices[e] % b] * a;
-        const float* f = f_rows_t + i * a;  // F_rows[:, i] as a row of F_rows^T
-        const float v = values[e];
-        for (int64_t t = 0; t < a; ++t) row[t] += v * f[t];
-      }
-      // y = yt^T [a x n_used]; rows of F_cols^T for the used columns [n_used x b].
-      y.resize(a * n_used);
-      for (int64_t s = 0; s < n_used; ++s) {
-        for (int64_t t = 0; t < a; ++t) y[t * n_used + s] = yt[s * a + t];
-      }
-      f_cols_rows.resize(n_used * b);
-      for (int64_t s = 0; s < n_used; ++s) {
-        std::copy(f_cols_t + used_cols[s] * b, f_cols_t + (used_cols[s] + 1) * b,
-                  f_cols_rows.begin() + s * b);
-      }
-      Gemm(a, b, n_used, y.data(), n_used, f_cols_rows.data(), b, block.data(), b);
-      fn(chunk, block.data());
+  // X = F_rows Z F_cols^T = sum over the columns j of Z holding an entry of
+  //   (F_rows Z[:, j]) outer F_cols^T[j, :].
+  // yt[s] = (F_rows Z[:, j_s])^T for the s-th such column; a = 1 for 1-D tensors.
+  s.slot.resize(b);
+  s.block.resize(a * b);
+  for (int64_t chunk = begin; chunk < end; ++chunk) {
+    const uint64_t first = chunk_offsets[chunk];
+    const uint64_t last = chunk_offsets[chunk + 1];
+    if (first == last) {
+      std::fill(s.block.begin(), s.block.end(), 0.0f);
+      fn(chunk, s.block.data());
+      continue;
     }
-  });
+    std::fill(s.slot.begin(), s.slot.end(), -1);
+    s.used_cols.clear();
+    for (uint64_t e = first; e < last; ++e) {
+      const uint32_t j = indices[e] % b;
+      if (s.slot[j] < 0) {
+        s.slot[j] = static_cast<int32_t>(s.used_cols.size());
+        s.used_cols.push_back(j);
+      }
+    }
+    const int64_t n_used = static_cast<int64_t>(s.used_cols.size());
+    s.yt.assign(n_used * a, 0.0f);
+    for (uint64_t e = first; e < last; ++e) {
+      const uint32_t i = indices[e] / b;
+      float* row = s.yt.data() + s.slot[indices[e] % b] * a;
+      const float* f = f_rows_t + i * a;  // F_rows[:, i] as a row of F_rows^T
+      const float v = values[e];
+      for (int64_t t = 0; t < a; ++t) row[t] += v * f[t];
+    }
+    // y = yt^T [a x n_used]; rows of F_cols^T for the used columns [n_used x b].
+    s.y.resize(a * n_used);
+    for (int64_t u = 0; u < n_used; ++u) {
+      for (int64_t t = 0; t < a; ++t) s.y[t * n_used + u] = s.yt[u * a + t];
+    }
+    s.f_cols_rows.resize(n_used * b);
+    for (int64_t u = 0; u < n_used; ++u) {
+      std::copy(f_cols_t + s.used_cols[u] * b, f_cols_t + (s.used_cols[u] + 1) * b,
+                s.f_cols_rows.begin() + u * b);
+    }
+    Gemm(a, b, n_used, s.y.data(), n_used, s.f_cols_rows.data(), b, s.block.data(), b);
+    fn(chunk, s.block.data());
+  }
 }
 
 // p <- p * keep (when decay) + step * sign(x). Contraction is off: the product and the sum
 // are rounded separately, as the ATen operators (mul_, add_ with alpha) round them on every
 // device, so CPU and GPU workers compute identical parameters.
-__attribute__((optimize("fp-contract=off"))) void SignedStepRow(float* p, const float* x, int64_t n,
-                                                                bool decay, float keep,
-                                                                float step) {
+__attribute__((optimize("fp-contract=off"),
+               target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void
+SignedStepRow(float* p, const float* x, int64_t n, bool decay, float keep, float step) {
   for (int64_t j = 0; j < n; ++j) {
     const float kept = decay ? p[j] * keep : p[j];
     const float sign = static_cast<float>((x[j] > 0.0f) - (x[j] < 0.0f));
@@ -257,57 +353,86 @@ void DecodeSparseChunks(const uint64_t* chunk_offsets, const uint32_t* indices, 
                         const ChunkLayout& layout, const float* f_rows_t, const float* f_cols_t,
                         float* x) {
   const int64_t cols = layout.matrix_shape.back();
-  ForEachDecodedChunk(chunk_offsets, indices, values, layout, f_rows_t, f_cols_t,
-                      [&](int64_t chunk, const float* block) {
-                        float* out = x + ChunkOrigin(layout, chunk);
-                        for (int64_t i = 0; i < layout.chunk_rows; ++i) {
-                          std::copy(block + i * layout.chunk_cols,
-                                    block + (i + 1) * layout.chunk_cols, out + i * cols);
-                        }
-                      });
+  at::parallel_for(0, layout.num_chunks(), ChunkGrain(layout), [&](int64_t begin, int64_t end) {
+    SparseDecodeScratch scratch;
+    DecodeSparseChunkRange(begin, end, chunk_offsets, indices, values, layout, f_rows_t, f_cols_t,
+                           scratch, [&](int64_t chunk, const float* block) {
+                             float* out = x + ChunkOrigin(layout, chunk);
+                             for (int64_t i = 0; i < layout.chunk_rows; ++i) {
+                               std::copy(block + i * layout.chunk_cols,
+                                         block + (i + 1) * layout.chunk_cols, out + i * cols);
+                             }
+                           });
+  });
 }
 
-void ApplySparseSignedStep(const uint64_t* chunk_offsets, const uint32_t* indices,
-                           const float* values, const ChunkLayout& layout, const float* f_rows_t,
-                           const float* f_cols_t, bool decay, float keep, float step,
-                           float* param) {
-  const int64_t cols = layout.matrix_shape.back();
-  ForEachDecodedChunk(chunk_offsets, indices, values, layout, f_rows_t, f_cols_t,
-                      [&](int64_t chunk, const float* block) {
-                        float* p = param + ChunkOrigin(layout, chunk);
-                        for (int64_t i = 0; i < layout.chunk_rows; ++i) {
-                          SignedStepRow(p + i * cols, block + i * layout.chunk_cols,
-                                        layout.chunk_cols, decay, keep, step);
-                        }
-                      });
+void ApplySparseSignedSteps(const std::vector<SparseSignedStep>& tensors, bool decay, float keep,
+                            float step) {
+  // One parallel pass over all the tensors' chunks (a pass per tensor would pay a fork and a
+  // join for each of them), split by elements so that the threads get equal work. A chunk
+  // belongs to the range holding its first element.
+  std::vector<int64_t> first_element(tensors.size() + 1, 0);
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    first_element[t + 1] = first_element[t] + tensors[t].layout->num_elements();
+  }
+  const auto chunk_at = [](const ChunkLayout& layout, int64_t element) {
+    const int64_t size = layout.chunk_size();
+    return std::min(layout.num_chunks(), (element + size - 1) / size);
+  };
+  at::parallel_for(0, first_element.back(), 1 << 16, [&](int64_t begin, int64_t end) {
+    SparseDecodeScratch scratch;
+    size_t t = std::upper_bound(first_element.begin(), first_element.end(), begin) -
+               first_element.begin() - 1;
+    for (; t < tensors.size() && first_element[t] < end; ++t) {
+      const SparseSignedStep& tensor = tensors[t];
+      const ChunkLayout& layout = *tensor.layout;
+      const int64_t cols = layout.matrix_shape.back();
+      const int64_t chunk_begin = chunk_at(layout, std::max<int64_t>(0, begin - first_element[t]));
+      const int64_t chunk_end = chunk_at(layout, end - first_element[t]);
+      DecodeSparseChunkRange(chunk_begin, chunk_end, tensor.chunk_offsets, tensor.indices,
+                             tensor.values, layout, tensor.f_rows_t, tensor.f_cols_t, scratch,
+                             [&](int64_t chunk, const float* block) {
+                               float* p = tensor.param + ChunkOrigin(layout, chunk);
+                               for (int64_t i = 0; i < layout.chunk_rows; ++i) {
+                                 SignedStepRow(p + i * cols, block + i * layout.chunk_cols,
+                                               layout.chunk_cols, decay, keep, step);
+                               }
+                             });
+    }
+  });
 }
 
 namespace {
 
+// A magnitude as an integer that orders like it: the bits of |v| (IEEE 754 orders non-negative
+// floats as their bit patterns), every NaN mapped to infinity's. Integer maxima vectorize;
+// float ones would have to respect NaN.
+inline uint32_t MagnitudeKey(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  return std::min<uint32_t>(bits & 0x7fffffffu, 0x7f800000u);
+}
+
 // A value outranks another by larger magnitude, then by lower position; NaN is largest.
 struct Ranked {
-  float magnitude;
-  int64_t position;
+  uint32_t magnitude;  // MagnitudeKey
+  int32_t position;
   bool operator>(const Ranked& o) const {
     return magnitude > o.magnitude || (magnitude == o.magnitude && position < o.position);
   }
 };
 
-float Magnitude(float v) {
-  const float m = std::fabs(v);
-  return m <= std::numeric_limits<float>::max() ? m : std::numeric_limits<float>::infinity();
-}
+constexpr int64_t kSelectBlock = 16;
 
-// Writes the positions of the values of v whose magnitude is not below `threshold` (NaN
-// included) to positions[0..count) and returns count. Branch-free: the store always happens,
-// the count only advances on a hit.
-int64_t CollectAtLeast(const float* v, int64_t n, float threshold, int32_t* positions) {
-  int64_t count = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    positions[count] = static_cast<int32_t>(j);
-    count += !(std::fabs(v[j]) < threshold);
+// maxima[b]: the largest MagnitudeKey of v[b * kSelectBlock, (b + 1) * kSelectBlock).
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void BlockMaxima(
+    const float* v, int64_t blocks, uint32_t* maxima) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    uint32_t m = 0;
+    for (int64_t j = 0; j < kSelectBlock; ++j)
+      m = std::max(m, MagnitudeKey(v[b * kSelectBlock + j]));
+    maxima[b] = m;
   }
-  return count;
 }
 
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void AccumulateRow(
@@ -315,49 +440,67 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) vo
   for (int64_t j = 0; j < n; ++j) momentum[j] = decay * momentum[j] + lr * gradient[j];
 }
 
-// The k positions of largest magnitude in one row, sorted; `sample`, `positions` (n entries)
+// The k positions of largest magnitude in one row, sorted; `maxima`, `positions` (n entries)
 // and `candidates` are scratch.
-void SelectRow(const float* v, int64_t n, int64_t k, std::vector<float>& sample,
+void SelectRow(const float* v, int64_t n, int64_t k, std::vector<uint32_t>& maxima,
                std::vector<int32_t>& positions, std::vector<Ranked>& candidates, int64_t* out) {
-  // Guess a threshold a little below the k-th largest magnitude from a sample (an odd stride,
-  // so it does not line up with the rows of 2-D chunks); one pass keeps the values at or
-  // above it, about 2k, and the exact top k is chosen among them.
-  float threshold = 0;
-  const int64_t stride = (n / (16 * k)) | 1;
-  if (stride > 1) {
-    sample.clear();
-    for (int64_t j = 0; j < n; j += stride) sample.push_back(Magnitude(v[j]));
-    const int64_t size = static_cast<int64_t>(sample.size());
-    const int64_t rank = std::min(size - 1, 2 * ((k * size + n - 1) / n));
-    std::nth_element(sample.begin(), sample.begin() + rank, sample.end(), std::greater<>());
-    threshold = sample[rank];
+  const int64_t blocks = (n + kSelectBlock - 1) / kSelectBlock;
+  int64_t count = 0;
+  if (blocks <= k) {
+    for (int64_t j = 0; j < n; ++j) positions[count++] = static_cast<int32_t>(j);
+  } else {
+    // The k-th largest of the blocks' maxima is at or below the k-th largest magnitude (the k
+    // blocks above it each hold a value that large), so every value of the top k is at or
+    // above it, and only those blocks can hold one: about k blocks of the row are searched.
+    const int64_t full = n / kSelectBlock;
+    maxima.resize(2 * blocks);
+    BlockMaxima(v, full, maxima.data());
+    if (full < blocks) {
+      uint32_t m = 0;
+      for (int64_t j = full * kSelectBlock; j < n; ++j) m = std::max(m, MagnitudeKey(v[j]));
+      maxima[full] = m;
+    }
+    uint32_t* ordered = maxima.data() + blocks;
+    std::copy(maxima.data(), maxima.data() + blocks, ordered);
+    std::nth_element(ordered, ordered + (k - 1), ordered + blocks, std::greater<>());
+    const uint32_t threshold = ordered[k - 1];
+    for (int64_t b = 0; b < blocks; ++b) {
+      if (maxima[b] < threshold) continue;
+      const int64_t end = std::min(n, (b + 1) * kSelectBlock);
+      for (int64_t j = b * kSelectBlock; j < end; ++j) {  // branch-free: the count decides
+        positions[count] = static_cast<int32_t>(j);
+        count += MagnitudeKey(v[j]) >= threshold;
+      }
+    }
   }
-  int64_t count = CollectAtLeast(v, n, threshold, positions.data());
-  if (count < k) count = CollectAtLeast(v, n, 0.0f, positions.data());  // the guess was high
   candidates.resize(count);
-  for (int64_t c = 0; c < count; ++c) candidates[c] = {Magnitude(v[positions[c]]), positions[c]};
+  for (int64_t c = 0; c < count; ++c) {
+    candidates[c] = {MagnitudeKey(v[positions[c]]), positions[c]};
+  }
   std::nth_element(candidates.begin(), candidates.begin() + (k - 1), candidates.end(),
                    std::greater<>());
   for (int64_t j = 0; j < k; ++j) out[j] = candidates[j].position;
   std::sort(out, out + k);
 }
 
+// Finite: no magnitude key (NaN and infinity map to infinity's) reaches infinity's. An integer
+// maximum, which vectorizes.
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) bool AllFinite(
     const float* v, int64_t n) {
-  bool finite = true;
-  for (int64_t j = 0; j < n; ++j) finite &= std::fabs(v[j]) <= std::numeric_limits<float>::max();
-  return finite;
+  uint32_t largest = 0;
+  for (int64_t j = 0; j < n; ++j) largest = std::max(largest, MagnitudeKey(v[j]));
+  return largest < 0x7f800000u;
 }
 
 }  // namespace
 
 void TopKByMagnitude(const float* x, int64_t rows, int64_t n, int64_t k, int64_t* indices) {
   at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / n), [&](int64_t begin, int64_t end) {
-    std::vector<float> sample;
+    std::vector<uint32_t> maxima;
     std::vector<int32_t> positions(n);
     std::vector<Ranked> candidates;
     for (int64_t row = begin; row < end; ++row) {
-      SelectRow(x + row * n, n, k, sample, positions, candidates, indices + row * k);
+      SelectRow(x + row * n, n, k, maxima, positions, candidates, indices + row * k);
     }
   });
 }
@@ -366,7 +509,9 @@ void EncodeAccumulateSelect(const std::vector<GradientChunks>& sources, int64_t 
                             int64_t k, float decay, float lr, float* momentum, int64_t* indices,
                             uint8_t* row_finite) {
   at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / (n * 8)), [&](int64_t begin, int64_t end) {
-    std::vector<float> sample, scratch(n), encoded(n);
+    EncodeScratch<float> scratch;
+    std::vector<uint32_t> maxima;
+    std::vector<float> encoded(n);
     std::vector<int32_t> positions(n);
     std::vector<Ranked> candidates;
     // The source holding `begin`: the last one whose first row is not after it.
@@ -381,7 +526,7 @@ void EncodeAccumulateSelect(const std::vector<GradientChunks>& sources, int64_t 
       bool finite = true;
       if (src.gradient != nullptr) {
         EncodeChunk(src.gradient, *src.layout, row - src.first_row, src.f_rows_t, src.f_cols,
-                    scratch.data(), encoded.data());
+                    scratch, encoded.data());
         finite = AllFinite(encoded.data(), n);
       }
       row_finite[row] = finite;
@@ -390,7 +535,7 @@ void EncodeAccumulateSelect(const std::vector<GradientChunks>& sources, int64_t 
       } else if (decay != 1.0f) {
         for (int64_t j = 0; j < n; ++j) v[j] *= decay;
       }
-      SelectRow(v, n, k, sample, positions, candidates, indices + row * k);
+      SelectRow(v, n, k, maxima, positions, candidates, indices + row * k);
     }
   });
 }

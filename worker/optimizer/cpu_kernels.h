@@ -43,12 +43,24 @@ void DecodeSparseChunks(const uint64_t* chunk_offsets, const uint32_t* indices, 
                         const ChunkLayout& layout, const float* f_rows_t, const float* f_cols_t,
                         float* x);
 
-// Step 10 fused with the decode: param <- param * keep (when decay) + step * sign(X) where X
-// is the decoded aggregate, without materialising X. The arithmetic is rounded exactly as
-// ATen's p.mul_(keep); p.add_(sign, step) on any device.
-void ApplySparseSignedStep(const uint64_t* chunk_offsets, const uint32_t* indices,
-                           const float* values, const ChunkLayout& layout, const float* f_rows_t,
-                           const float* f_cols_t, bool decay, float keep, float step, float* param);
+// One tensor's sparse aggregate (as for DecodeSparseChunks) and its parameter
+// (layout.matrix_shape, row-major).
+struct SparseSignedStep {
+  const uint64_t* chunk_offsets = nullptr;
+  const uint32_t* indices = nullptr;
+  const float* values = nullptr;
+  const ChunkLayout* layout = nullptr;
+  const float* f_rows_t = nullptr;
+  const float* f_cols_t = nullptr;
+  float* param = nullptr;
+};
+
+// Step 10 fused with the decode, for every tensor in one parallel pass: param <- param * keep
+// (when decay) + step * sign(X) where X is the tensor's decoded aggregate, without
+// materialising X. The arithmetic is rounded exactly as ATen's p.mul_(keep);
+// p.add_(sign, step) on any device.
+void ApplySparseSignedSteps(const std::vector<SparseSignedStep>& tensors, bool decay, float keep,
+                            float step);
 
 // For each of `rows` rows of n values, the k positions of largest |value| (k <= n), written
 // sorted by position to indices[row * k ...]. NaN counts as largest, as in torch.topk.

@@ -247,16 +247,17 @@ void DemoOptimizer::ApplyAggregate(const StepAggregate& aggregate) {
   const double lr = options_.lr();
   const bool decay = options_.weight_decay() != 0.0;
   const double keep = 1.0 - lr * options_.weight_decay();
+  std::vector<cpu::SparseSignedStep> on_cpu;
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor& p = params_[i];
     const AggregateTensor& agg = aggregate.tensors[i];
     const ChunkLayout& layout = table_[i].layout;
     if (IsCpuFloat(p) && p.is_contiguous()) {
-      cpu::ApplySparseSignedStep(
-          agg.chunk_offsets.data(), agg.indices.data(), agg.values.data(), layout,
-          DctBasisTransposed(layout.chunk_rows, at::kCPU, at::kFloat).data_ptr<float>(),
-          DctBasisTransposed(layout.chunk_cols, at::kCPU, at::kFloat).data_ptr<float>(), decay,
-          static_cast<float>(keep), static_cast<float>(-lr), p.data_ptr<float>());
+      on_cpu.push_back(
+          {agg.chunk_offsets.data(), agg.indices.data(), agg.values.data(), &layout,
+           DctBasisTransposed(layout.chunk_rows, at::kCPU, at::kFloat).data_ptr<float>(),
+           DctBasisTransposed(layout.chunk_cols, at::kCPU, at::kFloat).data_ptr<float>(),
+           p.data_ptr<float>()});
       continue;
     }
     // Other devices and dtypes decode on the CPU too, with the same routine. A decoded value
@@ -271,6 +272,7 @@ void DemoOptimizer::ApplyAggregate(const StepAggregate& aggregate) {
     if (decay) p.mul_(keep);
     p.add_(direction, -lr);
   }
+  cpu::ApplySparseSignedSteps(on_cpu, decay, static_cast<float>(keep), static_cast<float>(-lr));
 }
 
 void DemoOptimizer::ZeroGrad() {

@@ -106,21 +106,29 @@ TEST(CpuPipelineTest, EncodeAccumulateSelectMatchesTheOperatorsAndDropsNonFinite
   EXPECT_TRUE(at::equal(indices, TorchTopK(momentum, 8)));
 }
 
+// An aggregate with entries at every third position of each chunk but chunk 1.
+AggregateTensor EveryThirdEntry(const ChunkLayout& layout) {
+  AggregateTensor agg;
+  agg.chunk_offsets.push_back(0);
+  for (int64_t c = 0; c < layout.num_chunks(); ++c) {
+    for (int64_t j = (c * 7) % 3; c != 1 && j < layout.chunk_size(); j += 3) {
+      agg.indices.push_back(static_cast<uint32_t>(j));
+      agg.values.push_back(static_cast<float>((c + 1) * 0.5 - j * 0.01));
+    }
+    agg.chunk_offsets.push_back(agg.indices.size());
+  }
+  return agg;
+}
+
 TEST(CpuDecodeTest, SparseDecodeEqualsDenseDecode) {
   for (const ChunkLayout& layout : {Layout({128, 96}, 64, 32), Layout({200}, 64, 32),
                                     Layout({1, 130}, 64, 32), Layout({48, 20}, 32, 16)}) {
-    AggregateTensor agg;
+    const AggregateTensor agg = EveryThirdEntry(layout);
     at::Tensor dense = at::zeros({layout.num_chunks(), layout.chunk_size()});
-    agg.chunk_offsets.push_back(0);
     for (int64_t c = 0; c < layout.num_chunks(); ++c) {
-      // Chunk 1 stays empty; the others get entries at every third position.
-      for (int64_t j = (c * 7) % 3; c != 1 && j < layout.chunk_size(); j += 3) {
-        const float v = static_cast<float>((c + 1) * 0.5 - j * 0.01);
-        agg.indices.push_back(static_cast<uint32_t>(j));
-        agg.values.push_back(v);
-        dense[c][j] = v;
+      for (uint64_t e = agg.chunk_offsets[c]; e < agg.chunk_offsets[c + 1]; ++e) {
+        dense[c][agg.indices[e]] = agg.values[e];
       }
-      agg.chunk_offsets.push_back(agg.indices.size());
     }
     at::Tensor sparse = DecodeSparseChunks(agg, layout, at::TensorOptions(at::kFloat));
     EXPECT_TRUE(at::allclose(sparse, DecodeChunks(dense, layout), 1e-5, 1e-5))
@@ -128,24 +136,44 @@ TEST(CpuDecodeTest, SparseDecodeEqualsDenseDecode) {
   }
 }
 
-TEST(CpuDecodeTest, FusedSignedStepMatchesTheOperators) {
-  const ChunkLayout layout = Layout({128, 96}, 64, 32);
-  AggregateTensor agg;
-  agg.chunk_offsets = {0, 2, 2, 3, 5};
-  agg.indices = {0, 77, 5, 1, 3071};
-  agg.values = {0.5f, -2.0f, 1.0f, -0.25f, 3.0f};
-  at::Tensor p = at::randn({128, 96});
-  at::Tensor want = p.clone();
-  at::Tensor direction = DecodeSparseChunks(agg, layout, at::TensorOptions(at::kFloat)).sign_();
+// Several tensors in one pass, split between threads anywhere (at most 1 << 16 elements each):
+// every parameter takes exactly the step the operators give, one tensor at a time.
+TEST(CpuDecodeTest, FusedSignedStepsMatchTheOperators) {
+  const std::vector<ChunkLayout> layouts = {Layout({128, 96}, 64, 32), Layout({200}, 64, 32),
+                                            Layout({512, 256}, 64, 32), Layout({1, 130}, 64, 32),
+                                            Layout({48, 20}, 32, 16)};
   const double lr = 0.01, keep = 1.0 - lr * 0.1;
-  want.mul_(keep);
-  want.add_(direction, -lr);
-  cpu::ApplySparseSignedStep(agg.chunk_offsets.data(), agg.indices.data(), agg.values.data(),
-                             layout, DctBasisTransposed(64, at::kCPU, at::kFloat).data_ptr<float>(),
-                             DctBasisTransposed(48, at::kCPU, at::kFloat).data_ptr<float>(),
-                             /*decay=*/true, static_cast<float>(keep), static_cast<float>(-lr),
-                             p.data_ptr<float>());
-  EXPECT_TRUE(at::equal(p, want));  // bit for bit, as a GPU worker computes it
+  const int threads = at::get_num_threads();
+  for (int n_threads : {1, 2, 3}) {
+    at::set_num_threads(n_threads);
+    std::vector<AggregateTensor> aggregates;
+    std::vector<at::Tensor> params, want;
+    std::vector<cpu::SparseSignedStep> steps;
+    for (const ChunkLayout& layout : layouts) {
+      aggregates.push_back(EveryThirdEntry(layout));
+      params.push_back(at::randn(layout.matrix_shape));
+      at::Tensor direction =
+          DecodeSparseChunks(aggregates.back(), layout, at::TensorOptions(at::kFloat)).sign_();
+      want.push_back(params.back().clone().mul_(keep).add_(direction, -lr));
+    }
+    for (size_t t = 0; t < layouts.size(); ++t) {
+      const ChunkLayout& layout = layouts[t];
+      steps.push_back(
+          {aggregates[t].chunk_offsets.data(), aggregates[t].indices.data(),
+           aggregates[t].values.data(), &layout,
+           DctBasisTransposed(layout.chunk_rows, at::kCPU, at::kFloat).data_ptr<float>(),
+           DctBasisTransposed(layout.chunk_cols, at::kCPU, at::kFloat).data_ptr<float>(),
+           params[t].data_ptr<float>()});
+    }
+    cpu::ApplySparseSignedSteps(steps, /*decay=*/true, static_cast<float>(keep),
+                                static_cast<float>(-lr));
+    for (size_t t = 0; t < layouts.size(); ++t) {
+      // Bit for bit, as a GPU worker computes it.
+      EXPECT_TRUE(at::equal(params[t], want[t]))
+          << n_threads << " threads, " << ShapeToString(layouts[t].matrix_shape);
+    }
+  }
+  at::set_num_threads(threads);
 }
 
 TEST(CpuKernelsTest, ResultsDoNotDependOnTheThreadCount) {
