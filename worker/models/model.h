@@ -51,6 +51,13 @@ class Model {
   virtual std::string Describe() const = 0;
 };
 
+// The mean of model.Loss over `batch`, computed at most `part` samples at a time, so that a
+// large held-out set is evaluated in bounded memory. Each part's mean is weighted by its
+// samples: for losses that are means over samples of equal size (every model here) this is the
+// mean over the whole batch, to rounding. No autograd graph is kept. INVALID_ARGUMENT for an
+// empty batch or part < 1; Loss's errors as they are.
+absl::StatusOr<double> MeanLossInParts(Model& model, const Batch& batch, int64_t part);
+
 struct GptConfig {
   static constexpr int64_t kVocab = 256;  // byte-level: one token per byte
   int64_t layers = 4;

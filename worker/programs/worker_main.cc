@@ -49,6 +49,10 @@ ABSL_FLAG(int64_t, max_batch_samples, 0,
           "memory holds, in micro-batches of --batch_size); 0: no limit");
 ABSL_FLAG(uint64_t, seed, 0, "initialization and data order (default: from the name)");
 ABSL_FLAG(int64_t, validation_interval, 10, "steps between validation losses; 0: never");
+ABSL_FLAG(int64_t, validation_samples, 64,
+          "held-out samples in each validation loss (text: windows of --context bytes spread "
+          "evenly over the validation split; images: the first test images), evaluated 64 at "
+          "a time");
 ABSL_FLAG(std::string, checkpoint_dir, "", "save and resume parameters, momentum, step here");
 ABSL_FLAG(int64_t, checkpoint_interval, 50, "steps between checkpoints");
 ABSL_FLAG(std::string, csv, "", "write one line per step here");
@@ -134,6 +138,9 @@ int Main() {
   SetLogLevel(*level);
   if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
   if (absl::GetFlag(FLAGS_batch_size) < 1) ExitWithReason(kExitUsage, "--batch_size must be >= 1");
+  if (absl::GetFlag(FLAGS_validation_samples) < 1) {
+    ExitWithReason(kExitUsage, "--validation_samples must be >= 1");
+  }
   if (!(absl::GetFlag(FLAGS_compute_slowdown) >= 1 &&
         absl::GetFlag(FLAGS_compute_slowdown) <= 1000)) {
     ExitWithReason(kExitUsage, "--compute_slowdown must be in [1, 1000]");
@@ -199,6 +206,7 @@ int Main() {
   options.compute_slowdown = absl::GetFlag(FLAGS_compute_slowdown);
   options.max_steps = absl::GetFlag(FLAGS_steps);
   options.validation_interval = absl::GetFlag(FLAGS_validation_interval);
+  options.validation_samples = absl::GetFlag(FLAGS_validation_samples);
   options.checkpoint_dir = absl::GetFlag(FLAGS_checkpoint_dir);
   options.checkpoint_interval = absl::GetFlag(FLAGS_checkpoint_interval);
   options.csv_path = absl::GetFlag(FLAGS_csv);

@@ -237,12 +237,11 @@ class Trainer::Impl {
   }
 
   absl::StatusOr<double> ValidationLoss() {
-    at::NoGradGuard no_grad;
     model_->SetTraining(false);
-    Batch batch = dataset_->ValidationBatch(options_.validation_batch_size, options_.device);
-    DEMOD_ASSIGN_OR_RETURN(at::Tensor loss, model_->Loss(batch));
+    const Batch batch = dataset_->ValidationBatch(options_.validation_samples, options_.device);
+    absl::StatusOr<double> loss = MeanLossInParts(*model_, batch, TrainerOptions::kValidationPart);
     model_->SetTraining(true);
-    return loss.item<double>();
+    return loss;
   }
 
   // Shards follow the step's contributors: this worker's rank among them and their count.

@@ -37,7 +37,10 @@ struct TrainerOptions {
   int micro_batches = 1;  // gradients of this many batches are summed per step
   int64_t max_steps = 0;  // leave after this many steps; 0: until the run finishes
   int64_t validation_interval = 10;
-  int64_t validation_batch_size = 64;
+  // Held-out samples per validation (text: windows spread evenly over the validation split),
+  // evaluated kValidationPart at a time.
+  int64_t validation_samples = 64;
+  static constexpr int64_t kValidationPart = 64;
   std::string csv_path;        // a line per step; empty for none
   std::string checkpoint_dir;  // empty: no checkpoints
   int64_t checkpoint_interval = 50;

@@ -41,6 +41,22 @@ TEST(GptModelTest, LossAtInitIsAboutLn256) {
   EXPECT_NEAR(loss->item<double>(), std::log(256.0), 0.05);
 }
 
+// A large held-out set evaluated in parts has the mean loss of the whole set, whatever the
+// parts (the last one shorter), and needs samples and parts.
+TEST(GptModelTest, MeanLossInPartsIsTheWholeBatchsMean) {
+  auto gpt = MakeGpt(TinyConfig());
+  const Batch batch = RandomBytes(150, 32, 9);
+  absl::StatusOr<at::Tensor> whole = gpt->Loss(batch);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  for (int64_t part : {1, 64, 149, 150, 1000}) {
+    absl::StatusOr<double> mean = MeanLossInParts(*gpt, batch, part);
+    ASSERT_TRUE(mean.ok()) << mean.status();
+    EXPECT_NEAR(*mean, whole->item<double>(), 1e-5) << "parts of " << part;
+  }
+  EXPECT_EQ(MeanLossInParts(*gpt, batch, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MeanLossInParts(*gpt, Batch{}, 64).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(GptModelTest, LossFallsOnARepeatedBatch) {
   auto gpt = MakeGpt(TinyConfig());
   std::vector<at::Tensor> params;

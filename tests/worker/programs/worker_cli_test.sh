@@ -28,6 +28,7 @@ one_line_exit unknown 2 "unknown flag --coordinater" --coordinater 127.0.0.1:1
 one_line_exit bad_value 2 "--batch_size=big: " --batch_size big
 one_line_exit bad_duration 2 "--reconnect_for=soon: " --reconnect_for soon
 one_line_exit negative 2 "--reconnect_for must be >= 0" --reconnect_for=-1s
+one_line_exit no_validation 2 "--validation_samples must be >= 1" --validation_samples 0
 # Nothing listens on port 1: the worker retries for 2 s, says how long it has left, gives up.
 one_line_exit gives_up 1 "giving up after .* reconnection attempts in 2s (--reconnect_for)" \
   --coordinator 127.0.0.1:1 --reconnect_for 2s --gpt_layers 1 --gpt_d_model 32 --context 32
