@@ -4,45 +4,20 @@
 # Debian packages carried in .debs/ (Abseil, gRPC, protobuf, prometheus-cpp, yaml-cpp,
 # nlohmann-json and what they need; `apt-get download` them on a Debian 12 machine) into
 # /tmp/deps, builds demod-coordinator and demod-worker against the wheel's LibTorch into
-# build-device-full/, trains the small GPT on data/sotu (carried) for 40 steps with one worker
+# build-device-full/ (scripts/device_build.sh: with the CUDA kernels where it can), trains the
+# small GPT on data/sotu (carried) for STEPS (40) steps with one worker
 # on each device, and checks both end with one fingerprint and no resync was needed.
 # ENCODING (bf16) and OPTIMIZER (demo, or adamw for the dense baseline) choose the run; with
 # BALANCE=N the run shares a global batch of N samples by measured throughput (issue 16:
 # batch: {global: N, balance: true}), and the workers' last shares are printed.
 #
-# The packages (22 MB; on a Debian 12 machine, in the repository's root, with .debs/ listed in
-# .git/info/exclude), then carry .debs and data/sotu:
-#   mkdir -p .debs && (cd .debs && apt-get download civetweb libabsl-dev libabsl20220623 \
-#     libbrotli1 libc-ares-dev libc-ares2 libcivetweb-dev libcivetweb1 libcurl4 \
-#     libcurl4-openssl-dev libgrpc++-dev libgrpc++1.51 libgrpc-dev libgrpc29 libgssapi-krb5-2 \
-#     libldap-2.5-0 libnghttp2-14 libpkgconf3 libprometheus-cpp-core1.0 \
-#     libprometheus-cpp-pull1.0 libprometheus-cpp-push1.0 libprotobuf-dev libprotobuf-lite32 \
-#     libprotobuf32 libprotoc32 libpsl5 libre2-9 libre2-dev librtmp1 libsasl2-2 \
-#     libsasl2-modules-db libssh2-1 libssl-dev libssl3 libyaml-cpp-dev libyaml-cpp0.7 \
-#     nlohmann-json3-dev pkgconf pkgconf-bin prometheus-cpp-dev protobuf-compiler \
-#     protobuf-compiler-grpc rpcsvc-proto zlib1g zlib1g-dev)
+# The packages (22 MB): `scripts/device_cuda_check.sh pack` downloads them into .debs/ (with
+# .devcuda/ for a GPU machine without nvcc); then carry .debs, .devcuda and data/sotu.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-deps=/tmp/deps
-build=build-device-full
-mkdir -p "$deps"
-for f in .debs/*.deb; do dpkg -x "$f" "$deps" || exit 2; done
-torch_cmake=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
-torch_dir=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')
-lib="$deps/usr/lib/x86_64-linux-gnu"
-export LD_LIBRARY_PATH="$lib:$deps/lib/x86_64-linux-gnu:$torch_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export PATH="$deps/usr/bin:$PATH"
-# gRPC's CMake config asks for -lre2 with Debian's /usr/lib folder: look in ours too.
-export LIBRARY_PATH="$lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
-generator=Ninja
-command -v ninja >/dev/null || generator="Unix Makefiles"
-cmake -S . -B "$build" -G "$generator" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DDEMOD_BUILD_TESTS=OFF -DDEMOD_BUILD_BENCHMARKS=OFF -DCMAKE_POLICY_VERSION_MINIMUM=3.5 \
-  "-DCMAKE_CXX_FLAGS=-include cstdint" -DCMAKE_PREFIX_PATH="$deps/usr;$torch_cmake" \
-  -DProtobuf_PROTOC_EXECUTABLE="$deps/usr/bin/protoc" -DProtobuf_INCLUDE_DIR="$deps/usr/include" \
-  -DProtobuf_LIBRARY="$lib/libprotobuf.so" || exit 2
-cmake --build "$build" -j"$(nproc)" --target demod-coordinator demod-worker || exit 2
-bin="$build/bin"
+. scripts/device_build.sh || exit 2
+device_build demod-coordinator demod-worker || exit 2
+bin="$device_build_dir/bin"
 work=$(mktemp -d)
 config=()
 if [ -n "${BALANCE:-}" ]; then
@@ -50,7 +25,7 @@ if [ -n "${BALANCE:-}" ]; then
   config=(--config "$work/run.yaml")
 fi
 "$bin/demod-coordinator" "${config[@]}" --listen 127.0.0.1:0 --port_file "$work/port" --metrics "" \
-  --min_workers 2 --total_steps 40 --lr 2e-3 --warmup_steps 4 --fingerprint_interval 10 \
+  --min_workers 2 --total_steps "${STEPS:-40}" --lr 2e-3 --warmup_steps 4 --fingerprint_interval 10 \
   --value_encoding "${ENCODING:-bf16}" --optimizer "${OPTIMIZER:-demo}" \
   >"$work/coordinator.log" 2>&1 &
 coordinator=$!

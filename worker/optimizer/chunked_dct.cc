@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "worker/optimizer/cpu_kernels.h"
+#include "worker/optimizer/sparse_signed_step.h"
 
 namespace demod {
 namespace {

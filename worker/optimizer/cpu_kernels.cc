@@ -10,96 +10,21 @@
 #include <utility>
 #include <vector>
 
+#include "worker/optimizer/gemm_blocks.h"
+
 namespace demod {
 namespace cpu {
-namespace {
+namespace {}  // namespace
 
-// GCC vector extensions: 64-byte vectors that the compiler maps onto whatever the clone's
-// instruction set has (one zmm, two ymm or four xmm registers).
-typedef float FloatVec __attribute__((vector_size(64)));
-typedef double DoubleVec __attribute__((vector_size(64)));
-template <typename T>
-struct VecOf;
-template <>
-struct VecOf<float> {
-  using type = FloatVec;
-};
-template <>
-struct VecOf<double> {
-  using type = DoubleVec;
-};
-
-// A kRows x (kVecs vectors) block of C, accumulated in registers over the whole K.
-template <typename T, int kRows, int kVecs>
-inline __attribute__((always_inline)) void GemmBlock(int64_t k, const T* a, int64_t lda, const T* b,
-                                                     int64_t ldb, T* c, int64_t ldc) {
-  using V = typename VecOf<T>::type;
-  constexpr int kLanes = sizeof(V) / sizeof(T);
-  V acc[kRows][kVecs] = {};
-  for (int64_t p = 0; p < k; ++p) {
-    V bv[kVecs];
-    for (int v = 0; v < kVecs; ++v) __builtin_memcpy(&bv[v], b + p * ldb + v * kLanes, sizeof(V));
-    for (int r = 0; r < kRows; ++r) {
-      const T ar = a[r * lda + p];
-      for (int v = 0; v < kVecs; ++v) acc[r][v] += ar * bv[v];
-    }
-  }
-  for (int r = 0; r < kRows; ++r) {
-    for (int v = 0; v < kVecs; ++v) {
-      __builtin_memcpy(c + r * ldc + v * kLanes, &acc[r][v], sizeof(V));
-    }
-  }
-}
-
-// Columns that do not fill a vector.
-template <typename T, int kRows>
-inline __attribute__((always_inline)) void GemmTail(int64_t n, int64_t k, const T* a, int64_t lda,
-                                                    const T* b, int64_t ldb, T* c, int64_t ldc) {
-  for (int r = 0; r < kRows; ++r) {
-    for (int64_t j = 0; j < n; ++j) {
-      T sum = 0;
-      for (int64_t p = 0; p < k; ++p) sum += a[r * lda + p] * b[p * ldb + j];
-      c[r * ldc + j] = sum;
-    }
-  }
-}
-
-template <typename T, int kRows>
-inline __attribute__((always_inline)) void GemmRows(int64_t n, int64_t k, const T* a, int64_t lda,
-                                                    const T* b, int64_t ldb, T* c, int64_t ldc) {
-  constexpr int kLanes = sizeof(typename VecOf<T>::type) / sizeof(T);
-  int64_t j = 0;
-  for (; j + 2 * kLanes <= n; j += 2 * kLanes) {
-    GemmBlock<T, kRows, 2>(k, a, lda, b + j, ldb, c + j, ldc);
-  }
-  for (; j + kLanes <= n; j += kLanes) GemmBlock<T, kRows, 1>(k, a, lda, b + j, ldb, c + j, ldc);
-  if (j < n) GemmTail<T, kRows>(n - j, k, a, lda, b + j, ldb, c + j, ldc);
-}
-
-template <typename T>
-inline __attribute__((always_inline)) void GemmImpl(int64_t m, int64_t n, int64_t k, const T* a,
-                                                    int64_t lda, const T* b, int64_t ldb, T* c,
-                                                    int64_t ldc) {
-  int64_t i = 0;
-  for (; i + 4 <= m; i += 4) GemmRows<T, 4>(n, k, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
-  for (; i < m; ++i) GemmRows<T, 1>(n, k, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
-}
-
-// Chunks per parallel task: enough work to amortise the dispatch.
-int64_t ChunkGrain(const ChunkLayout& layout) {
+int64_t ChunksPerTask(const ChunkLayout& layout) {
   return std::max<int64_t>(
       1, 16384 / (layout.chunk_size() * std::max<int64_t>(layout.chunk_rows, layout.chunk_cols)));
 }
 
-// The top-left corner of a chunk in its tensor's row-major matrix.
-int64_t ChunkOrigin(const ChunkLayout& layout, int64_t chunk) {
-  if (!layout.is_2d()) return chunk * layout.chunk_cols;
-  const int64_t col_chunks = layout.chunk_grid[1];
-  return (chunk / col_chunks) * layout.chunk_rows * layout.matrix_shape[1] +
-         (chunk % col_chunks) * layout.chunk_cols;
+ChunkGeometry GeometryOf(const ChunkLayout& layout) {
+  if (!layout.is_2d()) return {1, layout.chunk_cols, layout.num_chunks(), layout.matrix_shape[0]};
+  return {layout.chunk_rows, layout.chunk_cols, layout.chunk_grid[1], layout.matrix_shape[1]};
 }
-
-}  // namespace
 
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void Gemm(
     int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
@@ -204,17 +129,18 @@ void EncodeChunk(const T* x, const ChunkLayout& layout, int64_t chunk, const T* 
   const int64_t a = layout.chunk_rows;
   const int64_t b = layout.chunk_cols;
   if (!layout.is_2d()) {
-    Gemm(1, b, b, x + ChunkOrigin(layout, chunk), b, f_cols, b, out, b);
+    Gemm(1, b, b, x + ChunkOrigin(GeometryOf(layout), chunk), b, f_cols, b, out, b);
     return;
   }
   const int64_t ldx = layout.matrix_shape[1];
   if (a % 2 == 0 && b % 2 == 0) {
-    EncodeFoldedChunk(x + ChunkOrigin(layout, chunk), ldx, a, b, f_rows_t, f_cols, s, out);
+    EncodeFoldedChunk(x + ChunkOrigin(GeometryOf(layout), chunk), ldx, a, b, f_rows_t, f_cols, s,
+                      out);
     return;
   }
   // Y = X F_cols, read straight from the parameter layout; Z = F_rows^T Y.
   s.y.resize(a * b);
-  Gemm(a, b, b, x + ChunkOrigin(layout, chunk), ldx, f_cols, b, s.y.data(), b);
+  Gemm(a, b, b, x + ChunkOrigin(GeometryOf(layout), chunk), ldx, f_cols, b, s.y.data(), b);
   Gemm(a, b, a, f_rows_t, a, s.y.data(), b, out, b);
 }
 
@@ -225,12 +151,13 @@ void EncodeChunks(const T* x, const ChunkLayout& layout, const T* f_rows_t, cons
   const int64_t size = layout.chunk_size();
   if (!layout.is_2d()) {
     // Rows of b values: one GEMM over any range of rows.
-    at::parallel_for(0, layout.num_chunks(), ChunkGrain(layout), [&](int64_t begin, int64_t end) {
-      Gemm(end - begin, b, b, x + begin * b, b, f_cols, b, out + begin * b, b);
-    });
+    at::parallel_for(0, layout.num_chunks(), ChunksPerTask(layout),
+                     [&](int64_t begin, int64_t end) {
+                       Gemm(end - begin, b, b, x + begin * b, b, f_cols, b, out + begin * b, b);
+                     });
     return;
   }
-  at::parallel_for(0, layout.num_chunks(), ChunkGrain(layout), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, layout.num_chunks(), ChunksPerTask(layout), [&](int64_t begin, int64_t end) {
     EncodeScratch<T> scratch;
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       EncodeChunk(x, layout, chunk, f_rows_t, f_cols, scratch, out + chunk * size);
@@ -245,18 +172,19 @@ void DecodeChunks(const T* coefficients, const ChunkLayout& layout, const T* f_r
   const int64_t b = layout.chunk_cols;
   const int64_t size = layout.chunk_size();
   if (!layout.is_2d()) {
-    at::parallel_for(0, layout.num_chunks(), ChunkGrain(layout), [&](int64_t begin, int64_t end) {
-      Gemm(end - begin, b, b, coefficients + begin * b, b, f_cols_t, b, x + begin * b, b);
-    });
+    at::parallel_for(
+        0, layout.num_chunks(), ChunksPerTask(layout), [&](int64_t begin, int64_t end) {
+          Gemm(end - begin, b, b, coefficients + begin * b, b, f_cols_t, b, x + begin * b, b);
+        });
     return;
   }
   const int64_t cols = layout.matrix_shape[1];
-  at::parallel_for(0, layout.num_chunks(), ChunkGrain(layout), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, layout.num_chunks(), ChunksPerTask(layout), [&](int64_t begin, int64_t end) {
     std::vector<T> y(size);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       // Y = F_rows Z; X = Y F_cols^T, written straight into the parameter layout.
       Gemm(a, b, a, f_rows, a, coefficients + chunk * size, b, y.data(), b);
-      Gemm(a, b, b, y.data(), b, f_cols_t, b, x + ChunkOrigin(layout, chunk), cols);
+      Gemm(a, b, b, y.data(), b, f_cols_t, b, x + ChunkOrigin(GeometryOf(layout), chunk), cols);
     }
   });
 }
@@ -269,138 +197,6 @@ template void DecodeChunks<float>(const float*, const ChunkLayout&, const float*
                                   float*);
 template void DecodeChunks<double>(const double*, const ChunkLayout&, const double*, const double*,
                                    double*);
-
-namespace {
-
-// Scratch of DecodeSparseChunkRange, one per thread.
-struct SparseDecodeScratch {
-  std::vector<int32_t> slot;
-  std::vector<uint32_t> used_cols;
-  std::vector<float> yt, y, f_cols_rows, block;
-};
-
-// Calls fn(chunk, block) for chunks [begin, end) of a sparse aggregate, block being the chunk
-// decoded to chunk_rows x chunk_cols values (row-major, in the scratch).
-template <typename Fn>
-void DecodeSparseChunkRange(int64_t begin, int64_t end, const uint64_t* chunk_offsets,
-                            const uint32_t* indices, const float* values, const ChunkLayout& layout,
-                            const float* f_rows_t, const float* f_cols_t, SparseDecodeScratch& s,
-                            Fn fn) {
-  const int64_t a = layout.chunk_rows;
-  const int64_t b = layout.chunk_cols;
-  // X = F_rows Z F_cols^T = sum over the columns j of Z holding an entry of
-  //   (F_rows Z[:, j]) outer F_cols^T[j, :].
-  // yt[s] = (F_rows Z[:, j_s])^T for the s-th such column; a = 1 for 1-D tensors.
-  s.slot.resize(b);
-  s.block.resize(a * b);
-  for (int64_t chunk = begin; chunk < end; ++chunk) {
-    const uint64_t first = chunk_offsets[chunk];
-    const uint64_t last = chunk_offsets[chunk + 1];
-    if (first == last) {
-      std::fill(s.block.begin(), s.block.end(), 0.0f);
-      fn(chunk, s.block.data());
-      continue;
-    }
-    std::fill(s.slot.begin(), s.slot.end(), -1);
-    s.used_cols.clear();
-    for (uint64_t e = first; e < last; ++e) {
-      const uint32_t j = indices[e] % b;
-      if (s.slot[j] < 0) {
-        s.slot[j] = static_cast<int32_t>(s.used_cols.size());
-        s.used_cols.push_back(j);
-      }
-    }
-    const int64_t n_used = static_cast<int64_t>(s.used_cols.size());
-    s.yt.assign(n_used * a, 0.0f);
-    for (uint64_t e = first; e < last; ++e) {
-      const uint32_t i = indices[e] / b;
-      float* row = s.yt.data() + s.slot[indices[e] % b] * a;
-      const float* f = f_rows_t + i * a;  // F_rows[:, i] as a row of F_rows^T
-      const float v = values[e];
-      for (int64_t t = 0; t < a; ++t) row[t] += v * f[t];
-    }
-    // y = yt^T [a x n_used]; rows of F_cols^T for the used columns [n_used x b].
-    s.y.resize(a * n_used);
-    for (int64_t u = 0; u < n_used; ++u) {
-      for (int64_t t = 0; t < a; ++t) s.y[t * n_used + u] = s.yt[u * a + t];
-    }
-    s.f_cols_rows.resize(n_used * b);
-    for (int64_t u = 0; u < n_used; ++u) {
-      std::copy(f_cols_t + s.used_cols[u] * b, f_cols_t + (s.used_cols[u] + 1) * b,
-                s.f_cols_rows.begin() + u * b);
-    }
-    Gemm(a, b, n_used, s.y.data(), n_used, s.f_cols_rows.data(), b, s.block.data(), b);
-    fn(chunk, s.block.data());
-  }
-}
-
-// p <- p * keep (when decay) + step * sign(x). Contraction is off: the product and the sum
-// are rounded separately, as the ATen operators (mul_, add_ with alpha) round them on every
-// device, so CPU and GPU workers compute identical parameters.
-__attribute__((optimize("fp-contract=off"),
-               target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void
-SignedStepRow(float* p, const float* x, int64_t n, bool decay, float keep, float step) {
-  for (int64_t j = 0; j < n; ++j) {
-    const float kept = decay ? p[j] * keep : p[j];
-    const float sign = static_cast<float>((x[j] > 0.0f) - (x[j] < 0.0f));
-    p[j] = kept + step * sign;
-  }
-}
-
-}  // namespace
-
-void DecodeSparseChunks(const uint64_t* chunk_offsets, const uint32_t* indices, const float* values,
-                        const ChunkLayout& layout, const float* f_rows_t, const float* f_cols_t,
-                        float* x) {
-  const int64_t cols = layout.matrix_shape.back();
-  at::parallel_for(0, layout.num_chunks(), ChunkGrain(layout), [&](int64_t begin, int64_t end) {
-    SparseDecodeScratch scratch;
-    DecodeSparseChunkRange(begin, end, chunk_offsets, indices, values, layout, f_rows_t, f_cols_t,
-                           scratch, [&](int64_t chunk, const float* block) {
-                             float* out = x + ChunkOrigin(layout, chunk);
-                             for (int64_t i = 0; i < layout.chunk_rows; ++i) {
-                               std::copy(block + i * layout.chunk_cols,
-                                         block + (i + 1) * layout.chunk_cols, out + i * cols);
-                             }
-                           });
-  });
-}
-
-void ApplySparseSignedSteps(const std::vector<SparseSignedStep>& tensors, bool decay, float keep,
-                            float step) {
-  // One parallel pass over all the tensors' chunks (a pass per tensor would pay a fork and a
-  // join for each of them), split by elements so that the threads get equal work. A chunk
-  // belongs to the range holding its first element.
-  std::vector<int64_t> first_element(tensors.size() + 1, 0);
-  for (size_t t = 0; t < tensors.size(); ++t) {
-    first_element[t + 1] = first_element[t] + tensors[t].layout->num_elements();
-  }
-  const auto chunk_at = [](const ChunkLayout& layout, int64_t element) {
-    const int64_t size = layout.chunk_size();
-    return std::min(layout.num_chunks(), (element + size - 1) / size);
-  };
-  at::parallel_for(0, first_element.back(), 1 << 16, [&](int64_t begin, int64_t end) {
-    SparseDecodeScratch scratch;
-    size_t t = std::upper_bound(first_element.begin(), first_element.end(), begin) -
-               first_element.begin() - 1;
-    for (; t < tensors.size() && first_element[t] < end; ++t) {
-      const SparseSignedStep& tensor = tensors[t];
-      const ChunkLayout& layout = *tensor.layout;
-      const int64_t cols = layout.matrix_shape.back();
-      const int64_t chunk_begin = chunk_at(layout, std::max<int64_t>(0, begin - first_element[t]));
-      const int64_t chunk_end = chunk_at(layout, end - first_element[t]);
-      DecodeSparseChunkRange(chunk_begin, chunk_end, tensor.chunk_offsets, tensor.indices,
-                             tensor.values, layout, tensor.f_rows_t, tensor.f_cols_t, scratch,
-                             [&](int64_t chunk, const float* block) {
-                               float* p = tensor.param + ChunkOrigin(layout, chunk);
-                               for (int64_t i = 0; i < layout.chunk_rows; ++i) {
-                                 SignedStepRow(p + i * cols, block + i * layout.chunk_cols,
-                                               layout.chunk_cols, decay, keep, step);
-                               }
-                             });
-    }
-  });
-}
 
 namespace {
 

@@ -14,9 +14,16 @@
 #include <vector>
 
 #include "common/chunk_layout.h"
+#include "worker/optimizer/chunk_addressing.h"
 
 namespace demod {
 namespace cpu {
+
+// The chunk geometry (chunk_addressing.h) of a layout.
+ChunkGeometry GeometryOf(const ChunkLayout& layout);
+
+// Chunks of `layout` per parallel task: enough work to amortise the dispatch.
+int64_t ChunksPerTask(const ChunkLayout& layout);
 
 // C[m x n] = A[m x k] * B[k x n], with leading dimensions (row strides) lda, ldb, ldc.
 void Gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
@@ -34,33 +41,6 @@ void EncodeChunks(const T* x, const ChunkLayout& layout, const T* f_rows_t, cons
 template <typename T>
 void DecodeChunks(const T* coefficients, const ChunkLayout& layout, const T* f_rows,
                   const T* f_cols_t, T* x);
-
-// Decodes a sparse aggregate straight into x (layout.matrix_shape): entries of chunk c are
-// [chunk_offsets[c], chunk_offsets[c + 1]) of indices / values. Costs O(entries * chunk_rows
-// + chunk_rows * (columns holding an entry) * chunk_cols) per chunk instead of a dense
-// transform: DeMo's aggregate keeps a few percent of the coefficients.
-void DecodeSparseChunks(const uint64_t* chunk_offsets, const uint32_t* indices, const float* values,
-                        const ChunkLayout& layout, const float* f_rows_t, const float* f_cols_t,
-                        float* x);
-
-// One tensor's sparse aggregate (as for DecodeSparseChunks) and its parameter
-// (layout.matrix_shape, row-major).
-struct SparseSignedStep {
-  const uint64_t* chunk_offsets = nullptr;
-  const uint32_t* indices = nullptr;
-  const float* values = nullptr;
-  const ChunkLayout* layout = nullptr;
-  const float* f_rows_t = nullptr;
-  const float* f_cols_t = nullptr;
-  float* param = nullptr;
-};
-
-// Step 10 fused with the decode, for every tensor in one parallel pass: param <- param * keep
-// (when decay) + step * sign(X) where X is the tensor's decoded aggregate, without
-// materialising X. The arithmetic is rounded exactly as ATen's p.mul_(keep);
-// p.add_(sign, step) on any device.
-void ApplySparseSignedSteps(const std::vector<SparseSignedStep>& tensors, bool decay, float keep,
-                            float step);
 
 // For each of `rows` rows of n values, the k positions of largest |value| (k <= n), written
 // sorted by position to indices[row * k ...]. NaN counts as largest, as in torch.topk.

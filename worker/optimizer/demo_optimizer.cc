@@ -14,6 +14,7 @@
 #include "common/status_macros.h"
 #include "worker/optimizer/chunked_dct.h"
 #include "worker/optimizer/cpu_kernels.h"
+#include "worker/optimizer/sparse_signed_step.h"
 
 namespace demod {
 namespace {
@@ -131,7 +132,7 @@ absl::Status DemoOptimizer::Step() {
   if (!result->own_contribution_included) RestoreSelection();
 
   // Steps 9-10.
-  ApplyAggregate(result->aggregate);
+  DEMOD_RETURN_IF_ERROR(ApplyAggregate(result->aggregate));
   step_ = step;
   last_traffic_.bytes_sent = bytes_sent;
   last_traffic_.bytes_received = result->bytes_received;
@@ -149,7 +150,7 @@ std::vector<NamedTensor> DemoOptimizer::MomentumBuffers() const {
 absl::Status DemoOptimizer::CatchUp(const StepAggregate& aggregate) {
   DEMOD_RETURN_IF_ERROR(ValidateStepAggregate(aggregate, table_));
   at::NoGradGuard no_grad;
-  ApplyAggregate(aggregate);
+  DEMOD_RETURN_IF_ERROR(ApplyAggregate(aggregate));
   step_ = aggregate.step;
   return absl::OkStatus();
 }
@@ -243,11 +244,14 @@ void DemoOptimizer::RestoreSelection() {
 }
 
 // Steps 9-10: decode the aggregate and take a signed step of size lr (after weight decay).
-void DemoOptimizer::ApplyAggregate(const StepAggregate& aggregate) {
+absl::Status DemoOptimizer::ApplyAggregate(const StepAggregate& aggregate) {
   const double lr = options_.lr();
   const bool decay = options_.weight_decay() != 0.0;
   const double keep = 1.0 - lr * options_.weight_decay();
   std::vector<cpu::SparseSignedStep> on_cpu;
+#if defined(DEMOD_WITH_CUDA)
+  std::vector<CudaSignedSteps::Tensor> on_cuda;
+#endif
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor& p = params_[i];
     const AggregateTensor& agg = aggregate.tensors[i];
@@ -260,9 +264,16 @@ void DemoOptimizer::ApplyAggregate(const StepAggregate& aggregate) {
            p.data_ptr<float>()});
       continue;
     }
-    // Other devices and dtypes decode on the CPU too, with the same routine. A decoded value
-    // can cancel to rounding noise (~1e-9 with the sign encoding, whose values are means of
-    // +-1), and then its sign depends on the order of summation: a CUDA decode split a CPU
+#if defined(DEMOD_WITH_CUDA)
+    // The CUDA kernels follow the CPU's order of operations (sparse_signed_step.h).
+    if (options_.device_updates() && TakesCudaUpdate(p)) {
+      on_cuda.push_back({&agg, &layout, p});
+      continue;
+    }
+#endif
+    // Other devices and dtypes decode on the CPU, with the same routine. A decoded value can
+    // cancel to rounding noise (~1e-9 with the sign encoding, whose values are means of +-1),
+    // and then its sign depends on the order of summation: an ATen decode on CUDA split a CPU
     // worker and a CUDA worker apart (docs/optimizer.md). Only the signs travel to the device,
     // and mul_ then add_ of an exact lr * sign round the same everywhere.
     at::Tensor direction = DecodeSparseChunks(agg, layout, at::TensorOptions().dtype(at::kFloat))
@@ -273,6 +284,11 @@ void DemoOptimizer::ApplyAggregate(const StepAggregate& aggregate) {
     p.add_(direction, -lr);
   }
   cpu::ApplySparseSignedSteps(on_cpu, decay, static_cast<float>(keep), static_cast<float>(-lr));
+#if defined(DEMOD_WITH_CUDA)
+  return cuda_steps_.Apply(on_cuda, decay, static_cast<float>(keep), static_cast<float>(-lr));
+#else
+  return absl::OkStatus();
+#endif
 }
 
 void DemoOptimizer::ZeroGrad() {

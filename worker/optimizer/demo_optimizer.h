@@ -29,6 +29,9 @@
 #include "absl/status/statusor.h"
 #include "common/sparse_payload.h"
 #include "worker/optimizer/demo_options.h"
+#if defined(DEMOD_WITH_CUDA)
+#include "worker/optimizer/cuda_updates.h"
+#endif
 #include "worker/optimizer/exchange.h"
 #include "worker/optimizer/step_optimizer.h"
 
@@ -103,11 +106,14 @@ class DemoOptimizer final : public StepOptimizer {
   absl::Status EncodeAccumulateSelect(Group& group);
   void SendSelection(Group& group);
   void RestoreSelection();
-  void ApplyAggregate(const StepAggregate& aggregate);
+  absl::Status ApplyAggregate(const StepAggregate& aggregate);
 
   DemoOptions options_;
   LayoutTable table_;
   Exchange* exchange_;
+#if defined(DEMOD_WITH_CUDA)
+  CudaSignedSteps cuda_steps_;  // steps 9-10 for float32 CUDA parameters
+#endif
   std::vector<at::Tensor> params_;
   std::vector<Group> groups_;
   std::vector<std::pair<size_t, size_t>> group_of_;  // per param: (group, member position)

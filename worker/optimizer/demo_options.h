@@ -25,6 +25,10 @@ struct DemoOptions {
   TORCH_ARG(int64_t, compression_chunk) = 64;
   TORCH_ARG(double, weight_decay) = 0.0;
   TORCH_ARG(ValueEncoding, value_encoding) = ValueEncoding::kFloat32;
+  // In a CUDA build, float32 CUDA parameters take steps 9-10 on their device (cuda_updates.h);
+  // false decodes on the CPU and copies the signs over, as CPU-only builds do. The same bits
+  // either way.
+  TORCH_ARG(bool, device_updates) = true;
 
  public:
   // INVALID_ARGUMENT naming the first setting out of range.

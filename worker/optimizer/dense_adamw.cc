@@ -2,7 +2,6 @@
 
 #include <ATen/core/grad_mode.h>
 
-#include <cmath>
 #include <set>
 #include <utility>
 
@@ -10,6 +9,10 @@
 #include "common/layout_table.h"
 #include "common/payload_codec.h"
 #include "common/status_macros.h"
+#include "worker/optimizer/adamw_update.h"
+#if defined(DEMOD_WITH_CUDA)
+#include "worker/optimizer/cuda_updates.h"
+#endif
 
 namespace demod {
 namespace {
@@ -23,14 +26,6 @@ at::Tensor ToChunkOrder(const at::Tensor& x, const ChunkLayout& layout) {
       .reshape({layout.chunk_grid[0], layout.chunk_rows, layout.chunk_grid[1], layout.chunk_cols})
       .permute({0, 2, 1, 3})
       .reshape({-1});
-}
-
-at::Tensor FromChunkOrder(const at::Tensor& flat, const ChunkLayout& layout) {
-  if (!layout.is_2d()) return flat.view(layout.matrix_shape);
-  return flat
-      .view({layout.chunk_grid[0], layout.chunk_grid[1], layout.chunk_rows, layout.chunk_cols})
-      .permute({0, 2, 1, 3})
-      .reshape(layout.matrix_shape);
 }
 
 }  // namespace
@@ -64,9 +59,14 @@ DenseAdamW::DenseAdamW(std::vector<NamedTensor> params, const AdamWOptions& opti
                        LayoutTable table, Exchange* exchange)
     : params_(std::move(params)), options_(options), table_(std::move(table)), exchange_(exchange) {
   for (const auto& [name, p] : params_) {
-    // The moments live on the CPU whatever the parameters' device: see Apply.
-    m_.push_back(at::zeros(p.sizes(), at::kFloat));
-    v_.push_back(at::zeros(p.sizes(), at::kFloat));
+    // The moments live with the parameter when the CUDA kernels update it, else on the CPU
+    // (see Apply).
+    at::TensorOptions moments = at::TensorOptions(at::kFloat);
+#if defined(DEMOD_WITH_CUDA)
+    if (options.device_updates && TakesCudaUpdate(p)) moments = moments.device(p.device());
+#endif
+    m_.push_back(at::zeros(p.sizes(), moments));
+    v_.push_back(at::zeros(p.sizes(), moments));
     traffic_.dense_fp32_bytes += p.numel() * 4;
   }
 }
@@ -138,10 +138,8 @@ absl::Status DenseAdamW::Apply(const StepAggregate& aggregate, int64_t step) {
                                             aggregate.tensors.size(), " tensors, expected ",
                                             params_.size()));
   }
-  const double b1 = options_.beta1, b2 = options_.beta2;
-  const double bias1 = 1 - std::pow(b1, static_cast<double>(step));
-  const double bias2 = 1 - std::pow(b2, static_cast<double>(step));
-  const double lr = options_.lr;
+  const rounded::AdamWScalars scalars = AdamWScalarsFor(options_.lr, options_.beta1, options_.beta2,
+                                                        options_.eps, options_.weight_decay, step);
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor& p = params_[i].second;
     const AggregateTensor& agg = aggregate.tensors[i];
@@ -150,20 +148,27 @@ absl::Status DenseAdamW::Apply(const StepAggregate& aggregate, int64_t step) {
       return absl::InvalidArgumentError(
           absl::StrCat("step ", step, ": the aggregate of '", params_[i].first, "' is not dense"));
     }
-    const at::Tensor flat = at::from_blob(const_cast<float*>(agg.values.data()),
-                                          {static_cast<int64_t>(agg.values.size())}, at::kFloat);
-    const at::Tensor g = FromChunkOrder(flat, layout).reshape(p.sizes());
-    // The update runs on the CPU for every device, as DeMo's decode does: CUDA's kernels round
-    // differently (fused multiply-adds, division by reciprocal), and a CPU and a CUDA worker
-    // on an H200 split apart within 10 steps. Elementwise CPU kernels give the same bits on
-    // every worker whatever its thread count; the parameters make a round trip to the device.
-    at::Tensor host = p.to(at::kCPU, at::kFloat, /*non_blocking=*/false, /*copy=*/true);
-    m_[i].mul_(b1).add_(g, 1 - b1);
-    v_[i].mul_(b2).addcmul_(g, g, 1 - b2);
-    const at::Tensor update = (m_[i] / bias1) / ((v_[i] / bias2).sqrt_().add_(options_.eps));
-    if (options_.weight_decay != 0) host.mul_(1 - lr * options_.weight_decay);
-    host.sub_(update.mul_(lr));
-    p.copy_(host);
+#if defined(DEMOD_WITH_CUDA)
+    if (m_[i].is_cuda()) {  // the constructor put the moments with the parameter
+      if (!TakesCudaUpdate(p) || p.device() != m_[i].device()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "parameter '", params_[i].first, "' left its CUDA device or became non-contiguous"));
+      }
+      DEMOD_RETURN_IF_ERROR(ApplyAdamWOnCuda(agg.values, layout, scalars, p, m_[i], v_[i]));
+      continue;
+    }
+#endif
+    // Element by element in one fixed order of roundings (adamw_update.h): the same bits on
+    // every worker, whatever its thread count, instruction set or device. Parameters of other
+    // dtypes or devices make a round trip through a float32 copy on the CPU.
+    const bool in_place = p.device().is_cpu() && p.scalar_type() == at::kFloat && p.is_contiguous();
+    at::Tensor host = in_place ? p
+                               : p.to(at::kCPU, at::kFloat, /*non_blocking=*/false,
+                                      /*copy=*/true)
+                                     .contiguous();
+    cpu::ApplyAdamW(agg.values.data(), layout, scalars, host.data_ptr<float>(),
+                    m_[i].data_ptr<float>(), v_[i].data_ptr<float>());
+    if (!in_place) p.copy_(host);
   }
   step_ = step;
   return absl::OkStatus();

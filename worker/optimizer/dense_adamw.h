@@ -7,8 +7,9 @@
 //   m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
 //   p <- p (1 - lr wd) - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 // with t the run's step, so a joiner that received p, m and v (SharedState) continues exactly.
-// The update runs on the CPU for every device (elementwise kernels, the same bits on every
-// worker whatever its thread count or device), so CPU and CUDA workers stay identical.
+// The update is computed element by element in one fixed order of roundings (adamw_update.h):
+// on the CPU, or in a CUDA build by a CUDA kernel for float32 CUDA parameters (cuda_updates.h),
+// with the same bits on every worker whatever its thread count or device.
 // The moments are shared, not this worker's own: a checkpoint does not hold them, and a
 // restarted worker that becomes the seed (every other worker gone) starts them from zero.
 //
@@ -34,6 +35,9 @@ struct AdamWOptions {
   double weight_decay = 0.0;
   int64_t chunk = 64;  // shapes the payload's chunks (docs/wire-format.md), not the math
   ValueEncoding encoding = ValueEncoding::kFloat32;  // f32 or bf16
+  // In a CUDA build, float32 CUDA parameters are updated on their device (cuda_updates.h);
+  // false makes them round-trip through the CPU, as CPU-only builds do. The same bits either way.
+  bool device_updates = true;
 };
 
 class DenseAdamW final : public StepOptimizer {

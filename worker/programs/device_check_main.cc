@@ -11,8 +11,14 @@
 //     differs between the devices (values near zero), or the update p * keep + step * sign is
 //     rounded differently from the same inputs, or the element already differed.
 //
-// Without CUDA both workers of part 2 run on the CPU (and part 1 on the CPU only), so the
-// program runs anywhere; --require-cuda makes a missing CUDA device an error.
+//  3. Kernels (a CUDA build only, DEMOD_WITH_CUDA): the CUDA kernels of the sparse signed step
+//     and the dense AdamW update against the CPU routines, bit for bit, over --kernel-cases
+//     random layouts each, and their speed on a 125M-parameter GPT's tensors
+//     (worker/programs/kernel_check.h).
+//
+// Without CUDA both workers of part 2 run on the CPU (and part 1 on the CPU only, part 3 not at
+// all), so the program runs anywhere; --require-cuda makes a missing CUDA device or a build
+// without the CUDA kernels an error.
 // Exit status: 0 all passed, 1 a golden run out of tolerance or parameters that differ between
 // the workers, 2 bad arguments, an unreadable file or an optimizer error.
 #include <ATen/ATen.h>
@@ -36,6 +42,7 @@
 #include "worker/optimizer/chunked_dct.h"
 #include "worker/optimizer/demo_optimizer.h"
 #include "worker/optimizer/in_process_exchange.h"
+#include "worker/programs/kernel_check.h"
 #include "worker/replay/golden_run.h"
 #include "worker/replay/replay.h"
 
@@ -333,6 +340,7 @@ bool MixedDeviceCheck(const std::string& label, const DemoOptions& options, int 
 int Main(int argc, char** argv) {
   int steps = 50;
   bool require_cuda = false;
+  KernelCheckOptions kernel_options;
   std::vector<std::string> files;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -340,16 +348,19 @@ int Main(int argc, char** argv) {
       steps = std::atoi(argv[++i]);
     } else if (arg == "--require-cuda") {
       require_cuda = true;
+    } else if (arg == "--kernel-cases" && i + 1 < argc) {
+      kernel_options.cases = std::atoi(argv[++i]);
     } else if (arg.rfind("--", 0) == 0) {
       std::fprintf(stderr,
-                   "usage: demod-device-check [--steps N] [--require-cuda] [GOLDEN.json...]\n");
+                   "usage: demod-device-check [--steps N] [--kernel-cases N] [--require-cuda] "
+                   "[GOLDEN.json...]\n");
       return 2;
     } else {
       files.push_back(arg);
     }
   }
-  if (steps < 1) {
-    std::fprintf(stderr, "demod-device-check: --steps must be >= 1\n");
+  if (steps < 1 || kernel_options.cases < 1) {
+    std::fprintf(stderr, "demod-device-check: --steps and --kernel-cases must be >= 1\n");
     return 2;
   }
   const bool cuda = at::hasCUDA();
@@ -404,6 +415,18 @@ int Main(int argc, char** argv) {
   };
   for (const auto& [label, options] : settings) {
     if (!MixedDeviceCheck(label, options, steps, gpu, &error)) failed = true;
+  }
+
+  // Part 3.
+  absl::StatusOr<bool> kernels_equal = CheckCudaKernels(kernel_options);
+  if (kernels_equal.ok()) {
+    if (!*kernels_equal) failed = true;
+  } else if (require_cuda || !absl::IsFailedPrecondition(kernels_equal.status())) {
+    std::printf("\nCUDA kernels: ERROR %s\n", kernels_equal.status().ToString().c_str());
+    error = true;
+  } else {
+    std::printf("\nCUDA kernels: skipped (%s)\n",
+                std::string(kernels_equal.status().message()).c_str());
   }
   std::printf("\n%s\n", error ? "ERROR" : failed ? "FAIL" : "PASS");
   return error ? 2 : failed ? 1 : 0;

@@ -57,7 +57,7 @@ TEST(ChunkedDctTest, TwoDimensionalMatchesReferenceLayout) {
 // multiplications); any odd side takes the plain products. Both must be the DCT.
 TEST(ChunkedDctTest, EvenAndOddChunkSidesMatchTheReference) {
   const std::vector<std::vector<int64_t>> shapes = {{128, 64}, {12, 10}, {15, 10}, {12, 9},
-                                                    {9, 15}, {2, 2}, {4, 130}};
+                                                    {9, 15},   {2, 2},   {4, 130}};
   for (const auto& shape : shapes) {
     ChunkLayout l = Layout(shape, 64);
     at::Tensor x = at::randn(shape, at::kDouble);

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "worker/optimizer/chunked_dct.h"
+#include "worker/optimizer/sparse_signed_step.h"
 
 namespace demod {
 namespace {

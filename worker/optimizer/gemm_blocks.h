@@ -1,0 +1,89 @@
+// Register-blocked matrix products for the CPU kernels (internal to worker/optimizer): every
+// element of C is one sum over p = 0..k-1 of A[i, p] * B[p, j], accumulated in that order, so a
+// file compiled without floating-point contraction gets products and sums rounded one by one.
+// Templates in an anonymous namespace: each file instantiates them under its own flags.
+#ifndef DEMOD_WORKER_OPTIMIZER_GEMM_BLOCKS_H_
+#define DEMOD_WORKER_OPTIMIZER_GEMM_BLOCKS_H_
+
+#include <cstdint>
+
+namespace demod {
+namespace cpu {
+namespace {  // NOLINT(build/namespaces): per-file instantiations, see above
+
+// GCC vector extensions: 64-byte vectors that the compiler maps onto whatever the clone's
+// instruction set has (one zmm, two ymm or four xmm registers).
+typedef float FloatVec __attribute__((vector_size(64)));
+typedef double DoubleVec __attribute__((vector_size(64)));
+template <typename T>
+struct VecOf;
+template <>
+struct VecOf<float> {
+  using type = FloatVec;
+};
+template <>
+struct VecOf<double> {
+  using type = DoubleVec;
+};
+
+// A kRows x (kVecs vectors) block of C, accumulated in registers over the whole K.
+template <typename T, int kRows, int kVecs>
+inline __attribute__((always_inline)) void GemmBlock(int64_t k, const T* a, int64_t lda, const T* b,
+                                                     int64_t ldb, T* c, int64_t ldc) {
+  using V = typename VecOf<T>::type;
+  constexpr int kLanes = sizeof(V) / sizeof(T);
+  V acc[kRows][kVecs] = {};
+  for (int64_t p = 0; p < k; ++p) {
+    V bv[kVecs];
+    for (int v = 0; v < kVecs; ++v) __builtin_memcpy(&bv[v], b + p * ldb + v * kLanes, sizeof(V));
+    for (int r = 0; r < kRows; ++r) {
+      const T ar = a[r * lda + p];
+      for (int v = 0; v < kVecs; ++v) acc[r][v] += ar * bv[v];
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int v = 0; v < kVecs; ++v) {
+      __builtin_memcpy(c + r * ldc + v * kLanes, &acc[r][v], sizeof(V));
+    }
+  }
+}
+
+// Columns that do not fill a vector.
+template <typename T, int kRows>
+inline __attribute__((always_inline)) void GemmTail(int64_t n, int64_t k, const T* a, int64_t lda,
+                                                    const T* b, int64_t ldb, T* c, int64_t ldc) {
+  for (int r = 0; r < kRows; ++r) {
+    for (int64_t j = 0; j < n; ++j) {
+      T sum = 0;
+      for (int64_t p = 0; p < k; ++p) sum += a[r * lda + p] * b[p * ldb + j];
+      c[r * ldc + j] = sum;
+    }
+  }
+}
+
+template <typename T, int kRows>
+inline __attribute__((always_inline)) void GemmRows(int64_t n, int64_t k, const T* a, int64_t lda,
+                                                    const T* b, int64_t ldb, T* c, int64_t ldc) {
+  constexpr int kLanes = sizeof(typename VecOf<T>::type) / sizeof(T);
+  int64_t j = 0;
+  for (; j + 2 * kLanes <= n; j += 2 * kLanes) {
+    GemmBlock<T, kRows, 2>(k, a, lda, b + j, ldb, c + j, ldc);
+  }
+  for (; j + kLanes <= n; j += kLanes) GemmBlock<T, kRows, 1>(k, a, lda, b + j, ldb, c + j, ldc);
+  if (j < n) GemmTail<T, kRows>(n - j, k, a, lda, b + j, ldb, c + j, ldc);
+}
+
+template <typename T>
+inline __attribute__((always_inline)) void GemmImpl(int64_t m, int64_t n, int64_t k, const T* a,
+                                                    int64_t lda, const T* b, int64_t ldb, T* c,
+                                                    int64_t ldc) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) GemmRows<T, 4>(n, k, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
+  for (; i < m; ++i) GemmRows<T, 1>(n, k, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace demod
+
+#endif  // DEMOD_WORKER_OPTIMIZER_GEMM_BLOCKS_H_

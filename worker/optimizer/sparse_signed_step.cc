@@ -1,0 +1,146 @@
+#include "worker/optimizer/sparse_signed_step.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "worker/optimizer/cpu_kernels.h"
+#include "worker/optimizer/gemm_blocks.h"
+#include "worker/optimizer/rounded_arithmetic.h"
+
+namespace demod {
+namespace cpu {
+namespace {
+
+// X = y * F_c^T's used rows, each element summed over the used columns in order with products
+// and sums rounded one by one (this file is compiled with -ffp-contract=off).
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void RoundedGemm(
+    int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+    float* c, int64_t ldc) {
+  GemmImpl(m, n, k, a, lda, b, ldb, c, ldc);
+}
+
+// Scratch of DecodeSparseChunkRange, one per thread.
+struct SparseDecodeScratch {
+  std::vector<int32_t> slot;
+  std::vector<uint32_t> used_cols;
+  std::vector<float> yt, y, f_cols_rows, block;
+};
+
+// Calls fn(chunk, block) for chunks [begin, end) of a sparse aggregate, block being the chunk
+// decoded to chunk_rows x chunk_cols values (row-major, in the scratch), in the order the
+// header fixes.
+template <typename Fn>
+void DecodeSparseChunkRange(int64_t begin, int64_t end, const uint64_t* chunk_offsets,
+                            const uint32_t* indices, const float* values, const ChunkLayout& layout,
+                            const float* f_rows_t, const float* f_cols_t, SparseDecodeScratch& s,
+                            Fn fn) {
+  const int64_t a = layout.chunk_rows;
+  const int64_t b = layout.chunk_cols;
+  // yt[slot(j)] = y[:, j] for the s-th column holding an entry; a = 1 for 1-D tensors.
+  s.slot.resize(b);
+  s.block.resize(a * b);
+  for (int64_t chunk = begin; chunk < end; ++chunk) {
+    const uint64_t first = chunk_offsets[chunk];
+    const uint64_t last = chunk_offsets[chunk + 1];
+    if (first == last) {
+      std::fill(s.block.begin(), s.block.end(), 0.0f);
+      fn(chunk, s.block.data());
+      continue;
+    }
+    std::fill(s.slot.begin(), s.slot.end(), -1);
+    for (uint64_t e = first; e < last; ++e) s.slot[indices[e] % b] = 0;
+    s.used_cols.clear();
+    for (int64_t j = 0; j < b; ++j) {
+      if (s.slot[j] < 0) continue;
+      s.slot[j] = static_cast<int32_t>(s.used_cols.size());
+      s.used_cols.push_back(static_cast<uint32_t>(j));
+    }
+    const int64_t n_used = static_cast<int64_t>(s.used_cols.size());
+    s.yt.assign(n_used * a, 0.0f);
+    for (uint64_t e = first; e < last; ++e) {
+      const uint32_t i = indices[e] / b;
+      float* row = s.yt.data() + s.slot[indices[e] % b] * a;
+      const float* f = f_rows_t + i * a;  // F_r[:, i] as a row of F_r^T
+      const float v = values[e];
+      for (int64_t t = 0; t < a; ++t) row[t] = rounded::Add(row[t], rounded::Mul(v, f[t]));
+    }
+    // y = yt^T [a x n_used]; rows of F_c^T for the used columns [n_used x b].
+    s.y.resize(a * n_used);
+    for (int64_t u = 0; u < n_used; ++u) {
+      for (int64_t t = 0; t < a; ++t) s.y[t * n_used + u] = s.yt[u * a + t];
+    }
+    s.f_cols_rows.resize(n_used * b);
+    for (int64_t u = 0; u < n_used; ++u) {
+      std::copy(f_cols_t + s.used_cols[u] * b, f_cols_t + (s.used_cols[u] + 1) * b,
+                s.f_cols_rows.begin() + u * b);
+    }
+    RoundedGemm(a, b, n_used, s.y.data(), n_used, s.f_cols_rows.data(), b, s.block.data(), b);
+    fn(chunk, s.block.data());
+  }
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void SignedStepRow(
+    float* p, const float* x, int64_t n, bool decay, float keep, float step) {
+  for (int64_t j = 0; j < n; ++j) p[j] = rounded::SignedStep(p[j], x[j], decay, keep, step);
+}
+
+}  // namespace
+
+void DecodeSparseChunks(const uint64_t* chunk_offsets, const uint32_t* indices, const float* values,
+                        const ChunkLayout& layout, const float* f_rows_t, const float* f_cols_t,
+                        float* x) {
+  const ChunkGeometry geometry = GeometryOf(layout);
+  at::parallel_for(0, layout.num_chunks(), ChunksPerTask(layout), [&](int64_t begin, int64_t end) {
+    SparseDecodeScratch scratch;
+    DecodeSparseChunkRange(begin, end, chunk_offsets, indices, values, layout, f_rows_t, f_cols_t,
+                           scratch, [&](int64_t chunk, const float* block) {
+                             float* out = x + ChunkOrigin(geometry, chunk);
+                             for (int64_t i = 0; i < layout.chunk_rows; ++i) {
+                               std::copy(block + i * layout.chunk_cols,
+                                         block + (i + 1) * layout.chunk_cols,
+                                         out + i * geometry.cols);
+                             }
+                           });
+  });
+}
+
+void ApplySparseSignedSteps(const std::vector<SparseSignedStep>& tensors, bool decay, float keep,
+                            float step) {
+  // One parallel pass over all the tensors' chunks (a pass per tensor would pay a fork and a
+  // join for each of them), split by elements so that the threads get equal work. A chunk
+  // belongs to the range holding its first element.
+  std::vector<int64_t> first_element(tensors.size() + 1, 0);
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    first_element[t + 1] = first_element[t] + tensors[t].layout->num_elements();
+  }
+  const auto chunk_at = [](const ChunkLayout& layout, int64_t element) {
+    const int64_t size = layout.chunk_size();
+    return std::min(layout.num_chunks(), (element + size - 1) / size);
+  };
+  at::parallel_for(0, first_element.back(), 1 << 16, [&](int64_t begin, int64_t end) {
+    SparseDecodeScratch scratch;
+    size_t t = std::upper_bound(first_element.begin(), first_element.end(), begin) -
+               first_element.begin() - 1;
+    for (; t < tensors.size() && first_element[t] < end; ++t) {
+      const SparseSignedStep& tensor = tensors[t];
+      const ChunkLayout& layout = *tensor.layout;
+      const ChunkGeometry geometry = GeometryOf(layout);
+      const int64_t chunk_begin = chunk_at(layout, std::max<int64_t>(0, begin - first_element[t]));
+      const int64_t chunk_end = chunk_at(layout, end - first_element[t]);
+      DecodeSparseChunkRange(chunk_begin, chunk_end, tensor.chunk_offsets, tensor.indices,
+                             tensor.values, layout, tensor.f_rows_t, tensor.f_cols_t, scratch,
+                             [&](int64_t chunk, const float* block) {
+                               float* p = tensor.param + ChunkOrigin(geometry, chunk);
+                               for (int64_t i = 0; i < layout.chunk_rows; ++i) {
+                                 SignedStepRow(p + i * geometry.cols, block + i * layout.chunk_cols,
+                                               layout.chunk_cols, decay, keep, step);
+                               }
+                             });
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace demod
