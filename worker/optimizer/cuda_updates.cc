@@ -4,14 +4,13 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
-#include <algorithm>
-#include <cstring>
 #include <map>
 
 #include "absl/strings/str_cat.h"
 #include "worker/optimizer/chunked_dct.h"
 #include "worker/optimizer/cpu_kernels.h"
 #include "worker/optimizer/cuda/cuda_kernels.h"
+#include "worker/optimizer/sparse_step_staging.h"
 
 namespace demod {
 namespace {
@@ -19,19 +18,6 @@ namespace {
 absl::Status CudaStatus(cudaError_t error, const char* what) {
   if (error == cudaSuccess) return absl::OkStatus();
   return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(error)));
-}
-
-// Reserves `count` values of T at the next 8-byte boundary of a buffer being laid out.
-template <typename T>
-size_t Reserve(size_t& end, size_t count) {
-  const size_t at = (end + 7) / 8 * 8;
-  end = at + count * sizeof(T);
-  return at;
-}
-
-template <typename T>
-T* At(uint8_t* base, size_t offset) {
-  return reinterpret_cast<T*>(base + offset);
 }
 
 }  // namespace
@@ -51,67 +37,31 @@ absl::Status CudaSignedSteps::Apply(const std::vector<Tensor>& tensors, bool dec
   return absl::OkStatus();
 }
 
-// Lays out every tensor's descriptor, chunk table and entries in one pinned buffer, copies it
-// to the device at once and decodes every chunk of every tensor in one launch.
+// Stages every tensor's descriptor, chunk table and entries in one pinned buffer
+// (sparse_step_staging.h), copies it to the device at once and decodes every chunk of every
+// tensor in one launch.
 absl::Status CudaSignedSteps::ApplyOnDevice(const std::vector<const Tensor*>& tensors, bool decay,
                                             float keep, float step) {
   const at::Device device = tensors.front()->param.device();
   const c10::cuda::CUDAGuard guard(device);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
-  int64_t total_chunks = 0;
-  size_t entries = 0;
-  cuda::SparseSignedSteps steps;
+  std::vector<StagedTensor> staged;
   for (const Tensor* t : tensors) {
-    total_chunks += t->layout->num_chunks();
-    entries += t->aggregate->indices.size();
-    steps.max_chunk_size = std::max(steps.max_chunk_size, t->layout->chunk_size());
-    steps.max_chunk_cols = std::max(steps.max_chunk_cols, t->layout->chunk_cols);
+    const ChunkLayout& layout = *t->layout;
+    staged.push_back({t->aggregate, &layout, t->param.data_ptr<float>(),
+                      DctBasisTransposed(layout.chunk_rows, device, at::kFloat).data_ptr<float>(),
+                      DctBasisTransposed(layout.chunk_cols, device, at::kFloat).data_ptr<float>()});
   }
-  size_t bytes = 0;
-  const size_t tensors_at = Reserve<cuda::SignedStepTensor>(bytes, tensors.size());
-  const size_t chunk_tensor_at = Reserve<int32_t>(bytes, total_chunks);
-  const size_t chunk_in_tensor_at = Reserve<int64_t>(bytes, total_chunks);
-  const size_t offsets_at = Reserve<uint64_t>(bytes, total_chunks + 1);
-  const size_t indices_at = Reserve<uint32_t>(bytes, entries);
-  const size_t values_at = Reserve<float>(bytes, entries);
+  const size_t bytes = SparseSignedStepsBytes(staged);
   if (!staging_.defined() || static_cast<size_t>(staging_.numel()) < bytes) {
     staging_ =
         at::empty({static_cast<int64_t>(bytes)}, at::TensorOptions(at::kByte).pinned_memory(true));
   }
-  uint8_t* host = staging_.data_ptr<uint8_t>();
-  int64_t chunk = 0;
-  uint64_t entry = 0;
-  for (size_t k = 0; k < tensors.size(); ++k) {
-    const ChunkLayout& layout = *tensors[k]->layout;
-    const AggregateTensor& agg = *tensors[k]->aggregate;
-    At<cuda::SignedStepTensor>(host, tensors_at)[k] = {
-        tensors[k]->param.data_ptr<float>(),
-        DctBasisTransposed(layout.chunk_rows, device, at::kFloat).data_ptr<float>(),
-        DctBasisTransposed(layout.chunk_cols, device, at::kFloat).data_ptr<float>(),
-        cpu::GeometryOf(layout)};
-    for (int64_t c = 0; c < layout.num_chunks(); ++c, ++chunk) {
-      At<int32_t>(host, chunk_tensor_at)[chunk] = static_cast<int32_t>(k);
-      At<int64_t>(host, chunk_in_tensor_at)[chunk] = c;
-      At<uint64_t>(host, offsets_at)[chunk] = entry + agg.chunk_offsets[c];
-    }
-    std::memcpy(At<uint32_t>(host, indices_at) + entry, agg.indices.data(),
-                agg.indices.size() * sizeof(uint32_t));
-    std::memcpy(At<float>(host, values_at) + entry, agg.values.data(),
-                agg.values.size() * sizeof(float));
-    entry += agg.indices.size();
-  }
-  At<uint64_t>(host, offsets_at)[total_chunks] = entry;
-
   const at::TensorOptions on_device = at::TensorOptions(at::kByte).device(device);
   at::Tensor buffer = at::empty({static_cast<int64_t>(bytes)}, on_device);
+  uint8_t* host = staging_.data_ptr<uint8_t>();
   uint8_t* dev = buffer.data_ptr<uint8_t>();
-  steps.tensors = At<cuda::SignedStepTensor>(dev, tensors_at);
-  steps.chunk_tensor = At<int32_t>(dev, chunk_tensor_at);
-  steps.chunk_in_tensor = At<int64_t>(dev, chunk_in_tensor_at);
-  steps.chunk_offsets = At<uint64_t>(dev, offsets_at);
-  steps.indices = At<uint32_t>(dev, indices_at);
-  steps.values = At<float>(dev, values_at);
-  steps.total_chunks = total_chunks;
+  const cuda::SparseSignedSteps steps = StageSparseSignedSteps(staged, host, dev);
   const size_t scratch_bytes = cuda::SparseSignedStepsScratchBytes(steps);
   at::Tensor scratch;
   if (scratch_bytes > 0) scratch = at::empty({static_cast<int64_t>(scratch_bytes)}, on_device);

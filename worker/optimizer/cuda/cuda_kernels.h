@@ -13,32 +13,10 @@
 
 #include <cstdint>
 
-#include "worker/optimizer/chunk_addressing.h"
-#include "worker/optimizer/rounded_arithmetic.h"
+#include "worker/optimizer/cuda/kernel_bodies.h"
 
 namespace demod {
 namespace cuda {
-
-// One tensor of a sparse signed step.
-struct SignedStepTensor {
-  float* param = nullptr;           // row-major, geometry.cols columns
-  const float* f_rows_t = nullptr;  // F_r^T, chunk_rows x chunk_rows
-  const float* f_cols_t = nullptr;  // F_c^T, chunk_cols x chunk_cols
-  ChunkGeometry geometry;
-};
-
-// Every tensor's aggregate, their chunks numbered one after another.
-struct SparseSignedSteps {
-  const SignedStepTensor* tensors = nullptr;
-  const int32_t* chunk_tensor = nullptr;     // [total_chunks]: the tensor a chunk belongs to
-  const int64_t* chunk_in_tensor = nullptr;  // [total_chunks]: its number in that tensor
-  const uint64_t* chunk_offsets = nullptr;   // [total_chunks + 1] into indices / values
-  const uint32_t* indices = nullptr;         // within the chunk: i * chunk_cols + j
-  const float* values = nullptr;
-  int64_t total_chunks = 0;
-  int64_t max_chunk_size = 0;  // the largest chunk_rows * chunk_cols
-  int64_t max_chunk_cols = 0;
-};
 
 // The scratch a launch needs beyond shared memory: 0 when the largest chunk fits in a block's
 // shared memory, else a buffer of this many bytes passed as `scratch`.

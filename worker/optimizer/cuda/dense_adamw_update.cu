@@ -1,6 +1,5 @@
-// The dense AdamW update on the GPU: one thread per element, the gradient read in the wire's
-// chunk order and the element found with ChunkOrderToOffset, each element computed by
-// rounded::AdamWElement as the CPU computes it.
+// The dense AdamW update on the GPU: one thread per element of the gradient's chunk order
+// (kernel_bodies.h's AdamWAt), each computed by rounded::AdamWElement as the CPU computes it.
 #include <algorithm>
 
 #include "worker/optimizer/cuda/cuda_kernels.h"
@@ -15,8 +14,7 @@ __global__ void AdamWKernel(const float* gradient, int64_t numel, ChunkGeometry 
                             rounded::AdamWScalars scalars, float* param, float* m, float* v) {
   for (int64_t position = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
        position < numel; position += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t at = ChunkOrderToOffset(geometry, position);
-    rounded::AdamWElement(gradient[position], scalars, m[at], v[at], param[at]);
+    AdamWAt(position, gradient, geometry, scalars, param, m, v);
   }
 }
 
