@@ -7,7 +7,9 @@
 # lr, weight decay 0.1, AdamW betas 0.9/0.95, a fixed step deadline (every worker in every step).
 #   phase 1  each row at each of its learning rates (LRS_DEMO or LRS_ADAMW), first seed only;
 #            the best rate is the lowest final validation loss (the workers' split, the last 5%
-#            of the text; nothing else is tuned on it)
+#            of the text; nothing else is tuned on it). When the best is the grid's largest
+#            (smallest) rate, the grid grows by twice (half) that rate, at most EXTEND times a
+#            row, so that the best rate is not an edge of the sweep
 #   phase 2  each row at its best rate, the other SEEDS
 #   long     with LONG=1: the best two DeMo rows and the best AdamW row (mean over SEEDS) at
 #            their best rate, every seed, for LONG_STEPS (no new tuning)
@@ -33,7 +35,8 @@
 # row, mean over seeds; long_*.png for the long runs; gnuplot, as scripts/run.sh), and
 # runs/ROW/lrLR-seedS-stepsN/ with each run's run.yaml, commands.sh, logs, CSVs, summaries.
 # Environment: ROWS (default: the issue's nine rows), LRS_DEMO ("5e-4 1e-3 2e-3"), LRS_ADAMW
-# ("1e-3 3e-3 6e-3"), SEEDS ("1 2 3"; the first is the sweep's), STEPS (300), LONG (1),
+# ("1e-3 3e-3 6e-3"), EXTEND (2; 0 keeps the grids as given), SEEDS ("1 2 3"; the first is the
+# sweep's), STEPS (300), LONG (1),
 # LONG_STEPS (1000), WORKERS (4), BATCH (8), VAL_INTERVAL (worker-1's validation every N steps;
 # 10; STEPS and LONG_STEPS must be multiples), VAL_TOKENS (held-out bytes in each validation, as
 # windows of 128: demod-worker --validation_samples; default 8,192), WEIGHT_DECAY (0.1), DEADLINE_S
@@ -57,6 +60,7 @@ mapfile -t rows < <(words "${ROWS:-$default_rows}")
 mapfile -t lrs_demo < <(words "${LRS_DEMO:-5e-4 1e-3 2e-3}")
 mapfile -t lrs_adamw < <(words "${LRS_ADAMW:-1e-3 3e-3 6e-3}")
 mapfile -t seeds < <(words "${SEEDS:-1 2 3}")
+extend="${EXTEND:-2}"
 steps="${STEPS:-300}"
 long="${LONG:-1}"
 long_steps="${LONG_STEPS:-1000}"
@@ -104,6 +108,7 @@ positive "$val_interval" || bad "VAL_INTERVAL must be a positive integer"
 [ "$long" = 0 ] || [ $((long_steps % val_interval)) -eq 0 ] ||
   bad "LONG_STEPS ($long_steps) must be a multiple of VAL_INTERVAL ($val_interval)"
 case "$long" in 0 | 1) ;; *) bad "LONG must be 0 or 1" ;; esac
+[[ "$extend" =~ ^[0-9]+$ ]] || bad "EXTEND must be an integer >= 0"
 case "$dry_run" in 0 | 1) ;; *) bad "DRY_RUN must be 0 or 1" ;; esac
 number "$weight_decay" || bad "WEIGHT_DECAY must be a number >= 0"
 number "$deadline_s" || bad "DEADLINE_S must be a number of seconds"
@@ -167,10 +172,38 @@ def val(r):
     v = float(r["val_loss"])
     return v if math.isfinite(v) else math.inf
 
+def rate_name(x):
+    """4e-3 for 0.004: the grids' own way of writing rates."""
+    mantissa, exponent = f"{x:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+def sweep(row, results):
+    """Phase 1's rates for a row: its grid, grown while the best rate is an edge (at most
+    EXTEND times), and the next rate to run (None when the sweep is complete)."""
+    rates = sorted(lrs[family(row)], key=float)
+    grown = 0
+    while True:
+        done = {r["lr"]: val(r) for r in results if r["row"] == row and r["steps"] == steps
+                and r["seed"] == seeds[0]}
+        if any(lr not in done for lr in rates) or grown >= int(os.environ["EXTEND"]):
+            return rates, None
+        best = min(rates, key=lambda lr: done[lr])
+        if len(rates) > 1 and best == rates[-1]:
+            new = rate_name(float(best) * 2)
+        elif len(rates) > 1 and best == rates[0]:
+            new = rate_name(float(best) / 2)
+        else:
+            return rates, None
+        rates = sorted(rates + [new], key=float)
+        grown += 1
+        if new not in done:
+            return rates, new
+
 def best_lr(row, results):
     """Phase 1: the row's rates at the first seed; the lowest final validation loss."""
+    rates, _ = sweep(row, results)
     done = [r for r in results if r["row"] == row and r["steps"] == steps and
-            r["seed"] == seeds[0] and r["lr"] in lrs[family(row)]]
+            r["seed"] == seeds[0] and r["lr"] in rates]
     return min(done, key=val)["lr"] if done else None
 
 def at_best(row, n, results):
@@ -305,13 +338,15 @@ def report():
           f"Final validation loss: worker-1's at the last step (64 windows of 128 bytes spread "
           f"over the last 5% of the text). Best rate per row: the lowest at seed {seeds[0]}.", "",
           f"## {steps} steps", ""] + table(results, steps, rows)
-    md += ["", f"### Learning-rate sweep (seed {seeds[0]}, {steps} steps; best in bold)", "",
-           "| row | " + " | ".join(f"lr {i + 1}" for i in range(max(len(v) for v in lrs.values())))
-           + " |", "|---|" + "--:|" * max(len(v) for v in lrs.values())]
+    width = max(len(sweep(row, results)[0]) for row in rows)
+    md += ["", f"### Learning-rate sweep (seed {seeds[0]}, {steps} steps; best in bold; a grid "
+           f"whose best rate was an edge grew by twice or half that rate)", "",
+           "| row | " + " | ".join(f"lr {i + 1}" for i in range(width)) + " |",
+           "|---|" + "--:|" * width]
     for row in rows:
         best = best_lr(row, results)
         cells = []
-        for lr in lrs[family(row)]:
+        for lr in sweep(row, results)[0]:
             r = [x for x in results if x["row"] == row and x["lr"] == lr and
                  x["steps"] == steps and x["seed"] == seeds[0]]
             cell = f"{lr}: {r[0]['val_loss']}" if r else f"{lr}: -"
@@ -332,6 +367,8 @@ def report():
 what = sys.argv[1]
 if what == "record":
     record(*sys.argv[2:])
+elif what == "next-rate":
+    print(sweep(sys.argv[2], load_results())[1] or "")
 elif what == "best-lr":
     print(best_lr(sys.argv[2], load_results()) or "")
 elif what == "long-rows":
@@ -340,7 +377,7 @@ elif what == "report":
     report()
 PY
 export OUT="$out" ROWS="${rows[*]}" SEEDS="${seeds[*]}" STEPS="$steps" LONG_STEPS="$long_steps"
-export LRS_DEMO="${lrs_demo[*]}" LRS_ADAMW="${lrs_adamw[*]}" LONG="$long"
+export LRS_DEMO="${lrs_demo[*]}" LRS_ADAMW="${lrs_adamw[*]}" LONG="$long" EXTEND="$extend"
 export SETTINGS="Recipe: GPT d_model 128, 4 layers, 4 heads, context 128; $workers workers, batch \
 $batch each; SOTU; warm-up 5% then cosine to 0.1 x lr; weight decay $weight_decay; AdamW betas \
 0.9/0.95; fixed step deadline ${deadline_s} s. Seeds ${seeds[*]}; DeMo rates ${lrs_demo[*]}, \
@@ -516,6 +553,15 @@ fi
 echo "phase 1: every rate at seed ${seeds[0]}"
 for row in "${rows[@]}"; do
   for lr in $(rates_of "$row"); do run_one "$row" "$lr" "${seeds[0]}" "$steps" || true; done
+  if [ "$dry_run" = 1 ]; then
+    [ "$extend" = 0 ] || echo "  $row: when the best of these is the largest (smallest) rate," \
+      "twice (half) that rate too, at most $extend times"
+    continue
+  fi
+  while lr=$(python3 "$py" next-rate "$row") && [ -n "$lr" ]; do
+    echo "  $row: the best rate is an edge of the grid; adding $lr"
+    run_one "$row" "$lr" "${seeds[0]}" "$steps" || break
+  done
 done
 echo "phase 2: the best rate at seeds $others"
 declare -A best
