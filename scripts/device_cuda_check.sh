@@ -11,8 +11,11 @@
 #                        GPU machine without nvcc
 #             .golden/   the reference runs of ../shared/golden
 #           (all ignored by git through .git/info/exclude)
-#   there:  the device tool's run of `scripts/device_cuda_check.sh run`, carrying .debs,
-#           .devcuda, .golden and data/sotu, with a timeout of 600 s. It writes to $OUT:
+#   there:  the device tool's run of `scripts/device_cuda_check.sh run [PART...]`, carrying
+#           .debs, .devcuda, .golden and data/sotu. PARTs: kernels, profile, workers, 1b (all by
+#           default). A device call lasts 600 s at most and the first one also builds (a few
+#           minutes on 16 cores), so: `run kernels profile`, then `run workers 1b` on the warm
+#           machine, whose build folder is kept. It writes to $OUT:
 #             machine.txt   the GPU, its driver, torch and its CUDA, nvcc
 #             kernels.log   demod-device-check --require-cuda: golden runs on CUDA, CPU and
 #                           CUDA workers side by side, the kernels bit for bit and timed
@@ -56,7 +59,7 @@ pack() {
 }
 
 run() {
-  local out="${OUT:-/tmp/device-cuda-check}" failed=0
+  local out="${OUT:-/tmp/device-cuda-check}" failed=0 parts=" ${*:-kernels profile workers 1b} "
   mkdir -p "$out"
   {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
@@ -72,9 +75,12 @@ run() {
   local bin="$device_build_dir/bin"
 
   # 1. The kernels, bit for bit (and the golden runs and mixed workers on the new path).
-  "$bin/demod-device-check" --require-cuda --steps 30 --kernel-cases 300 .golden/*.json \
-    >"$out/kernels.log" 2>&1 || failed=1
-  grep -E "^golden|differ|kernels|125M|AdamW|PASS|FAIL|ERROR" "$out/kernels.log" | tail -n 30
+  if [[ "$parts" == *" kernels "* ]]; then
+    "$bin/demod-device-check" --require-cuda --steps 30 --kernel-cases 300 .golden/*.json \
+      >"$out/kernels.log" 2>&1 || failed=1
+  fi
+  [ -s "$out/kernels.log" ] &&
+    grep -E "^golden|differ|kernels|125M|AdamW|PASS|FAIL|ERROR" "$out/kernels.log" | tail -n 30
 
   # 2. The step, phase by phase: after (kernels) and before (decode and update on the CPU).
   local gpt125=(--d_model 768 --layers 18 --heads 12 --context 1024 --batch 8)
@@ -84,6 +90,7 @@ run() {
       >>"$out/profile.log" 2>&1 || failed=1
   }
   for updates in true false; do
+    [[ "$parts" == *" profile "* ]] || break
     profile "${gpt125[@]}" --optimizer demo --encoding bf16 --device_updates=$updates \
       --label "125M demo-bf16 device_updates=$updates"
     profile "${gpt125[@]}" --optimizer demo --encoding sign --device_updates=$updates \
@@ -91,28 +98,30 @@ run() {
     profile "${gpt125[@]}" --optimizer adamw --encoding f32 --device_updates=$updates \
       --steps 5 --label "125M adamw-f32 device_updates=$updates"
   done
-  cat "$out/profile.log"
+  [ -s "$out/profile.log" ] && cat "$out/profile.log"
 
   # 3. A real CPU worker and CUDA worker through a coordinator.
   for setting in "demo bf16" "demo sign" "adamw f32"; do
+    [[ "$parts" == *" workers "* ]] || break
     set -- $setting
     echo "== $1 $2" >>"$out/workers.log"
     OPTIMIZER=$1 ENCODING=$2 STEPS="${STEPS:-120}" scripts/device_worker_check.sh \
       >>"$out/workers.log" 2>&1 || failed=1
   done
-  grep -E "^== |PASS|FAIL" "$out/workers.log"
+  [ -s "$out/workers.log" ] && grep -E "^== |PASS|FAIL" "$out/workers.log"
 
   # 4. The 1B model, DeMo with and without the kernels.
   for updates in true false; do
+    [[ "$parts" == *" 1b "* ]] || break
     profile "${gpt1b[@]}" --optimizer demo --encoding bf16 --device_updates=$updates \
       --steps 3 --warmup 1 --label "1B demo-bf16 device_updates=$updates"
   done
-  tail -n 4 "$out/profile.log"
+  [[ "$parts" == *" 1b "* ]] && tail -n 4 "$out/profile.log"
   return "$failed"
 }
 
 case "${1:-}" in
   pack) pack ;;
-  run) run ;;
+  run) shift; run "$@" ;;
   *) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 2 ;;
 esac
