@@ -22,7 +22,16 @@ device_build() {
   local generator=Ninja cuda=()
   command -v ninja >/dev/null || generator="Unix Makefiles"
   if ! command -v nvcc >/dev/null && [ -f .devcuda/libdemod_cuda_kernels.a ]; then
-    cuda=(-DDEMOD_CUDA_PREBUILT="$PWD/.devcuda")
+    # The CUDA runtime the wheel's LibTorch loads (nvidia/*/lib in site-packages).
+    local cudart
+    cudart=$(find "$(dirname "$torch_dir")/nvidia" -name 'libcudart.so.[0-9]*' 2>/dev/null |
+      head -n 1)
+    if [ -n "$cudart" ]; then
+      cuda=(-DDEMOD_CUDA_PREBUILT="$PWD/.devcuda" -DDEMOD_CUDART="$cudart")
+      export LD_LIBRARY_PATH="$(dirname "$cudart"):$LD_LIBRARY_PATH"
+    else
+      echo "device_build: no libcudart.so in the wheel's nvidia/ folder: no CUDA kernels" >&2
+    fi
   fi
   if [ ! -f "$device_build_dir/CMakeCache.txt" ]; then
     cmake -S . -B "$device_build_dir" -G "$generator" -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -7,8 +7,8 @@
 #   here:   scripts/device_cuda_check.sh pack
 #             .debs/     the Debian packages the device build needs (apt-get download)
 #             .devcuda/  the CUDA kernels compiled here by nvcc (all architectures of
-#                        CMakeLists.txt), libcudart_static.a and CUDA's top-level headers, for a
-#                        GPU machine without nvcc
+#                        CMakeLists.txt) and CUDA's top-level headers, for a GPU machine without
+#                        nvcc (linked there against the CUDA runtime of the PyTorch wheel)
 #             .golden/   the reference runs of ../shared/golden
 #           (all ignored by git through .git/info/exclude)
 #   there:  the device tool's run of `scripts/device_cuda_check.sh run [PART...]`, carrying
@@ -47,12 +47,22 @@ pack() {
   if [ ! -d .debs ] || [ -z "$(ls .debs 2>/dev/null)" ]; then
     mkdir -p .debs && (cd .debs && apt-get download "${debian_packages[@]}") || return 2
   fi
-  BUILD_TARGETS=demod_cuda_kernels scripts/build.sh || return 2
   local kernels=build/worker/optimizer/libdemod_cuda_kernels.a cuda=/usr/local/cuda
-  [ -f "$kernels" ] || { echo "pack: no $kernels: is nvcc installed?" >&2; return 2; }
+  if [ ! -x "$cuda/bin/nvcc" ]; then
+    echo "pack: no $cuda/bin/nvcc to compile the kernels" >&2
+    return 2
+  fi
+  # A build folder configured before nvcc was there has no kernels target: configure again.
+  if [ -f build/CMakeCache.txt ] &&
+    ! grep -q '^CMAKE_CUDA_COMPILER:.*nvcc' build/CMakeCache.txt; then
+    cmake build >/dev/null || return 2
+  fi
+  BUILD_TARGETS=demod_cuda_kernels scripts/build.sh || return 2
+  [ -f "$kernels" ] || { echo "pack: no $kernels after the build" >&2; return 2; }
   rm -rf .devcuda && mkdir -p .devcuda/include
-  cp "$kernels" "$cuda/lib64/libcudart_static.a" .devcuda/
-  cp "$cuda"/include/*.h .devcuda/include/ && cp -r "$cuda/include/crt" .devcuda/include/
+  cp "$kernels" .devcuda/
+  cp "$cuda"/include/*.h "$cuda"/include/*.hpp .devcuda/include/ &&
+    cp -r "$cuda/include/crt" .devcuda/include/
   mkdir -p .golden && cp ../shared/golden/*.json .golden/ 2>/dev/null
   du -sh .debs .devcuda .golden data/sotu
   echo "carry: .debs .devcuda .golden data/sotu"
@@ -60,6 +70,7 @@ pack() {
 
 run() {
   local out="${OUT:-/tmp/device-cuda-check}" failed=0 parts=" ${*:-kernels profile workers 1b} "
+  shopt -s nullglob
   mkdir -p "$out"
   {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1

@@ -87,10 +87,13 @@ absl::Status ApplyAdamWOnCuda(const std::vector<float>& gradient, const ChunkLay
   const at::Tensor host = at::from_blob(const_cast<float*>(gradient.data()),
                                         {static_cast<int64_t>(gradient.size())}, at::kFloat);
   const at::Tensor g = host.to(param.device());
-  return CudaStatus(
+  absl::Status status = CudaStatus(
       cuda::LaunchAdamW(g.data_ptr<float>(), g.numel(), cpu::GeometryOf(layout), scalars,
                         param.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(), stream),
       "the AdamW update");
+  // Reports the kernel's own errors here rather than in some later call.
+  status.Update(CudaStatus(cudaStreamSynchronize(stream), "the AdamW update"));
+  return status;
 }
 
 }  // namespace demod

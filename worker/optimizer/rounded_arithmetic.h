@@ -8,6 +8,8 @@
 // header must be compiled with -ffp-contract=off and -fno-math-errno: GCC fuses a product into
 // a following sum across inlined calls, and with errno sqrt stays a library call that blocks
 // vectorization (both are correctly rounded). CMake sets these flags on the files that use it.
+// Finite inputs only: a NaN result's bits differ between devices. The optimizers refuse
+// gradients that are not finite, and the wire's decoder values that are not, before these run.
 #ifndef DEMOD_WORKER_OPTIMIZER_ROUNDED_ARITHMETIC_H_
 #define DEMOD_WORKER_OPTIMIZER_ROUNDED_ARITHMETIC_H_
 
