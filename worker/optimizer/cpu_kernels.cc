@@ -14,7 +14,6 @@
 
 namespace demod {
 namespace cpu {
-namespace {}  // namespace
 
 int64_t ChunksPerTask(const ChunkLayout& layout) {
   return std::max<int64_t>(
@@ -128,19 +127,19 @@ void EncodeChunk(const T* x, const ChunkLayout& layout, int64_t chunk, const T* 
                  const T* f_cols, EncodeScratch<T>& s, T* out) {
   const int64_t a = layout.chunk_rows;
   const int64_t b = layout.chunk_cols;
+  const T* origin = x + ChunkOrigin(GeometryOf(layout), chunk);
   if (!layout.is_2d()) {
-    Gemm(1, b, b, x + ChunkOrigin(GeometryOf(layout), chunk), b, f_cols, b, out, b);
+    Gemm(1, b, b, origin, b, f_cols, b, out, b);
     return;
   }
   const int64_t ldx = layout.matrix_shape[1];
   if (a % 2 == 0 && b % 2 == 0) {
-    EncodeFoldedChunk(x + ChunkOrigin(GeometryOf(layout), chunk), ldx, a, b, f_rows_t, f_cols, s,
-                      out);
+    EncodeFoldedChunk(origin, ldx, a, b, f_rows_t, f_cols, s, out);
     return;
   }
   // Y = X F_cols, read straight from the parameter layout; Z = F_rows^T Y.
   s.y.resize(a * b);
-  Gemm(a, b, b, x + ChunkOrigin(GeometryOf(layout), chunk), ldx, f_cols, b, s.y.data(), b);
+  Gemm(a, b, b, origin, ldx, f_cols, b, s.y.data(), b);
   Gemm(a, b, a, f_rows_t, a, s.y.data(), b, out, b);
 }
 
