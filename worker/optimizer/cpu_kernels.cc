@@ -1,6 +1,7 @@
 #include "worker/optimizer/cpu_kernels.h"
 
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -208,15 +209,6 @@ inline uint32_t MagnitudeKey(float v) {
   return std::min<uint32_t>(bits & 0x7fffffffu, 0x7f800000u);
 }
 
-// A value outranks another by larger magnitude, then by lower position; NaN is largest.
-struct Ranked {
-  uint32_t magnitude;  // MagnitudeKey
-  int32_t position;
-  bool operator>(const Ranked& o) const {
-    return magnitude > o.magnitude || (magnitude == o.magnitude && position < o.position);
-  }
-};
-
 constexpr int64_t kSelectBlock = 16;
 
 // maxima[b]: the largest MagnitudeKey of v[b * kSelectBlock, (b + 1) * kSelectBlock).
@@ -230,52 +222,152 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) vo
   }
 }
 
+// The k-th largest of keys[0, n) (1 <= k <= n) with its bits below `lowest_bit` cleared: a
+// lower bound of it, exact for lowest_bit 0. Found bit by bit from the top, as the largest t
+// with at least k keys >= t; each bit is a count over all keys, which vectorizes and does not
+// branch on the data (an nth_element over a chunk's 256 block maxima did, and cost more than
+// the rest of the selection). Every key lies in [min, max], so the bits above the highest one
+// where those two differ are known.
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) uint32_t
+KthLargestKey(const uint32_t* keys, int64_t n, int64_t k, int lowest_bit) {
+  uint32_t lo = std::numeric_limits<uint32_t>::max();
+  uint32_t hi = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    lo = std::min(lo, keys[j]);
+    hi = std::max(hi, keys[j]);
+  }
+  const uint32_t below_lowest = (1u << lowest_bit) - 1;
+  if (lo == hi) return lo & ~below_lowest;
+  const int top = 31 - __builtin_clz(lo ^ hi);
+  uint32_t t = top == 31 ? 0 : lo & ~((2u << top) - 1);
+  for (int bit = top; bit >= lowest_bit; --bit) {
+    const uint32_t candidate = t | (1u << bit);
+    uint32_t at_least = 0;
+    for (int64_t j = 0; j < n; ++j) at_least += keys[j] >= candidate;
+    if (at_least >= k) t = candidate;
+  }
+  return t;
+}
+
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void AccumulateRow(
     float* momentum, const float* gradient, float decay, float lr, int64_t n) {
   for (int64_t j = 0; j < n; ++j) momentum[j] = decay * momentum[j] + lr * gradient[j];
 }
 
-// The k positions of largest magnitude in one row, sorted; `maxima`, `positions` (n entries)
-// and `candidates` are scratch.
-void SelectRow(const float* v, int64_t n, int64_t k, std::vector<uint32_t>& maxima,
-               std::vector<int32_t>& positions, std::vector<Ranked>& candidates, int64_t* out) {
+// Appends the keys and positions of the values >= floor in the full blocks whose maximum is
+// >= floor, in ascending position order; returns how many (at most blocks * kSelectBlock).
+// Only about k of a row's blocks are searched, and of those about 2 values in 16 are taken:
+// a store for every value searched cost more than the rest of the selection. So a block's
+// values are compared at once into a bit mask, whose set bits are visited; with AVX-512 the
+// keys and positions are compressed out of vector registers, and the searched blocks are found
+// from a mask over the maxima, without a branch per block.
+__attribute__((target("default"))) int64_t GatherCandidates(const float* v, int64_t blocks,
+                                                            const uint32_t* maxima, uint32_t floor,
+                                                            uint32_t* keys, int32_t* positions) {
+  int64_t count = 0;
+  for (int64_t b = 0; b < blocks; ++b) {
+    if (maxima[b] < floor) continue;
+    const float* block = v + b * kSelectBlock;
+    uint32_t mask = 0;
+    for (int j = 0; j < kSelectBlock; ++j) {
+      mask |= static_cast<uint32_t>(MagnitudeKey(block[j]) >= floor) << j;
+    }
+    for (; mask != 0; mask &= mask - 1) {
+      const int j = __builtin_ctz(mask);
+      keys[count] = MagnitudeKey(block[j]);
+      positions[count] = static_cast<int32_t>(b * kSelectBlock + j);
+      ++count;
+    }
+  }
+  return count;
+}
+
+__attribute__((target("arch=x86-64-v4"))) int64_t GatherCandidates(const float* v, int64_t blocks,
+                                                                   const uint32_t* maxima,
+                                                                   uint32_t floor, uint32_t* keys,
+                                                                   int32_t* positions) {
+  static_assert(kSelectBlock == 16, "one block is one vector of 16 floats");
+  const __m512i floor_v = _mm512_set1_epi32(static_cast<int>(floor));
+  const __m512i abs_bits = _mm512_set1_epi32(0x7fffffff);
+  const __m512i infinity = _mm512_set1_epi32(0x7f800000);
+  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int64_t count = 0;
+  for (int64_t first = 0; first < blocks; first += 16) {
+    // Which of these 16 blocks reach the floor (the tail of the maxima is masked off).
+    const __mmask16 in_range = _cvtu32_mask16(
+        blocks - first >= 16 ? 0xffffu : (1u << static_cast<unsigned>(blocks - first)) - 1);
+    const __m512i block_maxima = _mm512_maskz_loadu_epi32(in_range, maxima + first);
+    uint32_t searched =
+        _cvtmask16_u32(_mm512_mask_cmpge_epu32_mask(in_range, block_maxima, floor_v));
+    for (; searched != 0; searched &= searched - 1) {
+      const int64_t b = first + __builtin_ctz(searched);
+      const __m512i bits = _mm512_loadu_si512(v + b * kSelectBlock);
+      const __m512i key = _mm512_min_epu32(_mm512_and_si512(bits, abs_bits), infinity);
+      const __mmask16 taken = _mm512_cmpge_epu32_mask(key, floor_v);
+      const __m512i position =
+          _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int>(b * kSelectBlock)));
+      _mm512_mask_compressstoreu_epi32(keys + count, taken, key);
+      _mm512_mask_compressstoreu_epi32(positions + count, taken, position);
+      count += __builtin_popcount(_cvtmask16_u32(taken));
+    }
+  }
+  return count;
+}
+
+// Scratch of SelectRow: block maxima, and the candidates' keys and positions.
+struct SelectScratch {
+  std::vector<uint32_t> maxima, keys;
+  std::vector<int32_t> positions;
+};
+
+// The k positions of largest magnitude in one row, ascending. Larger magnitude wins, then the
+// lower position; NaN is largest.
+void SelectRow(const float* v, int64_t n, int64_t k, SelectScratch& s, int64_t* out) {
   const int64_t blocks = (n + kSelectBlock - 1) / kSelectBlock;
+  s.keys.resize(n);
+  s.positions.resize(n);
   int64_t count = 0;
   if (blocks <= k) {
-    for (int64_t j = 0; j < n; ++j) positions[count++] = static_cast<int32_t>(j);
+    for (int64_t j = 0; j < n; ++j) {
+      s.keys[j] = MagnitudeKey(v[j]);
+      s.positions[j] = static_cast<int32_t>(j);
+    }
+    count = n;
   } else {
     // The k-th largest of the blocks' maxima is at or below the k-th largest magnitude (the k
     // blocks above it each hold a value that large), so every value of the top k is at or
     // above it, and only those blocks can hold one: about k blocks of the row are searched.
     const int64_t full = n / kSelectBlock;
-    maxima.resize(2 * blocks);
-    BlockMaxima(v, full, maxima.data());
+    s.maxima.resize(blocks);
+    BlockMaxima(v, full, s.maxima.data());
     if (full < blocks) {
       uint32_t m = 0;
       for (int64_t j = full * kSelectBlock; j < n; ++j) m = std::max(m, MagnitudeKey(v[j]));
-      maxima[full] = m;
+      s.maxima[full] = m;
     }
-    uint32_t* ordered = maxima.data() + blocks;
-    std::copy(maxima.data(), maxima.data() + blocks, ordered);
-    std::nth_element(ordered, ordered + (k - 1), ordered + blocks, std::greater<>());
-    const uint32_t threshold = ordered[k - 1];
-    for (int64_t b = 0; b < blocks; ++b) {
-      if (maxima[b] < threshold) continue;
-      const int64_t end = std::min(n, (b + 1) * kSelectBlock);
-      for (int64_t j = b * kSelectBlock; j < end; ++j) {  // branch-free: the count decides
-        positions[count] = static_cast<int32_t>(j);
-        count += MagnitudeKey(v[j]) >= threshold;
-      }
+    // Any floor at or below that maximum will do: to 5 bits of mantissa (within 3%) costs a
+    // few blocks more to search and far fewer counts than the exact value.
+    const uint32_t floor = KthLargestKey(s.maxima.data(), blocks, k, /*lowest_bit=*/18);
+    count = GatherCandidates(v, full, s.maxima.data(), floor, s.keys.data(), s.positions.data());
+    for (int64_t j = full * kSelectBlock; full < blocks && j < n; ++j) {
+      s.keys[count] = MagnitudeKey(v[j]);
+      s.positions[count] = static_cast<int32_t>(j);
+      count += s.keys[count] >= floor;
     }
   }
-  candidates.resize(count);
-  for (int64_t c = 0; c < count; ++c) {
-    candidates[c] = {MagnitudeKey(v[positions[c]]), positions[c]};
+  // The candidates are in ascending position order: those above the k-th largest key, then
+  // the first of those equal to it, are the answer, already sorted.
+  const uint32_t kth = KthLargestKey(s.keys.data(), count, k, /*lowest_bit=*/0);
+  int64_t above = 0;
+  for (int64_t c = 0; c < count; ++c) above += s.keys[c] > kth;
+  int64_t ties_left = k - above;
+  int64_t written = 0;
+  for (int64_t c = 0; c < count && written < k; ++c) {  // branch-free: the count decides
+    const bool tie = s.keys[c] == kth;
+    out[written] = s.positions[c];
+    written += s.keys[c] > kth || (tie && ties_left > 0);
+    ties_left -= tie;
   }
-  std::nth_element(candidates.begin(), candidates.begin() + (k - 1), candidates.end(),
-                   std::greater<>());
-  for (int64_t j = 0; j < k; ++j) out[j] = candidates[j].position;
-  std::sort(out, out + k);
 }
 
 // Finite: no magnitude key (NaN and infinity map to infinity's) reaches infinity's. An integer
@@ -291,24 +383,25 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) bo
 
 void TopKByMagnitude(const float* x, int64_t rows, int64_t n, int64_t k, int64_t* indices) {
   at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / n), [&](int64_t begin, int64_t end) {
-    std::vector<uint32_t> maxima;
-    std::vector<int32_t> positions(n);
-    std::vector<Ranked> candidates;
+    SelectScratch scratch;
     for (int64_t row = begin; row < end; ++row) {
-      SelectRow(x + row * n, n, k, maxima, positions, candidates, indices + row * k);
+      SelectRow(x + row * n, n, k, scratch, indices + row * k);
     }
   });
 }
 
+float UnsentPart(ValueEncoding encoding, float value) {
+  if (encoding == ValueEncoding::kFloat32 || encoding == ValueEncoding::kSign) return 0.0f;
+  return value - QuantizeValue(encoding, value);
+}
+
 void EncodeAccumulateSelect(const std::vector<GradientChunks>& sources, int64_t rows, int64_t n,
-                            int64_t k, float decay, float lr, float* momentum, int64_t* indices,
-                            uint8_t* row_finite) {
+                            int64_t k, float decay, float lr, ValueEncoding encoding,
+                            float* momentum, int64_t* indices, float* values, uint8_t* row_finite) {
   at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / (n * 8)), [&](int64_t begin, int64_t end) {
     EncodeScratch<float> scratch;
-    std::vector<uint32_t> maxima;
+    SelectScratch selection;
     std::vector<float> encoded(n);
-    std::vector<int32_t> positions(n);
-    std::vector<Ranked> candidates;
     // The source holding `begin`: the last one whose first row is not after it.
     size_t s =
         std::upper_bound(sources.begin(), sources.end(), begin,
@@ -330,7 +423,12 @@ void EncodeAccumulateSelect(const std::vector<GradientChunks>& sources, int64_t 
       } else if (decay != 1.0f) {
         for (int64_t j = 0; j < n; ++j) v[j] *= decay;
       }
-      SelectRow(v, n, k, maxima, positions, candidates, indices + row * k);
+      SelectRow(v, n, k, selection, indices + row * k);
+      for (int64_t j = 0; j < k; ++j) {
+        float& coefficient = v[indices[row * k + j]];
+        values[row * k + j] = coefficient;
+        coefficient = UnsentPart(encoding, coefficient);
+      }
     }
   });
 }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/chunk_layout.h"
+#include "common/value_encoding.h"
 #include "worker/optimizer/chunk_addressing.h"
 
 namespace demod {
@@ -59,10 +60,16 @@ struct GradientChunks {
 // The optimizer's whole per-chunk pipeline in one pass over the momentum, each chunk while it
 // is in cache: g = DCT(gradient chunk); momentum row <- decay * row + lr * g (g dropped, with
 // row_finite[row] = 0, when it is not finite); the row's top k by magnitude into
-// indices[row * k ...], sorted. `sources` cover rows [0, rows) of n coefficients.
+// indices[row * k ...], sorted, and their values into values[row * k ...]; then each of them
+// leaves the row, except what `encoding` rounds away (bf16 and f16 keep their rounding, to be
+// sent later). `sources` cover rows [0, rows) of n coefficients.
 void EncodeAccumulateSelect(const std::vector<GradientChunks>& sources, int64_t rows, int64_t n,
-                            int64_t k, float decay, float lr, float* momentum, int64_t* indices,
-                            uint8_t* row_finite);
+                            int64_t k, float decay, float lr, ValueEncoding encoding,
+                            float* momentum, int64_t* indices, float* values, uint8_t* row_finite);
+
+// What stays of a sent coefficient in the momentum: the rounding `encoding` loses. A sign
+// carries no magnitude, so with kSign the whole coefficient counts as sent.
+float UnsentPart(ValueEncoding encoding, float value);
 
 }  // namespace cpu
 }  // namespace demod

@@ -103,11 +103,14 @@ absl::Status DemoOptimizer::Step() {
   // Steps 2-6 of the algorithm, in the DCT domain.
   absl::Status gradients_finite = absl::OkStatus();
   for (Group& g : groups_) gradients_finite.Update(EncodeAccumulateSelect(g));
-  DEMOD_RETURN_IF_ERROR(gradients_finite);
+  if (!gradients_finite.ok()) {
+    RestoreSelection();
+    return gradients_finite;
+  }
   last_payload_.step = step;
   last_payload_.encoding = options_.value_encoding();
   last_payload_.tensors.resize(params_.size());
-  for (Group& g : groups_) SendSelection(g);
+  for (Group& g : groups_) AddSelectionToPayload(g);
   absl::StatusOr<std::string> payload = EncodeStepPayload(last_payload_, table_);
   if (!payload.ok()) {
     RestoreSelection();
@@ -155,8 +158,10 @@ absl::Status DemoOptimizer::CatchUp(const StepAggregate& aggregate) {
   return absl::OkStatus();
 }
 
-// momentum <- decay * momentum + lr * DCT(grad), then the top-k |coefficients| of every chunk.
-// Chunks of a gradient that are not finite are left out of the momentum and fail the step.
+// momentum <- decay * momentum + lr * DCT(grad), then the top-k |coefficients| of every chunk
+// leave it (all but the wire's rounding, which stays to be sent later), into sent_indices and
+// sent_values. Chunks of a gradient that are not finite are left out of the momentum and fail
+// the step.
 absl::Status DemoOptimizer::EncodeAccumulateSelect(Group& g) {
   const int64_t rows = g.momentum.size(0);
   const float decay = static_cast<float>(options_.compression_decay());
@@ -179,9 +184,11 @@ absl::Status DemoOptimizer::EncodeAccumulateSelect(Group& g) {
       src.f_cols = DctBasis(layout.chunk_cols, at::kCPU, at::kFloat).data_ptr<float>();
     }
     g.sent_indices = at::empty({rows, g.topk}, g.momentum.options().dtype(at::kLong));
+    g.sent_values = at::empty({rows, g.topk}, g.momentum.options());
     row_finite = at::empty({rows}, at::kByte);
     cpu::EncodeAccumulateSelect(sources, rows, g.chunk_size, g.topk, decay, lr,
-                                g.momentum.data_ptr<float>(), g.sent_indices.data_ptr<int64_t>(),
+                                options_.value_encoding(), g.momentum.data_ptr<float>(),
+                                g.sent_indices.data_ptr<int64_t>(), g.sent_values.data_ptr<float>(),
                                 row_finite.data_ptr<uint8_t>());
   } else {
     at::Tensor encoded = at::zeros_like(g.momentum);
@@ -200,6 +207,7 @@ absl::Status DemoOptimizer::EncodeAccumulateSelect(Group& g) {
                                                            /*sorted=*/false));
     g.sent_indices = std::get<0>(indices.sort(/*dim=*/-1));
     row_finite = row_finite.to(at::kCPU, at::kByte);
+    TakeSelection(g);
   }
   const uint8_t* finite = row_finite.data_ptr<uint8_t>();
   const int64_t bad_row = std::find(finite, finite + rows, 0) - finite;
@@ -211,9 +219,23 @@ absl::Status DemoOptimizer::EncodeAccumulateSelect(Group& g) {
                    "' is not finite (its DCT chunk ", bad_row - g.first_chunk[m], ")"));
 }
 
-// Fills the payload with the group's selection and removes it from the momentum.
-void DemoOptimizer::SendSelection(Group& g) {
+// The ATen path's share of EncodeAccumulateSelect: the selection leaves the momentum.
+void DemoOptimizer::TakeSelection(Group& g) {
   g.sent_values = g.momentum.gather(1, g.sent_indices);
+  const ValueEncoding encoding = options_.value_encoding();
+  if (encoding == ValueEncoding::kFloat32 || encoding == ValueEncoding::kSign) {
+    g.momentum.scatter_(1, g.sent_indices, 0.0);
+    return;
+  }
+  const at::Tensor values = g.sent_values.to(at::kCPU, at::kFloat).contiguous();
+  at::Tensor unsent = at::empty(values.sizes(), at::kFloat);
+  const float* val = values.data_ptr<float>();
+  float* u = unsent.data_ptr<float>();
+  for (int64_t j = 0; j < values.numel(); ++j) u[j] = cpu::UnsentPart(encoding, val[j]);
+  g.momentum.scatter_(1, g.sent_indices, unsent.to(g.momentum.options()));
+}
+
+void DemoOptimizer::AddSelectionToPayload(const Group& g) {
   const at::Tensor indices = g.sent_indices.to(at::kCPU).contiguous();
   const at::Tensor values = g.sent_values.to(at::kCPU, at::kFloat).contiguous();
   const int64_t* idx = indices.data_ptr<int64_t>();
@@ -226,17 +248,6 @@ void DemoOptimizer::SendSelection(Group& g) {
     out.indices.assign(idx + begin, idx + end);
     out.values.assign(val + begin, val + end);
   }
-  // What is sent leaves the momentum, except the wire's rounding, which stays to be sent later.
-  // A sign carries no magnitude, so with kSign the whole coefficient counts as sent.
-  const ValueEncoding encoding = options_.value_encoding();
-  if (encoding == ValueEncoding::kFloat32 || encoding == ValueEncoding::kSign) {
-    g.momentum.scatter_(1, g.sent_indices, 0.0);
-    return;
-  }
-  at::Tensor residual = at::empty(values.sizes(), at::kFloat);
-  float* r = residual.data_ptr<float>();
-  for (int64_t j = 0; j < values.numel(); ++j) r[j] = val[j] - QuantizeValue(encoding, val[j]);
-  g.momentum.scatter_(1, g.sent_indices, residual.to(g.momentum.options()));
 }
 
 void DemoOptimizer::RestoreSelection() {

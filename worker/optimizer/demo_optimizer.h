@@ -104,7 +104,8 @@ class DemoOptimizer final : public StepOptimizer {
 
   at::Tensor MomentumRows(size_t i) const;  // the rows of parameter i in its group's momentum
   absl::Status EncodeAccumulateSelect(Group& group);
-  void SendSelection(Group& group);
+  void TakeSelection(Group& group);
+  void AddSelectionToPayload(const Group& group);
   void RestoreSelection();
   absl::Status ApplyAggregate(const StepAggregate& aggregate);
 

@@ -26,8 +26,15 @@ struct VecOf<double> {
   using type = DoubleVec;
 };
 
+// A[r, p]: row-major with leading dimension lda, or, with kTransposedA, stored as A^T
+// (A[r, p] at a[p * lda + r]), which spares a caller holding A^T the transpose.
+template <bool kTransposedA, typename T>
+inline __attribute__((always_inline)) T ElementOfA(const T* a, int64_t lda, int64_t r, int64_t p) {
+  return kTransposedA ? a[p * lda + r] : a[r * lda + p];
+}
+
 // A kRows x (kVecs vectors) block of C, accumulated in registers over the whole K.
-template <typename T, int kRows, int kVecs>
+template <typename T, int kRows, int kVecs, bool kTransposedA>
 inline __attribute__((always_inline)) void GemmBlock(int64_t k, const T* a, int64_t lda, const T* b,
                                                      int64_t ldb, T* c, int64_t ldc) {
   using V = typename VecOf<T>::type;
@@ -37,7 +44,7 @@ inline __attribute__((always_inline)) void GemmBlock(int64_t k, const T* a, int6
     V bv[kVecs];
     for (int v = 0; v < kVecs; ++v) __builtin_memcpy(&bv[v], b + p * ldb + v * kLanes, sizeof(V));
     for (int r = 0; r < kRows; ++r) {
-      const T ar = a[r * lda + p];
+      const T ar = ElementOfA<kTransposedA>(a, lda, r, p);
       for (int v = 0; v < kVecs; ++v) acc[r][v] += ar * bv[v];
     }
   }
@@ -49,37 +56,45 @@ inline __attribute__((always_inline)) void GemmBlock(int64_t k, const T* a, int6
 }
 
 // Columns that do not fill a vector.
-template <typename T, int kRows>
+template <typename T, int kRows, bool kTransposedA>
 inline __attribute__((always_inline)) void GemmTail(int64_t n, int64_t k, const T* a, int64_t lda,
                                                     const T* b, int64_t ldb, T* c, int64_t ldc) {
   for (int r = 0; r < kRows; ++r) {
     for (int64_t j = 0; j < n; ++j) {
       T sum = 0;
-      for (int64_t p = 0; p < k; ++p) sum += a[r * lda + p] * b[p * ldb + j];
+      for (int64_t p = 0; p < k; ++p)
+        sum += ElementOfA<kTransposedA>(a, lda, r, p) * b[p * ldb + j];
       c[r * ldc + j] = sum;
     }
   }
 }
 
-template <typename T, int kRows>
+template <typename T, int kRows, bool kTransposedA>
 inline __attribute__((always_inline)) void GemmRows(int64_t n, int64_t k, const T* a, int64_t lda,
                                                     const T* b, int64_t ldb, T* c, int64_t ldc) {
   constexpr int kLanes = sizeof(typename VecOf<T>::type) / sizeof(T);
   int64_t j = 0;
   for (; j + 2 * kLanes <= n; j += 2 * kLanes) {
-    GemmBlock<T, kRows, 2>(k, a, lda, b + j, ldb, c + j, ldc);
+    GemmBlock<T, kRows, 2, kTransposedA>(k, a, lda, b + j, ldb, c + j, ldc);
   }
-  for (; j + kLanes <= n; j += kLanes) GemmBlock<T, kRows, 1>(k, a, lda, b + j, ldb, c + j, ldc);
-  if (j < n) GemmTail<T, kRows>(n - j, k, a, lda, b + j, ldb, c + j, ldc);
+  for (; j + kLanes <= n; j += kLanes) {
+    GemmBlock<T, kRows, 1, kTransposedA>(k, a, lda, b + j, ldb, c + j, ldc);
+  }
+  if (j < n) GemmTail<T, kRows, kTransposedA>(n - j, k, a, lda, b + j, ldb, c + j, ldc);
 }
 
-template <typename T>
+// C = A B for A m x k, B k x n, C m x n (see ElementOfA for A's layout).
+template <typename T, bool kTransposedA = false>
 inline __attribute__((always_inline)) void GemmImpl(int64_t m, int64_t n, int64_t k, const T* a,
                                                     int64_t lda, const T* b, int64_t ldb, T* c,
                                                     int64_t ldc) {
+  const int64_t next_row = kTransposedA ? 1 : lda;
   int64_t i = 0;
-  for (; i + 4 <= m; i += 4) GemmRows<T, 4>(n, k, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
-  for (; i < m; ++i) GemmRows<T, 1>(n, k, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
+  for (; i + 4 <= m; i += 4) {
+    GemmRows<T, 4, kTransposedA>(n, k, a + i * next_row, lda, b, ldb, c + i * ldc, ldc);
+  }
+  for (; i < m; ++i)
+    GemmRows<T, 1, kTransposedA>(n, k, a + i * next_row, lda, b, ldb, c + i * ldc, ldc);
 }
 
 }  // namespace

@@ -13,20 +13,58 @@ namespace demod {
 namespace cpu {
 namespace {
 
-// X = y * F_c^T's used rows, each element summed over the used columns in order with products
-// and sums rounded one by one (this file is compiled with -ffp-contract=off).
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void RoundedGemm(
-    int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-    float* c, int64_t ldc) {
-  GemmImpl(m, n, k, a, lda, b, ldb, c, ldc);
-}
-
-// Scratch of DecodeSparseChunkRange, one per thread.
+// Scratch of DecodeSparseChunkRange, one per thread, sized for chunks of a x b.
 struct SparseDecodeScratch {
+  std::vector<uint8_t> used;
   std::vector<int32_t> slot;
   std::vector<uint32_t> used_cols;
-  std::vector<float> yt, y, f_cols_rows, block;
+  std::vector<float> yt, f_cols_rows, block;
+
+  void Reserve(int64_t a, int64_t b) {
+    used.resize(b);
+    slot.resize(b);
+    used_cols.resize(b);
+    yt.resize(a * b);
+    f_cols_rows.resize(b * b);
+    block.resize(a * b);
+  }
 };
+
+// Decodes the entries [first, last) of one chunk of a x b into s.block, in the order the
+// header fixes. A routine of its own so that its loops are compiled for each instruction set
+// (the products and sums are rounded one by one in all of them: no contraction in this file).
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void
+DecodeSparseChunk(uint64_t first, uint64_t last, const uint32_t* indices, const float* values,
+                  int64_t a, int64_t b, const float* f_rows_t, const float* f_cols_t,
+                  SparseDecodeScratch& s) {
+  const uint32_t cols = static_cast<uint32_t>(b);
+  // The columns holding an entry, ascending, and each one's slot among them.
+  std::fill(s.used.begin(), s.used.begin() + b, 0);
+  for (uint64_t e = first; e < last; ++e) s.used[indices[e] % cols] = 1;
+  int64_t n_used = 0;
+  for (int64_t j = 0; j < b; ++j) {  // branch-free: the count decides
+    s.slot[j] = static_cast<int32_t>(n_used);
+    s.used_cols[n_used] = static_cast<uint32_t>(j);
+    n_used += s.used[j];
+  }
+  // yt[slot(j)] = y[:, j] for the columns j holding an entry (a = 1 for 1-D tensors).
+  std::fill(s.yt.begin(), s.yt.begin() + n_used * a, 0.0f);
+  for (uint64_t e = first; e < last; ++e) {
+    const uint32_t i = indices[e] / cols;
+    float* row = s.yt.data() + s.slot[indices[e] % cols] * a;
+    const float* f = f_rows_t + i * a;  // F_r[:, i] as a row of F_r^T
+    const float v = values[e];
+    for (int64_t t = 0; t < a; ++t) row[t] = rounded::Add(row[t], rounded::Mul(v, f[t]));
+  }
+  // X = y [a x n_used] times the rows of F_c^T for the used columns [n_used x b], read from
+  // yt as y's transpose.
+  for (int64_t u = 0; u < n_used; ++u) {
+    std::copy(f_cols_t + s.used_cols[u] * b, f_cols_t + (s.used_cols[u] + 1) * b,
+              s.f_cols_rows.begin() + u * b);
+  }
+  GemmImpl<float, /*kTransposedA=*/true>(a, b, n_used, s.yt.data(), a, s.f_cols_rows.data(), b,
+                                         s.block.data(), b);
+}
 
 // Calls fn(chunk, block) for chunks [begin, end) of a sparse aggregate, block being the chunk
 // decoded to chunk_rows x chunk_cols values (row-major, in the scratch), in the order the
@@ -38,45 +76,15 @@ void DecodeSparseChunkRange(int64_t begin, int64_t end, const uint64_t* chunk_of
                             Fn fn) {
   const int64_t a = layout.chunk_rows;
   const int64_t b = layout.chunk_cols;
-  // yt[slot(j)] = y[:, j] for the s-th column holding an entry; a = 1 for 1-D tensors.
-  s.slot.resize(b);
-  s.block.resize(a * b);
+  s.Reserve(a, b);
   for (int64_t chunk = begin; chunk < end; ++chunk) {
     const uint64_t first = chunk_offsets[chunk];
     const uint64_t last = chunk_offsets[chunk + 1];
     if (first == last) {
-      std::fill(s.block.begin(), s.block.end(), 0.0f);
-      fn(chunk, s.block.data());
-      continue;
+      std::fill(s.block.begin(), s.block.begin() + a * b, 0.0f);
+    } else {
+      DecodeSparseChunk(first, last, indices, values, a, b, f_rows_t, f_cols_t, s);
     }
-    std::fill(s.slot.begin(), s.slot.end(), -1);
-    for (uint64_t e = first; e < last; ++e) s.slot[indices[e] % b] = 0;
-    s.used_cols.clear();
-    for (int64_t j = 0; j < b; ++j) {
-      if (s.slot[j] < 0) continue;
-      s.slot[j] = static_cast<int32_t>(s.used_cols.size());
-      s.used_cols.push_back(static_cast<uint32_t>(j));
-    }
-    const int64_t n_used = static_cast<int64_t>(s.used_cols.size());
-    s.yt.assign(n_used * a, 0.0f);
-    for (uint64_t e = first; e < last; ++e) {
-      const uint32_t i = indices[e] / b;
-      float* row = s.yt.data() + s.slot[indices[e] % b] * a;
-      const float* f = f_rows_t + i * a;  // F_r[:, i] as a row of F_r^T
-      const float v = values[e];
-      for (int64_t t = 0; t < a; ++t) row[t] = rounded::Add(row[t], rounded::Mul(v, f[t]));
-    }
-    // y = yt^T [a x n_used]; rows of F_c^T for the used columns [n_used x b].
-    s.y.resize(a * n_used);
-    for (int64_t u = 0; u < n_used; ++u) {
-      for (int64_t t = 0; t < a; ++t) s.y[t * n_used + u] = s.yt[u * a + t];
-    }
-    s.f_cols_rows.resize(n_used * b);
-    for (int64_t u = 0; u < n_used; ++u) {
-      std::copy(f_cols_t + s.used_cols[u] * b, f_cols_t + (s.used_cols[u] + 1) * b,
-                s.f_cols_rows.begin() + u * b);
-    }
-    RoundedGemm(a, b, n_used, s.y.data(), n_used, s.f_cols_rows.data(), b, s.block.data(), b);
     fn(chunk, s.block.data());
   }
 }

@@ -4,7 +4,10 @@
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <limits>
+#include <vector>
 
 #include "worker/optimizer/chunked_dct.h"
 #include "worker/optimizer/sparse_signed_step.h"
@@ -78,6 +81,39 @@ TEST(CpuTopKTest, NanIsLargestAndTiesPreferLowerPositions) {
   EXPECT_EQ(got[0][2].item<int64_t>(), 3);
 }
 
+// The top k by the kernel's rule, written plainly: larger magnitude first, then lower position.
+std::vector<int64_t> StableTopK(const float* v, int64_t n, int64_t k) {
+  std::vector<int64_t> order(n);
+  for (int64_t j = 0; j < n; ++j) order[j] = j;
+  const auto magnitude = [&](int64_t j) {
+    return std::isnan(v[j]) ? std::numeric_limits<float>::infinity() : std::fabs(v[j]);
+  };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return magnitude(a) > magnitude(b); });
+  order.resize(k);
+  std::sort(order.begin(), order.end());
+  return order;
+}
+
+TEST(CpuTopKTest, ManyTiesKeepTheLowestPositions) {
+  // Values from a handful of levels: the k-th largest magnitude is shared by many positions,
+  // in the block maxima and among the candidates, and only the lowest of them may be taken.
+  for (auto [n, k, levels] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {4096, 32, 3}, {4096, 32, 40}, {4096, 1, 2}, {1000, 17, 5}, {64, 32, 2}, {48, 5, 1}}) {
+    at::Tensor x = (at::randint(-levels, levels + 1, {20, n}).to(at::kFloat) * 0.25f);
+    x[3].fill_(0.0f);                                       // all equal
+    x[4][n - 1] = std::numeric_limits<float>::quiet_NaN();  // largest, last
+    x[5].fill_(-std::numeric_limits<float>::infinity());    // all infinite
+    at::Tensor got = at::empty({20, k}, at::kLong);
+    cpu::TopKByMagnitude(x.data_ptr<float>(), 20, n, k, got.data_ptr<int64_t>());
+    for (int64_t r = 0; r < 20; ++r) {
+      const std::vector<int64_t> want = StableTopK(x[r].data_ptr<float>(), n, k);
+      const int64_t* row = got[r].data_ptr<int64_t>();
+      EXPECT_EQ(std::vector<int64_t>(row, row + k), want) << n << " " << k << " row " << r;
+    }
+  }
+}
+
 TEST(CpuPipelineTest, EncodeAccumulateSelectMatchesTheOperatorsAndDropsNonFiniteChunks) {
   const ChunkLayout wide = Layout({128, 64}, 64, 8);  // 2 chunks of 64 x 64
   const ChunkLayout tall = Layout({64, 128}, 64, 8);  // 2 more chunks of 64 x 64
@@ -93,18 +129,55 @@ TEST(CpuPipelineTest, EncodeAccumulateSelectMatchesTheOperatorsAndDropsNonFinite
   sources[1] = {nullptr, &wide, 2, f64t.data_ptr<float>(), f64.data_ptr<float>()};  // no grad
   sources[2] = {g_tall.data_ptr<float>(), &tall, 3, f64t.data_ptr<float>(), f64.data_ptr<float>()};
   at::Tensor indices = at::empty({5, 8}, at::kLong);
+  at::Tensor values = at::empty({5, 8});
   at::Tensor finite = at::empty({5}, at::kByte);
-  cpu::EncodeAccumulateSelect(sources, 5, 4096, 8, 0.9f, 0.1f, momentum.data_ptr<float>(),
-                              indices.data_ptr<int64_t>(), finite.data_ptr<uint8_t>());
+  cpu::EncodeAccumulateSelect(sources, 5, 4096, 8, 0.9f, 0.1f, ValueEncoding::kFloat32,
+                              momentum.data_ptr<float>(), indices.data_ptr<int64_t>(),
+                              values.data_ptr<float>(), finite.data_ptr<uint8_t>());
 
   at::Tensor encoded = at::zeros({5, 4096});
   encoded.slice(0, 0, 2).copy_(EncodeChunks(g_wide, wide));
   encoded.slice(0, 3, 4).copy_(EncodeChunks(g_tall, tall).slice(0, 0, 1));
   at::Tensor want = before * 0.9f + encoded * 0.1f;
-  EXPECT_TRUE(at::allclose(momentum, want, 1e-5, 1e-5));
   EXPECT_TRUE(at::equal(finite, at::tensor({1, 1, 1, 1, 0}, at::kByte)));
-  EXPECT_TRUE(at::allclose(momentum[4], before[4] * 0.9f));  // only decayed
-  EXPECT_TRUE(at::equal(indices, TorchTopK(momentum, 8)));
+  EXPECT_TRUE(at::equal(indices, TorchTopK(want, 8)));
+  // The selection left the momentum: its values were taken, zeros stay.
+  EXPECT_TRUE(at::allclose(values, want.gather(1, indices), 1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose(momentum, want.scatter(1, indices, 0.0), 1e-5, 1e-5));
+  EXPECT_TRUE(at::equal(momentum.gather(1, indices), at::zeros({5, 8})));
+  const at::Tensor kept = at::ones({5, 4096}, at::kBool).scatter(1, indices, false);
+  EXPECT_TRUE(at::allclose(momentum[4].masked_select(kept[4]),
+                           (before[4] * 0.9f).masked_select(kept[4])));  // only decayed
+}
+
+TEST(CpuPipelineTest, Bf16LeavesItsRoundingInTheMomentum) {
+  const ChunkLayout layout = Layout({64, 64}, 64, 16);
+  at::Tensor gradient = at::randn({64, 64});
+  at::Tensor f64 = DctBasis(64, at::kCPU, at::kFloat);
+  at::Tensor f64t = DctBasisTransposed(64, at::kCPU, at::kFloat);
+  std::vector<cpu::GradientChunks> sources = {
+      {gradient.data_ptr<float>(), &layout, 0, f64t.data_ptr<float>(), f64.data_ptr<float>()}};
+  for (ValueEncoding encoding : {ValueEncoding::kBFloat16, ValueEncoding::kSign}) {
+    at::Tensor momentum = at::zeros({1, 4096});
+    at::Tensor indices = at::empty({1, 16}, at::kLong);
+    at::Tensor values = at::empty({1, 16});
+    at::Tensor finite = at::empty({1}, at::kByte);
+    cpu::EncodeAccumulateSelect(sources, 1, 4096, 16, 0.9f, 1.0f, encoding,
+                                momentum.data_ptr<float>(), indices.data_ptr<int64_t>(),
+                                values.data_ptr<float>(), finite.data_ptr<uint8_t>());
+    const float* val = values.data_ptr<float>();
+    int rounded = 0;
+    for (int64_t j = 0; j < 16; ++j) {
+      const float left = momentum[0][indices[0][j].item<int64_t>()].item<float>();
+      if (encoding == ValueEncoding::kSign) {
+        EXPECT_EQ(left, 0.0f);
+      } else {
+        EXPECT_EQ(left, val[j] - QuantizeValue(encoding, val[j]));
+        rounded += left != 0.0f;
+      }
+    }
+    if (encoding == ValueEncoding::kBFloat16) EXPECT_GT(rounded, 8);  // few are bf16 values
+  }
 }
 
 // An aggregate with entries at every third position of each chunk but chunk 1.
