@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 
 #include "absl/base/casts.h"
 #include "absl/status/status.h"
@@ -245,23 +246,28 @@ void ReadIndices(absl::string_view bytes, int width, std::vector<uint32_t>* indi
 }
 
 // Sign means as their codes, `means->bits()` each, packed least significant bit first; the
-// unused high bits of the last byte stay zero. Every value has a code (checked before).
-void AppendSignMeans(const std::vector<float>& values, const SignMeanTable& means, char* p) {
+// unused high bits of the last byte stay zero. False when a value is not one of the table's
+// (what was written is then garbage).
+bool AppendSignMeans(const std::vector<float>& values, const SignMeanTable& means, char* p) {
   const int bits = means.bits();
   uint64_t pending = 0;  // bits not yet written, the oldest lowest
   int held = 0;
   for (float value : values) {
-    pending |= static_cast<uint64_t>(*means.code(value)) << held;
+    const std::optional<uint32_t> code = means.code(value);
+    if (!code.has_value()) return false;
+    pending |= static_cast<uint64_t>(*code) << held;
     for (held += bits; held >= 8; held -= 8) {
       *p++ = static_cast<char>(pending & 0xFF);
       pending >>= 8;
     }
   }
   if (held > 0) *p = static_cast<char>(pending & 0xFF);
+  return true;
 }
 
-// `means`: the contributors' table, for kSignMean (aggregates only).
-void AppendValues(const std::vector<float>& values, ValueEncoding encoding, std::string* out,
+// `means`: the contributors' table, for kSignMean (aggregates only). False when a sign mean is
+// not one of the table's (what was appended is then garbage); other encodings do not fail.
+bool AppendValues(const std::vector<float>& values, ValueEncoding encoding, std::string* out,
                   const SignMeanTable* means = nullptr) {
   const size_t start = out->size();
   const auto n = static_cast<int64_t>(values.size());
@@ -294,9 +300,9 @@ void AppendValues(const std::vector<float>& values, ValueEncoding encoding, std:
       }
       break;
     case ValueEncoding::kSignMean:
-      AppendSignMeans(values, *means, p);
-      break;
+      return AppendSignMeans(values, *means, p);
   }
+  return true;
 }
 
 // The inverse of AppendSignMeans. Fails for a code beyond the table or nonzero padding bits.
@@ -576,9 +582,17 @@ absl::Status CheckAggregateHeader(ValueEncoding encoding,
   return absl::OkStatus();
 }
 
-// One tensor of an aggregate, as ValidateStepAggregate checks it.
+absl::Status NotRepresentableError(const NamedLayout& named, ValueEncoding encoding) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "tensor '", named.name, "': a value is not exactly ", ValueEncodingName(encoding)));
+}
+
+// One tensor of an aggregate, as ValidateStepAggregate checks it. Without `check_values` the
+// caller checks that every value is representable in `encoding` (an encoder that looks every
+// value up anyway).
 absl::Status CheckAggregateTensor(const NamedLayout& named, const AggregateTensor& tensor,
-                                  ValueEncoding encoding, const SignMeanTable* means) {
+                                  ValueEncoding encoding, const SignMeanTable* means,
+                                  bool check_values = true) {
   DEMOD_RETURN_IF_ERROR(CheckLayoutFitsWire(named));
   const ChunkLayout& layout = named.layout;
   const std::vector<uint64_t>& offsets = tensor.chunk_offsets;
@@ -609,9 +623,8 @@ absl::Status CheckAggregateTensor(const NamedLayout& named, const AggregateTenso
           absl::StrCat(prefix(), "chunk offsets decrease at chunk ", c));
     }
   }
-  if (!ValuesRepresentable(tensor.values, encoding, means)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(prefix(), "a value is not exactly ", ValueEncodingName(encoding)));
+  if (check_values && !ValuesRepresentable(tensor.values, encoding, means)) {
+    return NotRepresentableError(named, encoding);
   }
   for (size_t c = 0; c < num_chunks; ++c) {
     if (offsets[c + 1] - offsets[c] > static_cast<uint64_t>(layout.chunk_size())) {
@@ -626,25 +639,36 @@ absl::Status CheckAggregateTensor(const NamedLayout& named, const AggregateTenso
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::Status ValidateStepAggregate(const StepAggregate& aggregate, const LayoutTable& table) {
+// ValidateStepAggregate; without `check_values` the caller knows every value to be
+// representable in the aggregate's encoding.
+absl::Status CheckStepAggregate(const StepAggregate& aggregate, const LayoutTable& table,
+                                bool check_values) {
   DEMOD_RETURN_IF_ERROR(CheckAggregateHeader(aggregate.encoding, aggregate.contributors));
   DEMOD_RETURN_IF_ERROR(CheckTensorCount(kAggregateKind, aggregate.tensors.size(), table));
   DEMOD_ASSIGN_OR_RETURN(const SignMeanTable* means,
                          SignMeansOf(aggregate.encoding, aggregate.contributors.size()));
   for (size_t t = 0; t < table.size(); ++t) {
-    DEMOD_RETURN_IF_ERROR(
-        CheckAggregateTensor(table[t], aggregate.tensors[t], aggregate.encoding, means));
+    DEMOD_RETURN_IF_ERROR(CheckAggregateTensor(table[t], aggregate.tensors[t], aggregate.encoding,
+                                               means, check_values));
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateStepAggregate(const StepAggregate& aggregate, const LayoutTable& table) {
+  return CheckStepAggregate(aggregate, table, /*check_values=*/true);
 }
 
 absl::Status AppendAggregateTensorSection(const NamedLayout& named, const AggregateTensor& tensor,
                                           ValueEncoding encoding, uint64_t contributors,
                                           std::string* out) {
   DEMOD_ASSIGN_OR_RETURN(const SignMeanTable* means, SignMeansOf(encoding, contributors));
-  DEMOD_RETURN_IF_ERROR(CheckAggregateTensor(named, tensor, encoding, means));
+  // A sign mean is looked up in the table as it is encoded: that lookup is its check.
+  const bool encoder_checks_values = encoding == ValueEncoding::kSignMean;
+  DEMOD_RETURN_IF_ERROR(
+      CheckAggregateTensor(named, tensor, encoding, means, !encoder_checks_values));
+  const size_t start = out->size();
   const ChunkLayout& layout = named.layout;
   const uint64_t n = tensor.indices.size();
   const bool full = n == static_cast<uint64_t>(layout.num_elements());
@@ -662,7 +686,10 @@ absl::Status AppendAggregateTensorSection(const NamedLayout& named, const Aggreg
   if (!AllChunksFull(counts, layout.chunk_size())) {
     AppendIndices(tensor.indices, IndexWidth(layout.chunk_size()), out);
   }
-  AppendValues(tensor.values, encoding, out, means);
+  if (!AppendValues(tensor.values, encoding, out, means)) {
+    out->resize(start);  // nothing of the section stays
+    return NotRepresentableError(named, encoding);
+  }
   return absl::OkStatus();
 }
 
@@ -787,7 +814,9 @@ absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,
                                       aggregate.encoding, &tensor.indices, &tensor.values, means));
   }
   DEMOD_RETURN_IF_ERROR(CheckNothingTrails(reader, "aggregate"));
-  DEMOD_RETURN_IF_ERROR(ValidateStepAggregate(aggregate, table));
+  // Decoded values are the encoding's by construction (a sign-mean code beyond the table failed
+  // ReadEntries): looking each one up again would only cost time.
+  DEMOD_RETURN_IF_ERROR(CheckStepAggregate(aggregate, table, /*check_values=*/false));
   return aggregate;
 }
 

@@ -59,8 +59,9 @@ absl::Status ValidateStepAggregate(const StepAggregate& aggregate, const LayoutT
 // that aggregated it (AggregateStepEncoded, common/aggregation.h). EncodeStepAggregate is
 // FinishStepAggregate over every tensor's section, appended in table order.
 //
-// Appends the tensor's section to `out`, after the checks ValidateStepAggregate makes of it.
-// `contributors`: how many the aggregate has (kSignMean's codes depend on it).
+// Appends the tensor's section to `out`, after the checks ValidateStepAggregate makes of it;
+// on an error `out` is left as it was. `contributors`: how many the aggregate has (kSignMean's
+// codes depend on it).
 absl::Status AppendAggregateTensorSection(const NamedLayout& named, const AggregateTensor& tensor,
                                           ValueEncoding encoding, uint64_t contributors,
                                           std::string* out);

@@ -723,6 +723,20 @@ TEST(AggregateFormatTest, ValuesMustBeExactInTheEncodingAndSignIsRefused) {
               HasSubstr("aggregate value encoding 3 is not one of"));
 }
 
+TEST(AggregateFormatTest, ASectionThatFailsLeavesTheOutputAsItWas) {
+  const LayoutTable table = MakeTable({{"b", {8}, 4, 2}});
+  const AggregateTensor good = {{0, 1, 2}, {2, 1}, {1.0f, -1.0f}};
+  const AggregateTensor bad = {{0, 1, 2}, {2, 1}, {1.0f, 1.0f / 3.0f}};  // needs 3 contributors
+  std::string out = "before";
+  EXPECT_OK(AppendAggregateTensorSection(table[0], good, ValueEncoding::kSignMean, 2, &out));
+  const std::string after_good = out;
+  EXPECT_THAT(
+      AppendAggregateTensorSection(table[0], bad, ValueEncoding::kSignMean, 2, &out).message(),
+      HasSubstr("tensor 'b': a value is not exactly sign-mean"));
+  EXPECT_EQ(out, after_good);
+  EXPECT_OK(AppendAggregateTensorSection(table[0], bad, ValueEncoding::kSignMean, 3, &out));
+}
+
 // Means of signs travel as codes: contributors {1, 6} can give -1, 0 and 1 (codes 0, 1, 2), two
 // bits each, packed least significant bit first.
 TEST(AggregateFormatTest, ExactBytesOfSignMeans) {

@@ -52,8 +52,9 @@ absl::StatusOr<std::string> InProcessHub::CloseRound(int64_t step, Round& round,
   for (size_t i = 0; i < decoded.size(); ++i) {
     contributions.push_back({(*contributors)[i], &decoded[i]});
   }
-  DEMOD_ASSIGN_OR_RETURN(StepAggregate aggregate, AggregateStep(contributions, *table_));
-  return EncodeStepAggregate(aggregate, *table_);
+  // What the coordinator sends: the same bytes as EncodeStepAggregate(AggregateStep(...)),
+  // each tensor encoded by the thread that aggregated it.
+  return AggregateStepEncoded(contributions, *table_);
 }
 
 absl::StatusOr<InProcessHub::Delivery> InProcessHub::Exchange(uint32_t worker, int64_t step,
