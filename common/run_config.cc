@@ -372,10 +372,16 @@ absl::Status ReadLrSchedule(const YAML::Node& node, const FieldRef& field, LrSch
 }
 
 absl::Status ReadOptimizer(const YAML::Node& node, const FieldRef& field, OptimizerConfig* opt) {
-  return ReadMapping(
+  bool algorithm_given = false;
+  bool encoding_given = false;
+  DEMOD_RETURN_IF_ERROR(ReadMapping(
       node, field,
       {
-          {"algorithm", [&](auto& n, auto& f) { return ReadAlgorithm(n, f, &opt->algorithm); }},
+          {"algorithm",
+           [&](auto& n, auto& f) {
+             algorithm_given = true;
+             return ReadAlgorithm(n, f, &opt->algorithm);
+           }},
           {"lr", [&](auto& n, auto& f) { return ReadLrSchedule(n, f, &opt->lr); }},
           {"compression_decay",
            [&](auto& n, auto& f) { return ReadDouble(n, f, &opt->compression_decay); }},
@@ -385,11 +391,19 @@ absl::Status ReadOptimizer(const YAML::Node& node, const FieldRef& field, Optimi
            [&](auto& n, auto& f) { return ReadInteger(n, f, &opt->compression_chunk); }},
           {"weight_decay", [&](auto& n, auto& f) { return ReadDouble(n, f, &opt->weight_decay); }},
           {"value_encoding",
-           [&](auto& n, auto& f) { return ReadValueEncoding(n, f, &opt->value_encoding); }},
+           [&](auto& n, auto& f) {
+             encoding_given = true;
+             return ReadValueEncoding(n, f, &opt->value_encoding);
+           }},
           {"adam_beta1", [&](auto& n, auto& f) { return ReadDouble(n, f, &opt->adam_beta1); }},
           {"adam_beta2", [&](auto& n, auto& f) { return ReadDouble(n, f, &opt->adam_beta2); }},
           {"adam_eps", [&](auto& n, auto& f) { return ReadDouble(n, f, &opt->adam_eps); }},
-      });
+      }));
+  // A file that names its algorithm and no encoding gets the algorithm's.
+  if (algorithm_given && !encoding_given) {
+    opt->value_encoding = DefaultValueEncoding(opt->algorithm);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ReadBool(const YAML::Node& node, const FieldRef& field, bool* out) {
@@ -542,9 +556,7 @@ absl::Status RunConfig::Validate() const {
   if (!(std::isfinite(optimizer.adam_eps) && optimizer.adam_eps > 0)) {
     return MustBe("optimizer.adam_eps", "finite and > 0", optimizer.adam_eps);
   }
-  if (optimizer.algorithm == OptimizerConfig::Algorithm::kAdamW &&
-      optimizer.value_encoding != ValueEncoding::kFloat32 &&
-      optimizer.value_encoding != ValueEncoding::kBFloat16) {
+  if (!AlgorithmSends(optimizer.algorithm, optimizer.value_encoding)) {
     return absl::InvalidArgumentError(
         absl::StrCat("optimizer.value_encoding must be f32 or bf16 with algorithm adamw, got ",
                      ValueEncodingName(optimizer.value_encoding)));
@@ -635,6 +647,16 @@ absl::StatusOr<RunConfig> ParseRunConfig(absl::string_view text, const RunConfig
 
 absl::string_view AlgorithmName(OptimizerConfig::Algorithm algorithm) {
   return algorithm == OptimizerConfig::Algorithm::kAdamW ? "adamw" : "demo";
+}
+
+ValueEncoding DefaultValueEncoding(OptimizerConfig::Algorithm algorithm) {
+  return algorithm == OptimizerConfig::Algorithm::kAdamW ? ValueEncoding::kBFloat16
+                                                         : ValueEncoding::kSign;
+}
+
+bool AlgorithmSends(OptimizerConfig::Algorithm algorithm, ValueEncoding encoding) {
+  return algorithm != OptimizerConfig::Algorithm::kAdamW || encoding == ValueEncoding::kFloat32 ||
+         encoding == ValueEncoding::kBFloat16;
 }
 
 std::string RunConfigToJson(const RunConfig& config) {

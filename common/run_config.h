@@ -39,13 +39,23 @@ struct OptimizerConfig {
   int64_t compression_topk = 32;
   int64_t compression_chunk = 64;
   double weight_decay = 0.0;
-  ValueEncoding value_encoding = ValueEncoding::kBFloat16;
+  // What a payload's values travel as. Unset, it follows the algorithm (DefaultValueEncoding):
+  // 1-bit values for DeMo, bf16 gradients for AdamW.
+  ValueEncoding value_encoding = ValueEncoding::kSign;
   double adam_beta1 = 0.9;  // kAdamW
   double adam_beta2 = 0.95;
   double adam_eps = 1e-8;
 };
 // "demo" / "adamw".
 absl::string_view AlgorithmName(OptimizerConfig::Algorithm algorithm);
+
+// The value encoding of a run that names its algorithm and no encoding. DeMo: sign, which in
+// the comparison over seeds (docs/benchmarks.md, "The full sweep over three seeds") ended
+// closest to AdamW of the chunk-64 rows while uploading half of bf16's bytes. AdamW: bf16,
+// which matched f32's loss to 4 digits at half the bytes.
+ValueEncoding DefaultValueEncoding(OptimizerConfig::Algorithm algorithm);
+// Whether the algorithm can send values in `encoding` (AdamW: f32 and bf16 only).
+bool AlgorithmSends(OptimizerConfig::Algorithm algorithm, ValueEncoding encoding);
 
 // When a step closes if not every member has sent its payload.
 struct DeadlinePolicy {
@@ -66,8 +76,8 @@ struct DeadlinePolicy {
 // `weighting`: how the aggregate combines the contributions (common/aggregation.h): equally,
 // as the reference does, or by the samples behind each (with balance, a worker given a third of
 // the batch counts for a third). A file that sets `balance` and not `weighting` gets samples
-// with balance and equal without: balanced runs trained a little better weighted (docs/coordinator.md,
-// "Batch balancing").
+// with balance and equal without: balanced runs trained a little better weighted
+// (docs/coordinator.md, "Batch balancing").
 struct BatchPolicy {
   int64_t global = 0;  // samples per step over all workers; >= 1 with balance
   bool balance = false;

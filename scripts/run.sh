@@ -10,6 +10,7 @@
 #   scripts/run.sh [--workers 3] [--steps 600] [--model gpt|cnn] [--device cpu|cuda|auto]
 #                  [--value-encoding f32|bf16|f16|sign] [--batch-size 8] [--out runs/NAME]
 #                  [--optimizer demo|adamw] [--lr X]   (adamw: the dense baseline, f32/bf16)
+#   The value encoding defaults to sign with demo and bf16 with adamw (docs/benchmarks.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,12 +18,12 @@ workers=3
 steps=600
 model=gpt
 device=cpu
-encoding=bf16
+encoding=""
 batch_size=8
 lr=""
 optimizer=demo
 out=""
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --workers) workers="$2"; shift 2 ;;
@@ -41,8 +42,8 @@ done
 [[ "$workers" =~ ^[1-9][0-9]*$ ]] || { echo "run: --workers must be a positive integer" >&2; exit 2; }
 [[ "$steps" =~ ^[1-9][0-9]*$ ]] || { echo "run: --steps must be a positive integer" >&2; exit 2; }
 case "$optimizer" in
-  demo) lr="${lr:-1e-3}" ;;
-  adamw) lr="${lr:-3e-3}"; [ "$encoding" = bf16 ] || [ "$encoding" = f32 ] ||
+  demo) lr="${lr:-1e-3}" encoding="${encoding:-sign}" ;;
+  adamw) lr="${lr:-3e-3}" encoding="${encoding:-bf16}"; [ "$encoding" = bf16 ] || [ "$encoding" = f32 ] ||
     { echo "run: --optimizer adamw sends f32 or bf16 gradients" >&2; exit 2; } ;;
   *) echo "run: --optimizer must be demo or adamw" >&2; exit 2 ;;
 esac

@@ -52,7 +52,8 @@ ABSL_FLAG(std::optional<int64_t>, topk, std::nullopt, "DCT coefficients sent per
 ABSL_FLAG(std::optional<int64_t>, chunk, std::nullopt, "target DCT chunk size");
 ABSL_FLAG(std::optional<double>, decay, std::nullopt, "momentum decay (compression_decay)");
 ABSL_FLAG(std::optional<double>, weight_decay, std::nullopt, "decoupled weight decay");
-ABSL_FLAG(std::string, value_encoding, "", "f32, bf16, f16 or sign");
+ABSL_FLAG(std::string, value_encoding, "",
+          "f32, bf16, f16 or sign (unset: sign with demo, bf16 with adamw)");
 ABSL_FLAG(std::string, optimizer, "",
           "demo (default), or adamw: the dense baseline (whole gradients, f32 or bf16)");
 ABSL_FLAG(std::optional<double>, step_deadline_s, std::nullopt,
@@ -118,6 +119,10 @@ void ApplyFieldFlags(RunConfig& config) {
         ParseValueEncoding(absl::GetFlag(FLAGS_value_encoding));
     if (!encoding.ok()) ExitWithReason(kExitUsage, encoding.status().message());
     config.optimizer.value_encoding = *encoding;
+  } else if (!absl::GetFlag(FLAGS_optimizer).empty() &&
+             !AlgorithmSends(config.optimizer.algorithm, config.optimizer.value_encoding)) {
+    // --optimizer adamw alone: DeMo's default encoding is none AdamW sends.
+    config.optimizer.value_encoding = DefaultValueEncoding(config.optimizer.algorithm);
   }
 }
 

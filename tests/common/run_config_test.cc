@@ -800,6 +800,24 @@ TEST(RunConfigTest, DenseBaselineNeedsDenseValues) {
   EXPECT_EQ(c->optimizer.algorithm, OptimizerConfig::Algorithm::kAdamW);
 }
 
+TEST(RunConfigTest, UnsetEncodingFollowsTheAlgorithm) {
+  EXPECT_EQ(RunConfig().optimizer.value_encoding, ValueEncoding::kSign);  // DeMo's default
+  for (const auto& [yaml, want] : std::vector<std::pair<std::string, ValueEncoding>>{
+           {"optimizer: {algorithm: adamw}", ValueEncoding::kBFloat16},
+           {"optimizer: {algorithm: demo}", ValueEncoding::kSign},
+           {"optimizer: {compression_topk: 16}", ValueEncoding::kSign},
+           {"optimizer: {algorithm: adamw, value_encoding: f32}", ValueEncoding::kFloat32},
+           {"optimizer: {algorithm: demo, value_encoding: bf16}", ValueEncoding::kBFloat16},
+           {"optimizer: {value_encoding: f16, algorithm: demo}", ValueEncoding::kFloat16},
+       }) {
+    absl::StatusOr<RunConfig> c = ParseRunConfig("run_id: r\n" + yaml + "\n");
+    ASSERT_TRUE(c.ok()) << yaml << ": " << c.status();
+    EXPECT_EQ(c->optimizer.value_encoding, want) << yaml;
+  }
+  EXPECT_EQ(DefaultValueEncoding(OptimizerConfig::Algorithm::kDemo), ValueEncoding::kSign);
+  EXPECT_EQ(DefaultValueEncoding(OptimizerConfig::Algorithm::kAdamW), ValueEncoding::kBFloat16);
+}
+
 TEST(RunConfigToJsonTest, EveryEncodingAndKindRoundTrips) {
   for (ValueEncoding encoding : {ValueEncoding::kFloat32, ValueEncoding::kBFloat16,
                                  ValueEncoding::kFloat16, ValueEncoding::kSign}) {

@@ -58,6 +58,8 @@ else
   failures=$((failures + 1))
 fi
 expect_exit 2 "value encoding\|encoding" --value_encoding f8
+expect_exit 2 "must be f32 or bf16 with algorithm adamw, got sign" --optimizer adamw \
+  --value_encoding sign
 : >"$work/empty-token"
 expect_exit 2 "is empty" --token_file "$work/empty-token"
 expect_exit 1 "cannot write the port file .*No such file or directory" \
@@ -77,6 +79,18 @@ else
   failures=$((failures + 1))
 fi
 kill -TERM "$big" 2>/dev/null; wait "$big" 2>/dev/null
+
+# --optimizer adamw alone starts: the encoding follows the algorithm (bf16, not DeMo's sign).
+"$bin" --listen 127.0.0.1:0 --metrics "" --optimizer adamw --run_id dense \
+  --port_file "$work/dense.port" >"$work/dense.log" 2>&1 &
+dense=$!
+if serving "$work/dense.port" "$dense"; then
+  echo "ok: --optimizer adamw without --value_encoding starts"
+else
+  echo "FAIL: --optimizer adamw did not start:"; cat "$work/dense.log"
+  failures=$((failures + 1))
+fi
+kill -TERM "$dense" 2>/dev/null; wait "$dense" 2>/dev/null
 
 # A port in use: start on a fixed free port twice.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
