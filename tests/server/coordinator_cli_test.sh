@@ -34,6 +34,21 @@ serving() {
   return 1
 }
 
+# expect_start NAME ARGS...: the coordinator (run id NAME) starts serving with ARGS; then stops.
+expect_start() {
+  local name="$1"
+  shift
+  "$bin" --listen 127.0.0.1:0 --metrics "" --run_id "$name" --port_file "$work/$name.port" "$@" \
+    >"$work/$name.log" 2>&1 &
+  local pid=$!
+  if serving "$work/$name.port" "$pid"; then
+    echo "ok: $* starts"
+  else
+    echo "FAIL: $* did not start:"; cat "$work/$name.log"; failures=$((failures + 1))
+  fi
+  kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+}
+
 printf 'optimizer:\n  compression_topk: 0\n' >"$work/bad.yaml"
 expect_exit 2 "optimizer.compression_topk must be >= 1" --config "$work/bad.yaml"
 printf 'optimiser: {}\n' >"$work/unknown.yaml"
@@ -69,28 +84,10 @@ expect_exit 1 "cannot write the port file .*No such file or directory" \
 # --max_workers above the default 64.
 printf 'min_workers: 100\n' >"$work/big.yaml"
 expect_exit 2 "max_workers" --config "$work/big.yaml"
-"$bin" --listen 127.0.0.1:0 --metrics "" --config "$work/big.yaml" --max_workers 128 \
-  --run_id big --port_file "$work/big.port" >"$work/big.log" 2>&1 &
-big=$!
-if serving "$work/big.port" "$big"; then
-  echo "ok: --config with min_workers 100 and --max_workers 128 starts"
-else
-  echo "FAIL: --config big.yaml --max_workers 128 did not start:"; cat "$work/big.log"
-  failures=$((failures + 1))
-fi
-kill -TERM "$big" 2>/dev/null; wait "$big" 2>/dev/null
+expect_start big --config "$work/big.yaml" --max_workers 128
 
 # --optimizer adamw alone starts: the encoding follows the algorithm (bf16, not DeMo's sign).
-"$bin" --listen 127.0.0.1:0 --metrics "" --optimizer adamw --run_id dense \
-  --port_file "$work/dense.port" >"$work/dense.log" 2>&1 &
-dense=$!
-if serving "$work/dense.port" "$dense"; then
-  echo "ok: --optimizer adamw without --value_encoding starts"
-else
-  echo "FAIL: --optimizer adamw did not start:"; cat "$work/dense.log"
-  failures=$((failures + 1))
-fi
-kill -TERM "$dense" 2>/dev/null; wait "$dense" 2>/dev/null
+expect_start dense --optimizer adamw
 
 # A port in use: start on a fixed free port twice.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
