@@ -302,7 +302,10 @@ __attribute__((target("arch=x86-64-v4"))) int64_t GatherCandidates(const float* 
     for (; searched != 0; searched &= searched - 1) {
       const int64_t b = first + __builtin_ctz(searched);
       const __m512i bits = _mm512_loadu_si512(v + b * kSelectBlock);
-      const __m512i key = _mm512_min_epu32(_mm512_and_si512(bits, abs_bits), infinity);
+      const __m512i magnitude = _mm512_and_si512(bits, abs_bits);
+      // The masked form of the minimum: GCC 12 warns that the plain one's undefined source may
+      // be used uninitialized.
+      const __m512i key = _mm512_mask_min_epu32(magnitude, 0xffff, magnitude, infinity);
       const __mmask16 taken = _mm512_cmpge_epu32_mask(key, floor_v);
       const __m512i position =
           _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int>(b * kSelectBlock)));

@@ -176,7 +176,9 @@ TEST(CpuPipelineTest, Bf16LeavesItsRoundingInTheMomentum) {
         rounded += left != 0.0f;
       }
     }
-    if (encoding == ValueEncoding::kBFloat16) EXPECT_GT(rounded, 8);  // few are bf16 values
+    if (encoding == ValueEncoding::kBFloat16) {
+      EXPECT_GT(rounded, 8);  // few are bf16 values
+    }
   }
 }
 
