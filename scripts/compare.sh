@@ -323,6 +323,7 @@ def plots(results, n, chosen, prefix):
 set grid; set key top right
 set output "{out}/{prefix}loss_vs_step.png"
 set title "{title}"; set xlabel "step"; set ylabel "validation loss"
+unset logscale x; set format x "%g"
 plot {plot("1:2")}
 set output "{out}/{prefix}loss_vs_bytes.png"
 set logscale x; set format x "%.0s%cB"
@@ -335,7 +336,8 @@ def report():
     os.makedirs(f"{out}/plots", exist_ok=True)
     md = [f"# DeMo against AdamW (scripts/compare.sh)", "",
           os.environ["SETTINGS"], "",
-          f"Final validation loss: worker-1's at the last step (64 windows of 128 bytes spread "
+          f"Final validation loss: worker-1's at the last step ({os.environ['VAL_WINDOWS']} "
+          f"windows of 128 bytes spread "
           f"over the last 5% of the text). Best rate per row: the lowest at seed {seeds[0]}.", "",
           f"## {steps} steps", ""] + table(results, steps, rows)
     width = max(len(sweep(row, results)[0]) for row in rows)
@@ -378,6 +380,7 @@ elif what == "report":
 PY
 export OUT="$out" ROWS="${rows[*]}" SEEDS="${seeds[*]}" STEPS="$steps" LONG_STEPS="$long_steps"
 export LRS_DEMO="${lrs_demo[*]}" LRS_ADAMW="${lrs_adamw[*]}" LONG="$long" EXTEND="$extend"
+export VAL_WINDOWS=$(((${VAL_TOKENS:-8192} + 127) / 128))
 export SETTINGS="Recipe: GPT d_model 128, 4 layers, 4 heads, context 128; $workers workers, batch \
 $batch each; SOTU; warm-up 5% then cosine to 0.1 x lr; weight decay $weight_decay; AdamW betas \
 0.9/0.95; fixed step deadline ${deadline_s} s. Seeds ${seeds[*]}; DeMo rates ${lrs_demo[*]}, \
