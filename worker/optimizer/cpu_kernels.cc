@@ -55,7 +55,8 @@ template <typename T>
 inline __attribute__((always_inline)) void EncodeFoldedChunkImpl(const T* x, int64_t ldx, int64_t a,
                                                                  int64_t b, const T* f_rows_t,
                                                                  const T* f_cols,
-                                                                 EncodeScratch<T>& s, T* out) {
+                                                                 EncodeScratch<T>& s, T* out,
+                                                                 const T* next) {
   const int64_t ha = a / 2;
   const int64_t hb = b / 2;
   if (s.halves_of != f_cols || static_cast<int64_t>(s.f_even.size()) != hb * hb) {
@@ -76,9 +77,16 @@ inline __attribute__((always_inline)) void EncodeFoldedChunkImpl(const T* x, int
   s.half_b.resize(a * hb);
   // Along the rows: Y = F_rows^T X, its even rows from the sums of X's mirrored rows, its odd
   // rows from their differences (F_rows^T's even / odd rows, first a / 2 columns).
+  constexpr int64_t kLine = 64 / sizeof(T);
   for (int64_t j = 0; j < ha; ++j) {
     const T* top = x + j * ldx;
     const T* bottom = x + (a - 1 - j) * ldx;
+    if (next != nullptr) {
+      for (int64_t c = 0; c < b; c += kLine) {
+        __builtin_prefetch(next + j * ldx + c);
+        __builtin_prefetch(next + (a - 1 - j) * ldx + c);
+      }
+    }
     for (int64_t c = 0; c < b; ++c) {
       s.folded_a[j * b + c] = top[c] + bottom[c];
       s.folded_b[j * b + c] = top[c] - bottom[c];
@@ -110,14 +118,14 @@ namespace {
 
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void
 EncodeFoldedChunk(const float* x, int64_t ldx, int64_t a, int64_t b, const float* f_rows_t,
-                  const float* f_cols, EncodeScratch<float>& s, float* out) {
-  EncodeFoldedChunkImpl(x, ldx, a, b, f_rows_t, f_cols, s, out);
+                  const float* f_cols, EncodeScratch<float>& s, float* out, const float* next) {
+  EncodeFoldedChunkImpl(x, ldx, a, b, f_rows_t, f_cols, s, out, next);
 }
 
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void
 EncodeFoldedChunk(const double* x, int64_t ldx, int64_t a, int64_t b, const double* f_rows_t,
-                  const double* f_cols, EncodeScratch<double>& s, double* out) {
-  EncodeFoldedChunkImpl(x, ldx, a, b, f_rows_t, f_cols, s, out);
+                  const double* f_cols, EncodeScratch<double>& s, double* out, const double* next) {
+  EncodeFoldedChunkImpl(x, ldx, a, b, f_rows_t, f_cols, s, out, next);
 }
 
 }  // namespace
@@ -135,7 +143,9 @@ void EncodeChunk(const T* x, const ChunkLayout& layout, int64_t chunk, const T* 
   }
   const int64_t ldx = layout.matrix_shape[1];
   if (a % 2 == 0 && b % 2 == 0) {
-    EncodeFoldedChunk(origin, ldx, a, b, f_rows_t, f_cols, s, out);
+    const T* next =
+        chunk + 1 < layout.num_chunks() ? x + ChunkOrigin(GeometryOf(layout), chunk + 1) : nullptr;
+    EncodeFoldedChunk(origin, ldx, a, b, f_rows_t, f_cols, s, out, next);
     return;
   }
   // Y = X F_cols, read straight from the parameter layout; Z = F_rows^T Y.

@@ -94,6 +94,13 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) vo
   for (int64_t j = 0; j < n; ++j) p[j] = rounded::SignedStep(p[j], x[j], decay, keep, step);
 }
 
+// Asks for the cache lines of one row of a chunk that comes next, a row at a time while the
+// current chunk's rows are updated. A chunk's rows are scattered over its tensor (a row of the
+// tensor apart), more streams than the hardware prefetcher follows.
+void PrefetchRow(const float* row, int64_t n) {
+  for (int64_t c = 0; c < n; c += 64 / sizeof(float)) __builtin_prefetch(row + c, 1);
+}
+
 }  // namespace
 
 void DecodeSparseChunks(const uint64_t* chunk_offsets, const uint32_t* indices, const float* values,
@@ -137,15 +144,20 @@ void ApplySparseSignedSteps(const std::vector<SparseSignedStep>& tensors, bool d
       const ChunkGeometry geometry = GeometryOf(layout);
       const int64_t chunk_begin = chunk_at(layout, std::max<int64_t>(0, begin - first_element[t]));
       const int64_t chunk_end = chunk_at(layout, end - first_element[t]);
-      DecodeSparseChunkRange(chunk_begin, chunk_end, tensor.chunk_offsets, tensor.indices,
-                             tensor.values, layout, tensor.f_rows_t, tensor.f_cols_t, scratch,
-                             [&](int64_t chunk, const float* block) {
-                               float* p = tensor.param + ChunkOrigin(geometry, chunk);
-                               for (int64_t i = 0; i < layout.chunk_rows; ++i) {
-                                 SignedStepRow(p + i * geometry.cols, block + i * layout.chunk_cols,
-                                               layout.chunk_cols, decay, keep, step);
-                               }
-                             });
+      DecodeSparseChunkRange(
+          chunk_begin, chunk_end, tensor.chunk_offsets, tensor.indices, tensor.values, layout,
+          tensor.f_rows_t, tensor.f_cols_t, scratch, [&](int64_t chunk, const float* block) {
+            float* p = tensor.param + ChunkOrigin(geometry, chunk);
+            const float* next =
+                chunk + 1 < chunk_end ? tensor.param + ChunkOrigin(geometry, chunk + 1) : nullptr;
+            for (int64_t i = 0; i < layout.chunk_rows; ++i) {
+              if (next != nullptr) {
+                PrefetchRow(next + i * geometry.cols, layout.chunk_cols);
+              }
+              SignedStepRow(p + i * geometry.cols, block + i * layout.chunk_cols, layout.chunk_cols,
+                            decay, keep, step);
+            }
+          });
     }
   });
 }
