@@ -373,7 +373,6 @@ absl::Status ReadLrSchedule(const YAML::Node& node, const FieldRef& field, LrSch
 
 absl::Status ReadOptimizer(const YAML::Node& node, const FieldRef& field, OptimizerConfig* opt) {
   bool algorithm_given = false;
-  bool encoding_given = false;
   DEMOD_RETURN_IF_ERROR(ReadMapping(
       node, field,
       {
@@ -392,15 +391,16 @@ absl::Status ReadOptimizer(const YAML::Node& node, const FieldRef& field, Optimi
           {"weight_decay", [&](auto& n, auto& f) { return ReadDouble(n, f, &opt->weight_decay); }},
           {"value_encoding",
            [&](auto& n, auto& f) {
-             encoding_given = true;
+             opt->value_encoding_named = true;
              return ReadValueEncoding(n, f, &opt->value_encoding);
            }},
           {"adam_beta1", [&](auto& n, auto& f) { return ReadDouble(n, f, &opt->adam_beta1); }},
           {"adam_beta2", [&](auto& n, auto& f) { return ReadDouble(n, f, &opt->adam_beta2); }},
           {"adam_eps", [&](auto& n, auto& f) { return ReadDouble(n, f, &opt->adam_eps); }},
       }));
-  // A file that names its algorithm and no encoding gets the algorithm's.
-  if (algorithm_given && !encoding_given) {
+  // A file that names its algorithm, where neither it nor a flag under it named an encoding,
+  // gets the algorithm's.
+  if (algorithm_given && !opt->value_encoding_named) {
     opt->value_encoding = DefaultValueEncoding(opt->algorithm);
   }
   return absl::OkStatus();

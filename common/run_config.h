@@ -39,10 +39,12 @@ struct OptimizerConfig {
   int64_t compression_topk = 32;
   int64_t compression_chunk = 64;
   double weight_decay = 0.0;
-  // What a payload's values travel as. Unset, it follows the algorithm (DefaultValueEncoding):
-  // 1-bit values for DeMo, bf16 gradients for AdamW.
+  // What a payload's values travel as. Unless a file or flag names it (value_encoding_named),
+  // it follows the algorithm they name (DefaultValueEncoding): 1-bit values for DeMo, bf16
+  // gradients for AdamW.
   ValueEncoding value_encoding = ValueEncoding::kSign;
-  double adam_beta1 = 0.9;  // kAdamW
+  bool value_encoding_named = false;  // where the configuration came from, not part of it
+  double adam_beta1 = 0.9;            // kAdamW
   double adam_beta2 = 0.95;
   double adam_eps = 1e-8;
 };

@@ -119,9 +119,10 @@ void ApplyFieldFlags(RunConfig& config) {
         ParseValueEncoding(absl::GetFlag(FLAGS_value_encoding));
     if (!encoding.ok()) ExitWithReason(kExitUsage, encoding.status().message());
     config.optimizer.value_encoding = *encoding;
-  } else if (!absl::GetFlag(FLAGS_optimizer).empty() &&
-             !AlgorithmSends(config.optimizer.algorithm, config.optimizer.value_encoding)) {
-    // --optimizer adamw alone: DeMo's default encoding is none AdamW sends.
+    config.optimizer.value_encoding_named = true;
+  } else if (!absl::GetFlag(FLAGS_optimizer).empty() && !config.optimizer.value_encoding_named) {
+    // The algorithm the flag names decides the encoding that neither a flag nor the file named
+    // (the file's own algorithm may have chosen one, and the flag overrides that algorithm).
     config.optimizer.value_encoding = DefaultValueEncoding(config.optimizer.algorithm);
   }
 }

@@ -814,6 +814,13 @@ TEST(RunConfigTest, UnsetEncodingFollowsTheAlgorithm) {
     ASSERT_TRUE(c.ok()) << yaml << ": " << c.status();
     EXPECT_EQ(c->optimizer.value_encoding, want) << yaml;
   }
+  // An encoding a flag named (the base) stays when the file names only its algorithm.
+  RunConfig named = ValidConfig();
+  named.optimizer.value_encoding = ValueEncoding::kFloat32;
+  named.optimizer.value_encoding_named = true;
+  absl::StatusOr<RunConfig> c = ParseRunConfig("optimizer: {algorithm: adamw}\n", named);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->optimizer.value_encoding, ValueEncoding::kFloat32);
   EXPECT_EQ(DefaultValueEncoding(OptimizerConfig::Algorithm::kDemo), ValueEncoding::kSign);
   EXPECT_EQ(DefaultValueEncoding(OptimizerConfig::Algorithm::kAdamW), ValueEncoding::kBFloat16);
 }

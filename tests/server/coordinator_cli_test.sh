@@ -89,6 +89,30 @@ expect_start big --config "$work/big.yaml" --max_workers 128
 # --optimizer adamw alone starts: the encoding follows the algorithm (bf16, not DeMo's sign).
 expect_start dense --optimizer adamw
 
+# The encoding follows the algorithm the flags or the file name, unless one of them names an
+# encoding: check_encoding NAME WANT ARGS... starts a run with a state directory and reads the
+# encoding its saved configuration holds.
+check_encoding() {
+  local name="$1" want="$2"
+  shift 2
+  expect_start "$name" --state_dir "$work/$name.state" "$@" >/dev/null
+  if grep -rqs "\"value_encoding\":\"$want\"" "$work/$name.state"; then
+    echo "ok: $* -> value_encoding $want"
+  else
+    echo "FAIL: $* -> not value_encoding $want:"; grep -rhos '"value_encoding":"[a-z0-9-]*"' "$work/$name.state"
+    failures=$((failures + 1))
+  fi
+}
+printf 'optimizer: {algorithm: adamw}\n' >"$work/adamw.yaml"
+printf 'optimizer: {algorithm: demo, value_encoding: f16}\n' >"$work/demo-f16.yaml"
+check_encoding enc-demo sign
+check_encoding enc-adamw bf16 --optimizer adamw
+check_encoding enc-file bf16 --config "$work/adamw.yaml"
+check_encoding enc-flag-over-file sign --config "$work/adamw.yaml" --optimizer demo
+check_encoding enc-named f32 --config "$work/adamw.yaml" --value_encoding f32
+expect_exit 2 "must be f32 or bf16 with algorithm adamw, got f16" --config "$work/demo-f16.yaml" \
+  --optimizer adamw
+
 # A port in use: start on a fixed free port twice.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$bin" --listen "127.0.0.1:$port" --metrics "" --run_id cli --port_file "$work/first.port" \
