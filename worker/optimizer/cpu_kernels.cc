@@ -256,7 +256,7 @@ KthLargestKey(const uint32_t* keys, int64_t n, int64_t k, int lowest_bit) {
     for (int64_t j = 0; j < n; ++j) at_least += keys[j] >= candidate;
     if (at_least >= k) t = candidate;
   }
-  return t;
+  return t & ~below_lowest;
 }
 
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void AccumulateRow(

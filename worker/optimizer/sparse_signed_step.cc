@@ -25,7 +25,6 @@ struct SparseDecodeScratch {
     slot.resize(b);
     used_cols.resize(b);
     yt.resize(a * b);
-    f_cols_rows.resize(b * b);
     block.resize(a * b);
   }
 };
@@ -58,6 +57,8 @@ DecodeSparseChunk(uint64_t first, uint64_t last, const uint32_t* indices, const 
   }
   // X = y [a x n_used] times the rows of F_c^T for the used columns [n_used x b], read from
   // yt as y's transpose.
+  // Sized by the columns used, not b x b: a 1-D tensor's chunk can be long.
+  if (static_cast<int64_t>(s.f_cols_rows.size()) < n_used * b) s.f_cols_rows.resize(n_used * b);
   for (int64_t u = 0; u < n_used; ++u) {
     std::copy(f_cols_t + s.used_cols[u] * b, f_cols_t + (s.used_cols[u] + 1) * b,
               s.f_cols_rows.begin() + u * b);
