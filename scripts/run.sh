@@ -43,8 +43,10 @@ done
 [[ "$steps" =~ ^[1-9][0-9]*$ ]] || { echo "run: --steps must be a positive integer" >&2; exit 2; }
 case "$optimizer" in
   demo) lr="${lr:-1e-3}" encoding="${encoding:-sign}" ;;
-  adamw) lr="${lr:-3e-3}" encoding="${encoding:-bf16}"; [ "$encoding" = bf16 ] || [ "$encoding" = f32 ] ||
-    { echo "run: --optimizer adamw sends f32 or bf16 gradients" >&2; exit 2; } ;;
+  adamw)
+    lr="${lr:-3e-3}" encoding="${encoding:-bf16}"
+    [ "$encoding" = bf16 ] || [ "$encoding" = f32 ] ||
+      { echo "run: --optimizer adamw sends f32 or bf16 gradients" >&2; exit 2; } ;;
   *) echo "run: --optimizer must be demo or adamw" >&2; exit 2 ;;
 esac
 case "$model" in

@@ -136,7 +136,8 @@ void EncodeChunk(const T* x, const ChunkLayout& layout, int64_t chunk, const T* 
                  const T* f_cols, EncodeScratch<T>& s, T* out) {
   const int64_t a = layout.chunk_rows;
   const int64_t b = layout.chunk_cols;
-  const T* origin = x + ChunkOrigin(GeometryOf(layout), chunk);
+  const ChunkGeometry geometry = GeometryOf(layout);
+  const T* origin = x + ChunkOrigin(geometry, chunk);
   if (!layout.is_2d()) {
     Gemm(1, b, b, origin, b, f_cols, b, out, b);
     return;
@@ -144,7 +145,7 @@ void EncodeChunk(const T* x, const ChunkLayout& layout, int64_t chunk, const T* 
   const int64_t ldx = layout.matrix_shape[1];
   if (a % 2 == 0 && b % 2 == 0) {
     const T* next =
-        chunk + 1 < layout.num_chunks() ? x + ChunkOrigin(GeometryOf(layout), chunk + 1) : nullptr;
+        chunk + 1 < layout.num_chunks() ? x + ChunkOrigin(geometry, chunk + 1) : nullptr;
     EncodeFoldedChunk(origin, ldx, a, b, f_rows_t, f_cols, s, out, next);
     return;
   }
@@ -403,9 +404,12 @@ void TopKByMagnitude(const float* x, int64_t rows, int64_t n, int64_t k, int64_t
   });
 }
 
+bool SendsWholeValue(ValueEncoding encoding) {
+  return encoding == ValueEncoding::kFloat32 || encoding == ValueEncoding::kSign;
+}
+
 float UnsentPart(ValueEncoding encoding, float value) {
-  if (encoding == ValueEncoding::kFloat32 || encoding == ValueEncoding::kSign) return 0.0f;
-  return value - QuantizeValue(encoding, value);
+  return SendsWholeValue(encoding) ? 0.0f : value - QuantizeValue(encoding, value);
 }
 
 void EncodeAccumulateSelect(const std::vector<GradientChunks>& sources, int64_t rows, int64_t n,

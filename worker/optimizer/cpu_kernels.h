@@ -67,8 +67,11 @@ void EncodeAccumulateSelect(const std::vector<GradientChunks>& sources, int64_t 
                             int64_t k, float decay, float lr, ValueEncoding encoding,
                             float* momentum, int64_t* indices, float* values, uint8_t* row_finite);
 
-// What stays of a sent coefficient in the momentum: the rounding `encoding` loses. A sign
-// carries no magnitude, so with kSign the whole coefficient counts as sent.
+// Whether a coefficient sent in `encoding` leaves the momentum whole: f32 loses nothing, and a
+// sign carries no magnitude, so with kSign the whole coefficient counts as sent.
+bool SendsWholeValue(ValueEncoding encoding);
+// What stays of a sent coefficient in the momentum: the rounding `encoding` loses (0 when it
+// SendsWholeValue).
 float UnsentPart(ValueEncoding encoding, float value);
 
 }  // namespace cpu

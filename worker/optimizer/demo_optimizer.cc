@@ -223,7 +223,7 @@ absl::Status DemoOptimizer::EncodeAccumulateSelect(Group& g) {
 void DemoOptimizer::TakeSelection(Group& g) {
   g.sent_values = g.momentum.gather(1, g.sent_indices);
   const ValueEncoding encoding = options_.value_encoding();
-  if (encoding == ValueEncoding::kFloat32 || encoding == ValueEncoding::kSign) {
+  if (cpu::SendsWholeValue(encoding)) {
     g.momentum.scatter_(1, g.sent_indices, 0.0);
     return;
   }
@@ -235,6 +235,7 @@ void DemoOptimizer::TakeSelection(Group& g) {
   g.momentum.scatter_(1, g.sent_indices, unsent.to(g.momentum.options()));
 }
 
+// The group's selection, tensor by tensor, into last_payload_.
 void DemoOptimizer::AddSelectionToPayload(const Group& g) {
   const at::Tensor indices = g.sent_indices.to(at::kCPU).contiguous();
   const at::Tensor values = g.sent_values.to(at::kCPU, at::kFloat).contiguous();
