@@ -117,9 +117,10 @@ BENCHMARK(BM_DecodeAggregate)->Arg(8)->Unit(benchmark::kMicrosecond);
 
 // What follows a step's last payload (arguments: workers; 0: AggregateStep then
 // EncodeStepAggregate, two passes; 1: AggregateStepEncoded, each thread encoding what it
-// aggregated, as the coordinator does).
+// aggregated, as the coordinator does; the payloads' encoding).
 void BM_AggregateAndEncode(benchmark::State& state) {
-  SyntheticStep s = MakeStep(static_cast<int>(state.range(0)), -1, ValueEncoding::kBFloat16);
+  SyntheticStep s =
+      MakeStep(static_cast<int>(state.range(0)), -1, static_cast<ValueEncoding>(state.range(2)));
   const bool fused = state.range(1) == 1;
   for (auto _ : state) {
     absl::StatusOr<std::string> encoded;
@@ -134,14 +135,19 @@ void BM_AggregateAndEncode(benchmark::State& state) {
     benchmark::DoNotOptimize(encoded);
   }
   state.SetBytesProcessed(state.iterations() * s.payload_bytes);
+  state.SetLabel(std::string(ValueEncodingName(s.payloads[0].encoding)));
 }
+constexpr int kBf16 = static_cast<int>(ValueEncoding::kBFloat16);
+constexpr int kSign = static_cast<int>(ValueEncoding::kSign);
 BENCHMARK(BM_AggregateAndEncode)
-    ->Args({2, 0})
-    ->Args({2, 1})
-    ->Args({8, 0})
-    ->Args({8, 1})
-    ->Args({32, 0})
-    ->Args({32, 1})
+    ->Args({2, 0, kBf16})
+    ->Args({2, 1, kBf16})
+    ->Args({8, 0, kBf16})
+    ->Args({8, 1, kBf16})
+    ->Args({32, 0, kBf16})
+    ->Args({32, 1, kBf16})
+    ->Args({1, 1, kSign})  // one worker: the optimizer benchmark's in-process exchange
+    ->Args({4, 1, kSign})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

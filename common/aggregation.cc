@@ -314,10 +314,11 @@ ValueEncoding EncodingOf(const std::vector<Contribution>& sorted, Weighting weig
   return encoding;
 }
 
-// Below this many entries per thread, starting a thread costs more than it saves: a thread
-// starts and joins in about 50 us here, and 32768 entries take 200 to 400 us. A step of two
-// workers on the benchmark GPT (97,000 entries) is thus split in two.
-constexpr size_t kEntriesPerThread = size_t{1} << 15;
+// Below this many entries per thread, handing work to a helper costs more than it saves.
+// Helpers are pooled (run_in_parallel.h), and 8192 entries take 40 to 100 us: one worker's
+// step on the benchmark GPT (38,600 entries, the optimizer benchmark's in-process exchange) is
+// split in two, 430 -> 240 us for sign payloads (demod-bench-codec, BM_AggregateAndEncode/1/1/3).
+constexpr size_t kEntriesPerThread = size_t{1} << 13;
 constexpr size_t kMaxAggregationThreads = 4;
 
 // What every aggregation of a step starts from: its contributions in ascending worker id,

@@ -5,8 +5,6 @@
 #include <memory>
 #include <mutex>
 
-#include "absl/base/casts.h"
-
 namespace demod {
 
 SignMeanTable::SignMeanTable(uint32_t contributors) {
@@ -20,9 +18,6 @@ SignMeanTable::SignMeanTable(uint32_t contributors) {
   std::sort(values_.begin(), values_.end());
   values_.erase(std::unique(values_.begin(), values_.end()), values_.end());
   while ((size_t{1} << bits_) < values_.size()) ++bits_;
-  for (uint32_t code = 0; code < values_.size(); ++code) {
-    codes_[absl::bit_cast<uint32_t>(values_[code])] = code;
-  }
 }
 
 const SignMeanTable& SignMeanTable::For(uint32_t contributors) {
@@ -31,12 +26,6 @@ const SignMeanTable& SignMeanTable::For(uint32_t contributors) {
   std::call_once(once[contributors],
                  [contributors] { tables[contributors].reset(new SignMeanTable(contributors)); });
   return *tables[contributors];
-}
-
-std::optional<uint32_t> SignMeanTable::code(float value) const {
-  auto it = codes_.find(absl::bit_cast<uint32_t>(value));
-  if (it == codes_.end()) return std::nullopt;
-  return it->second;
 }
 
 }  // namespace demod

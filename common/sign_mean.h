@@ -20,8 +20,7 @@
 #include <optional>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
-
+#include "absl/base/casts.h"
 namespace demod {
 
 class SignMeanTable {
@@ -38,15 +37,27 @@ class SignMeanTable {
   float value(uint32_t code) const { return values_[code]; }
   // The code of `value`, when it is one of the table's, bit for bit (-0 is not: a mean of
   // signs that cancel is +0).
-  std::optional<uint32_t> code(float value) const;
+  std::optional<uint32_t> code(float value) const {
+    // The last value not above `value` (or the first), by a search whose steps are selects, not
+    // branches: signs are random, and a mispredicted branch per value would cost more than the
+    // rest of the aggregation. -0 finds +0 and NaN the first value; both then fail the
+    // comparison of bits.
+    const float* found = values_.data();
+    for (size_t n = values_.size(); n > 1;) {
+      const size_t half = n / 2;
+      found = found[half] <= value ? found + half : found;
+      n -= half;
+    }
+    if (absl::bit_cast<uint32_t>(*found) != absl::bit_cast<uint32_t>(value)) return std::nullopt;
+    return static_cast<uint32_t>(found - values_.data());
+  }
   // Bytes of n codes, packed.
   int64_t EncodedBytes(int64_t n) const { return (n * bits_ + 7) / 8; }
 
  private:
   explicit SignMeanTable(uint32_t contributors);
 
-  std::vector<float> values_;                      // ascending
-  absl::flat_hash_map<uint32_t, uint32_t> codes_;  // by the value's bits
+  std::vector<float> values_;  // ascending: a value's code is its position
   int bits_ = 1;
 };
 

@@ -1,6 +1,9 @@
 #include "common/sign_mean.h"
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
+#include <optional>
 #include <vector>
 
 #include "absl/base/casts.h"
@@ -61,6 +64,19 @@ TEST(SignMeanTableTest, OtherValuesHaveNoCode) {
   EXPECT_FALSE(table.code(0.2f).has_value());   // needs 5 contributors
   EXPECT_FALSE(table.code(2.0f).has_value());
   EXPECT_TRUE(SignMeanTable::For(5).code(0.2f).has_value());
+  // Beyond both ends, between neighbours, and not numbers, for tables of one and of many codes.
+  for (uint32_t p : {1u, 4u, 64u}) {
+    SCOPED_TRACE(p);
+    const SignMeanTable& means = SignMeanTable::For(p);
+    for (float value :
+         {-2.0f, -1.5f, 1.5f, std::nextafter(1.0f, 0.0f), std::nextafter(-1.0f, 0.0f),
+          std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+          std::numeric_limits<float>::quiet_NaN(), -0.0f}) {
+      EXPECT_FALSE(means.code(value).has_value()) << value;
+    }
+    EXPECT_EQ(means.code(-1.0f), 0u);
+    EXPECT_EQ(means.code(1.0f), means.size() - 1);
+  }
 }
 
 }  // namespace
