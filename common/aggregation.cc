@@ -270,6 +270,33 @@ absl::Status AggregateChunkMerge(const std::vector<Contribution>& sorted, size_t
   return absl::OkStatus();
 }
 
+// A chunk of a single contributor is its own union, and each mean that of one value (the
+// value itself, or the float bound for an infinity, as MeanOf gives). When its indices are
+// increasing and in range, as the decoder leaves them, it is taken as is, without the scratch;
+// returns false, having appended nothing, when they are not (the general paths then sort them
+// or report the bad index).
+template <typename Slot>
+absl::StatusOr<bool> AggregateChunkAlone(const Contribution& only, size_t t, size_t c,
+                                         const NamedLayout& named, AggregateTensor* out) {
+  const auto k = static_cast<size_t>(named.layout.topk);
+  const SparseTensor& tensor = only.payload->tensors[t];
+  const uint32_t* indices = tensor.indices.data() + c * k;
+  const float* values = tensor.values.data() + c * k;
+  size_t unordered = 0;
+  for (size_t i = 1; i < k; ++i) unordered += indices[i] <= indices[i - 1];
+  if (unordered != 0 || indices[k - 1] >= static_cast<uint64_t>(named.layout.chunk_size())) {
+    return false;
+  }
+  out->indices.insert(out->indices.end(), indices, indices + k);
+  float* means = Extend(out->values, k);
+  for (size_t i = 0; i < k; ++i) {
+    Slot slot;
+    slot.Add(values[i], only.samples);
+    DEMOD_ASSIGN_OR_RETURN(means[i], MeanOf(slot, named, c, indices[i]));
+  }
+  return true;
+}
+
 template <typename Slot>
 absl::Status AggregateTensorEntries(const std::vector<Contribution>& sorted, size_t t,
                                     const NamedLayout& named, ValueEncoding encoding,
@@ -291,8 +318,14 @@ absl::Status AggregateTensorEntries(const std::vector<Contribution>& sorted, siz
   out->indices.reserve(union_lower_bound);
   out->values.reserve(union_lower_bound);
   for (size_t c = 0; c < num_chunks; ++c) {
-    DEMOD_RETURN_IF_ERROR(dense ? AggregateChunkDense(sorted, t, c, named, scratch, out)
-                                : AggregateChunkMerge(sorted, t, c, named, scratch, out));
+    bool taken = false;
+    if (sorted.size() == 1) {
+      DEMOD_ASSIGN_OR_RETURN(taken, AggregateChunkAlone<Slot>(sorted[0], t, c, named, out));
+    }
+    if (!taken) {
+      DEMOD_RETURN_IF_ERROR(dense ? AggregateChunkDense(sorted, t, c, named, scratch, out)
+                                  : AggregateChunkMerge(sorted, t, c, named, scratch, out));
+    }
     out->chunk_offsets[c + 1] = out->indices.size();
   }
   QuantizeValues(encoding, out->values.data(), out->values.size());

@@ -360,9 +360,17 @@ absl::Status ReadValues(absl::string_view bytes, ValueEncoding encoding, const s
       }
       break;
     case ValueEncoding::kSign: {
+      // A byte at a time, each bit becoming the sign bit of 1.0f: no branch per value, and the
+      // eight of a byte vectorize.
       const size_t n = values->size();
-      for (size_t i = 0; i < n; ++i) {
-        (*values)[i] = ((static_cast<unsigned char>(p[i / 8]) >> (i % 8)) & 1) ? -1.0f : 1.0f;
+      const auto* signs = reinterpret_cast<const unsigned char*>(p);
+      float* out = values->data();
+      for (size_t byte = 0; byte < (n + 7) / 8; ++byte) {
+        const uint32_t bits = signs[byte];
+        const size_t count = std::min<size_t>(8, n - byte * 8);
+        for (size_t b = 0; b < count; ++b) {
+          out[byte * 8 + b] = absl::bit_cast<float>(0x3f800000u | (((bits >> b) & 1u) << 31));
+        }
       }
       if (n % 8 != 0 && (static_cast<unsigned char>(p[n / 8]) >> (n % 8)) != 0) {
         return absl::InvalidArgumentError(

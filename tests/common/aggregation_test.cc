@@ -481,6 +481,53 @@ TEST(AggregateStepWeightingTest, MatchesTheReferenceOnBothPaths) {
   EXPECT_TRUE(*encoded == *EncodeStepAggregate(*aggregate, table));
 }
 
+// One contributor takes a path of its own (its chunks are their own unions): the same means as
+// the reference under both weightings, on dense and merged chunks.
+TEST(AggregateStepWeightingTest, OneContributorMatchesTheReferenceOnBothWeightings) {
+  LayoutTable table;
+  table.push_back({"h.0.fc.weight", *MakeChunkLayout({128, 192}, 64, 32)});
+  table.push_back({"odd", *MakeChunkLayout({3, 333}, 333, 17)});
+  table.push_back({"prime", *MakeChunkLayout({65537}, 70000, 32)});
+  std::mt19937 rng(78);
+  const std::map<uint32_t, uint32_t> samples = {{9, 13}};
+  const RandomStep random = MakeRandomStep(table, {9}, &rng, &samples);
+  for (Weighting weighting : {Weighting::kEqual, Weighting::kSamples}) {
+    absl::StatusOr<StepAggregate> aggregate = AggregateStep(random.contributions, table, weighting);
+    ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+    ExpectBitIdentical(*aggregate,
+                       ReferenceAggregate(random.inputs, table,
+                                          weighting == Weighting::kSamples ? &samples : nullptr));
+  }
+}
+
+// What the decoder would have refused still aggregates as the general path does: a chunk out of
+// order is sorted, an index out of range or a NaN is an error, an infinity the float bound.
+TEST(AggregateStepTest, OneContributorOutOfOrderOrOutOfRange) {
+  const LayoutTable table = SmallTable();
+  const StepPayload unordered =
+      MakePayload(0, {{{2, 0, 1, 3}, {4.0f, -1.0f, 5.0f, 6.0f}}, {{15, 5, 0}, {1.0f, 2.0f, 3.0f}}});
+  absl::StatusOr<StepAggregate> aggregate = AggregateStep({{0, &unordered}}, table);
+  ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+  EXPECT_THAT(aggregate->tensors[0].indices, ElementsAre(0, 2, 1, 3));
+  EXPECT_THAT(aggregate->tensors[0].values, ElementsAre(-1.0f, 4.0f, 5.0f, 6.0f));
+  EXPECT_THAT(aggregate->tensors[1].indices, ElementsAre(0, 5, 15));
+  EXPECT_THAT(aggregate->tensors[1].values, ElementsAre(3.0f, 2.0f, 1.0f));
+
+  StepPayload bad = MakePayload(0, {{{0, 1, 2, 4}, {1, 1, 1, 1}}, {{0, 5, 15}, {1, 1, 1}}});
+  absl::Status status = AggregateStep({{3, &bad}}, table).status();
+  EXPECT_THAT(status.message(),
+              HasSubstr("worker 3: tensor 'a' chunk 1: index 4 out of range for chunk of 4"));
+  bad.tensors[0].indices[3] = 3;
+  bad.tensors[1].values[1] = std::numeric_limits<float>::quiet_NaN();
+  status = AggregateStep({{3, &bad}}, table).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("tensor 'b' chunk 0: mean of the values at index 5"));
+  bad.tensors[1].values[1] = -std::numeric_limits<float>::infinity();
+  aggregate = AggregateStep({{3, &bad}}, table);
+  ASSERT_TRUE(aggregate.ok()) << aggregate.status();
+  EXPECT_EQ(aggregate->tensors[1].values[1], -std::numeric_limits<float>::max());
+}
+
 TEST(AggregateStepWeightingTest, EveryContributionNeedsItsSamples) {
   LayoutTable table;
   table.push_back({"x", *MakeChunkLayout({4}, 4, 1)});
