@@ -17,13 +17,13 @@ namespace {
 struct SparseDecodeScratch {
   std::vector<uint8_t> used;
   std::vector<int32_t> slot;
-  std::vector<uint32_t> used_cols;
-  std::vector<float> yt, f_cols_rows, block;
+  std::vector<float> yt, block;
+  std::vector<const float*> f_cols_rows;  // F_c^T's rows for the used columns, ascending
 
   void Reserve(int64_t a, int64_t b) {
+    f_cols_rows.resize(b);
     used.resize(b);
     slot.resize(b);
-    used_cols.resize(b);
     yt.resize(a * b);
     block.resize(a * b);
   }
@@ -37,13 +37,14 @@ DecodeSparseChunk(uint64_t first, uint64_t last, const uint32_t* indices, const 
                   int64_t a, int64_t b, const float* f_rows_t, const float* f_cols_t,
                   SparseDecodeScratch& s) {
   const uint32_t cols = static_cast<uint32_t>(b);
-  // The columns holding an entry, ascending, and each one's slot among them.
+  // The columns holding an entry, ascending (as their rows of F_c^T), and each one's slot among
+  // them.
   std::fill(s.used.begin(), s.used.begin() + b, 0);
   for (uint64_t e = first; e < last; ++e) s.used[indices[e] % cols] = 1;
   int64_t n_used = 0;
   for (int64_t j = 0; j < b; ++j) {  // branch-free: the count decides
     s.slot[j] = static_cast<int32_t>(n_used);
-    s.used_cols[n_used] = static_cast<uint32_t>(j);
+    s.f_cols_rows[n_used] = f_cols_t + j * b;
     n_used += s.used[j];
   }
   // yt[slot(j)] = y[:, j] for the columns j holding an entry (a = 1 for 1-D tensors).
@@ -55,16 +56,10 @@ DecodeSparseChunk(uint64_t first, uint64_t last, const uint32_t* indices, const 
     const float v = values[e];
     for (int64_t t = 0; t < a; ++t) row[t] = rounded::Add(row[t], rounded::Mul(v, f[t]));
   }
-  // X = y [a x n_used] times the rows of F_c^T for the used columns [n_used x b], read from
-  // yt as y's transpose.
-  // Sized by the columns used, not b x b: a 1-D tensor's chunk can be long.
-  if (static_cast<int64_t>(s.f_cols_rows.size()) < n_used * b) s.f_cols_rows.resize(n_used * b);
-  for (int64_t u = 0; u < n_used; ++u) {
-    std::copy(f_cols_t + s.used_cols[u] * b, f_cols_t + (s.used_cols[u] + 1) * b,
-              s.f_cols_rows.begin() + u * b);
-  }
-  GemmImpl<float, /*kTransposedA=*/true>(a, b, n_used, s.yt.data(), a, s.f_cols_rows.data(), b,
-                                         s.block.data(), b);
+  // X = y [a x n_used] times the rows of F_c^T for the used columns [n_used x b], read in
+  // place, and y read from yt as its transpose.
+  GemmImpl<float, /*kTransposedA=*/true>(
+      a, b, n_used, s.yt.data(), a, GatheredRows<float>{s.f_cols_rows.data()}, s.block.data(), b);
 }
 
 // Calls fn(chunk, block) for chunks [begin, end) of a sparse aggregate, block being the chunk
