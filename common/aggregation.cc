@@ -379,14 +379,14 @@ absl::StatusOr<Prepared> Prepare(const std::vector<Contribution>& contributions,
 // computed exactly as on one thread, so the results do not depend on the split; the first
 // failing tensor in table order is reported.
 absl::Status AggregateTensors(
-    const Prepared& prepared, const LayoutTable& table, size_t* parts,
+    const Prepared& prepared, const LayoutTable& table, const TaskRunner& runner, size_t* parts,
     absl::FunctionRef<absl::Status(size_t part, size_t t, AggregateTensor& result)> take) {
   const std::vector<Contribution>& sorted = prepared.sorted;
   uint64_t total = 0;
   for (const NamedLayout& t : table) total += static_cast<uint64_t>(t.layout.num_selected());
   total *= sorted.size();
   const size_t threads = ThreadsFor(static_cast<size_t>(total), kEntriesPerThread,
-                                    std::min(kMaxAggregationThreads, table.size()));
+                                    std::min(kMaxAggregationThreads, table.size()), runner);
   std::vector<size_t> bounds = {0};  // tensors [bounds[i], bounds[i + 1]) go to thread i
   uint64_t done = 0;
   for (size_t part = 1; part < threads; ++part) {
@@ -412,7 +412,7 @@ absl::Status AggregateTensors(
       if (!status[t].ok()) return;
     }
   };
-  RunInParallel(threads, [&](size_t part) {
+  runner.Run(threads, [&](size_t part) {
     if (prepared.weighting == Weighting::kSamples) {
       Scratch<SamplesSlot> scratch;
       aggregate_part(part, &scratch);
@@ -435,7 +435,8 @@ std::vector<uint32_t> ContributorIds(const std::vector<Contribution>& sorted) {
 }  // namespace
 
 absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& contributions,
-                                            const LayoutTable& table, Weighting weighting) {
+                                            const LayoutTable& table, Weighting weighting,
+                                            const TaskRunner& runner) {
   DEMOD_ASSIGN_OR_RETURN(const Prepared prepared, Prepare(contributions, table, weighting));
   StepAggregate aggregate;
   aggregate.step = prepared.sorted[0].payload->step;
@@ -443,7 +444,7 @@ absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& con
   aggregate.contributors = ContributorIds(prepared.sorted);
   aggregate.tensors.resize(table.size());
   size_t parts = 0;
-  DEMOD_RETURN_IF_ERROR(AggregateTensors(prepared, table, &parts,
+  DEMOD_RETURN_IF_ERROR(AggregateTensors(prepared, table, runner, &parts,
                                          [&aggregate](size_t, size_t t, AggregateTensor& result) {
                                            aggregate.tensors[t] = std::move(result);
                                            return absl::OkStatus();
@@ -452,12 +453,13 @@ absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& con
 }
 
 absl::StatusOr<std::string> AggregateStepEncoded(const std::vector<Contribution>& contributions,
-                                                 const LayoutTable& table, Weighting weighting) {
+                                                 const LayoutTable& table, Weighting weighting,
+                                                 const TaskRunner& runner) {
   DEMOD_ASSIGN_OR_RETURN(const Prepared prepared, Prepare(contributions, table, weighting));
   std::vector<std::string> sections(kMaxAggregationThreads);  // one per part
   size_t parts = 0;
   DEMOD_RETURN_IF_ERROR(AggregateTensors(
-      prepared, table, &parts,
+      prepared, table, runner, &parts,
       [&sections, &table, &prepared](size_t part, size_t t, AggregateTensor& result) {
         return AppendAggregateTensorSection(table[t], result, prepared.encoding,
                                             prepared.sorted.size(), &sections[part]);

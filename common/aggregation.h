@@ -11,8 +11,8 @@
 // in, and the output is sorted by (chunk, index). Every caller that aggregates the same set of
 // payloads gets bit-identical values.
 //
-// Pure functions; thread-safe. Large steps spread their tensors over a few threads
-// (RunInParallel).
+// Pure functions; thread-safe. Large steps spread their tensors over a few threads of `runner`
+// (HelperThreads() unless the caller has a pool of its own, see run_in_parallel.h).
 #ifndef DEMOD_COMMON_AGGREGATION_H_
 #define DEMOD_COMMON_AGGREGATION_H_
 
@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/run_in_parallel.h"
 #include "common/sparse_payload.h"
 
 namespace demod {
@@ -49,14 +50,16 @@ enum class Weighting {
 // meaningless aggregate: validate them first (DecodeStepPayload does).
 absl::StatusOr<StepAggregate> AggregateStep(const std::vector<Contribution>& contributions,
                                             const LayoutTable& table,
-                                            Weighting weighting = Weighting::kEqual);
+                                            Weighting weighting = Weighting::kEqual,
+                                            const TaskRunner& runner = HelperThreads());
 
 // The bytes EncodeStepAggregate(AggregateStep(...)) gives, and an error wherever either would
 // fail; but each thread encodes the tensors it aggregated while they are in its cache, and the
 // step is never held whole as a StepAggregate. What the coordinator sends.
 absl::StatusOr<std::string> AggregateStepEncoded(const std::vector<Contribution>& contributions,
                                                  const LayoutTable& table,
-                                                 Weighting weighting = Weighting::kEqual);
+                                                 Weighting weighting = Weighting::kEqual,
+                                                 const TaskRunner& runner = HelperThreads());
 
 }  // namespace demod
 

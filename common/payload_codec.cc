@@ -416,6 +416,84 @@ int IndexWidth(int64_t chunk_size) {
 
 int CountWidth(int64_t chunk_size) { return IndexWidth(chunk_size + 1); }
 
+namespace {
+
+// One payload tensor against its layout: ValidateStepPayload's check of each tensor.
+absl::Status CheckPayloadTensor(const NamedLayout& named, const SparseTensor& tensor) {
+  DEMOD_RETURN_IF_ERROR(CheckLayoutFitsWire(named));
+  const ChunkLayout& layout = named.layout;
+  const auto expected = static_cast<size_t>(layout.num_selected());
+  if (tensor.indices.size() != expected || tensor.values.size() != expected) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", named.name, "': ", tensor.indices.size(), " indices and ",
+                     tensor.values.size(), " values, expected ", expected, " (",
+                     layout.num_chunks(), " chunks x k=", layout.topk, ")"));
+  }
+  const auto k = static_cast<size_t>(layout.topk);
+  for (int64_t c = 0; c < layout.num_chunks(); ++c) {
+    const size_t begin = static_cast<size_t>(c) * k;
+    DEMOD_RETURN_IF_ERROR(CheckChunkEntries(named.name, c, tensor.indices.data() + begin,
+                                            tensor.values.data() + begin, k, layout.chunk_size()));
+  }
+  return absl::OkStatus();
+}
+
+// Below this many entries per thread a decoder reads its tensors on one thread (see
+// kEntriesPerThread in aggregation.cc).
+constexpr uint64_t kDecodedEntriesPerThread = uint64_t{1} << 13;
+
+// A tensor's entries, located in the message but not yet read.
+struct EntriesToRead {
+  size_t t;
+  uint64_t n;
+  bool full;
+  int width;
+  absl::string_view index_bytes, value_bytes;
+};
+
+// Reads `reads` (each into tensors[read.t], through ReadEntries) over `runner`'s threads, the
+// tensors being independent, then checks each with `check` on the same thread. Per tensor, the
+// status of the read, and that of the check after a good read, in read_status / check_status
+// (indexed like `reads`).
+template <typename Tensor, typename Check>
+void ReadTensors(const std::vector<EntriesToRead>& reads, const LayoutTable& table,
+                 ValueEncoding encoding, const SignMeanTable* means, const TaskRunner& runner,
+                 std::vector<Tensor>& tensors, std::vector<absl::Status>& read_status,
+                 std::vector<absl::Status>& check_status, const Check& check) {
+  read_status.assign(reads.size(), absl::OkStatus());
+  check_status.assign(reads.size(), absl::OkStatus());
+  uint64_t total = 0;
+  for (const EntriesToRead& read : reads) total += read.n;
+  const size_t threads =
+      ThreadsFor(static_cast<size_t>(total), kDecodedEntriesPerThread, reads.size(), runner);
+  // Contiguous shares of about equal entries, as the aggregation splits its tensors.
+  std::vector<size_t> bounds = {0};
+  uint64_t done = 0;
+  for (size_t part = 1; part < threads; ++part) {
+    size_t end = bounds.back();
+    while (end < reads.size() && done < total * part / threads) done += reads[end++].n;
+    bounds.push_back(end);
+  }
+  bounds.push_back(reads.size());
+  runner.Run(threads, [&](size_t part) {
+    for (size_t r = bounds[part]; r < bounds[part + 1]; ++r) {
+      const EntriesToRead& read = reads[r];
+      Tensor& tensor = tensors[read.t];
+      read_status[r] =
+          ReadEntries(table[read.t], read.n, read.full, read.width, read.index_bytes,
+                      read.value_bytes, encoding, &tensor.indices, &tensor.values, means);
+      if (read_status[r].ok()) check_status[r] = check(table[read.t], tensor);
+    }
+  });
+}
+
+absl::Status FirstError(const std::vector<absl::Status>& statuses) {
+  for (const absl::Status& status : statuses) DEMOD_RETURN_IF_ERROR(status);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ValidateStepPayload(const StepPayload& payload, const LayoutTable& table) {
   if (!IsValidValueEncoding(static_cast<uint8_t>(payload.encoding))) {
     return absl::InvalidArgumentError(
@@ -423,24 +501,7 @@ absl::Status ValidateStepPayload(const StepPayload& payload, const LayoutTable& 
   }
   DEMOD_RETURN_IF_ERROR(CheckTensorCount(kPayloadKind, payload.tensors.size(), table));
   for (size_t t = 0; t < table.size(); ++t) {
-    const NamedLayout& named = table[t];
-    DEMOD_RETURN_IF_ERROR(CheckLayoutFitsWire(named));
-    const ChunkLayout& layout = named.layout;
-    const SparseTensor& tensor = payload.tensors[t];
-    const auto expected = static_cast<size_t>(layout.num_selected());
-    if (tensor.indices.size() != expected || tensor.values.size() != expected) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", named.name, "': ", tensor.indices.size(), " indices and ",
-                       tensor.values.size(), " values, expected ", expected, " (",
-                       layout.num_chunks(), " chunks x k=", layout.topk, ")"));
-    }
-    const auto k = static_cast<size_t>(layout.topk);
-    for (int64_t c = 0; c < layout.num_chunks(); ++c) {
-      const size_t begin = static_cast<size_t>(c) * k;
-      DEMOD_RETURN_IF_ERROR(CheckChunkEntries(named.name, c, tensor.indices.data() + begin,
-                                              tensor.values.data() + begin, k,
-                                              layout.chunk_size()));
-    }
+    DEMOD_RETURN_IF_ERROR(CheckPayloadTensor(table[t], payload.tensors[t]));
   }
   return absl::OkStatus();
 }
@@ -475,7 +536,8 @@ absl::StatusOr<std::string> EncodeStepPayload(const StepPayload& payload,
   return out;
 }
 
-absl::StatusOr<StepPayload> DecodeStepPayload(absl::string_view bytes, const LayoutTable& table) {
+absl::StatusOr<StepPayload> DecodeStepPayload(absl::string_view bytes, const LayoutTable& table,
+                                              const TaskRunner& runner) {
   DEMOD_ASSIGN_OR_RETURN(const absl::string_view body, CheckFrame(bytes, kPayloadKind));
   ByteReader reader(body);
   uint8_t raw_encoding;
@@ -495,37 +557,48 @@ absl::StatusOr<StepPayload> DecodeStepPayload(absl::string_view bytes, const Lay
   payload.step = static_cast<int64_t>(step);
   payload.encoding = static_cast<ValueEncoding>(raw_encoding);
   payload.tensors.resize(table.size());
-  for (size_t t = 0; t < table.size(); ++t) {
-    const NamedLayout& named = table[t];
-    DEMOD_RETURN_IF_ERROR(CheckLayoutFitsWire(named));
-    const ChunkLayout& layout = named.layout;
-    uint32_t num_chunks, topk;
-    if (!reader.ReadU32(&num_chunks) || !reader.ReadU32(&topk)) {
-      return Truncated(kPayloadKind, absl::StrCat("tensor '", named.name, "' header"));
+  // Every tensor's entries are located first (their sizes follow from the table), then read
+  // and checked in parallel. Errors are reported as one pass in message order would: a
+  // tensor's unreadable entries before a later tensor's bad header, bad entries only once the
+  // whole message has parsed.
+  std::vector<EntriesToRead> reads;
+  const absl::Status located = [&]() -> absl::Status {
+    for (size_t t = 0; t < table.size(); ++t) {
+      const NamedLayout& named = table[t];
+      DEMOD_RETURN_IF_ERROR(CheckLayoutFitsWire(named));
+      const ChunkLayout& layout = named.layout;
+      uint32_t num_chunks, topk;
+      if (!reader.ReadU32(&num_chunks) || !reader.ReadU32(&topk)) {
+        return Truncated(kPayloadKind, absl::StrCat("tensor '", named.name, "' header"));
+      }
+      if (num_chunks != layout.num_chunks() || topk != layout.topk) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor '", named.name, "': payload has ", num_chunks, " chunks of k=", topk,
+            ", table expects ", layout.num_chunks(), " chunks of k=", layout.topk));
+      }
+      // From here on sizes come from the table, which bounds them to 2^64 before any product.
+      const uint64_t n = static_cast<uint64_t>(num_chunks) * topk;
+      const bool full = layout.topk == layout.chunk_size();
+      const int width = full ? 0 : IndexWidth(layout.chunk_size());
+      absl::string_view index_bytes, value_bytes;
+      if ((width > 0 && n > reader.remaining() / width) ||
+          !reader.ReadBytes(n * width, &index_bytes) ||
+          !reader.ReadBytes(EncodedValueBytes(payload.encoding, static_cast<int64_t>(n)),
+                            &value_bytes)) {
+        return Truncated(kPayloadKind,
+                         absl::StrCat("tensor '", named.name, "' needs ", n, " entries, ",
+                                      reader.remaining(), " bytes left"));
+      }
+      reads.push_back({t, n, full, width, index_bytes, value_bytes});
     }
-    if (num_chunks != layout.num_chunks() || topk != layout.topk) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", named.name, "': payload has ", num_chunks, " chunks of k=", topk,
-                       ", table expects ", layout.num_chunks(), " chunks of k=", layout.topk));
-    }
-    // From here on sizes come from the table, which bounds them to 2^64 before any product.
-    const uint64_t n = static_cast<uint64_t>(num_chunks) * topk;
-    const bool full = layout.topk == layout.chunk_size();
-    const int width = full ? 0 : IndexWidth(layout.chunk_size());
-    absl::string_view index_bytes, value_bytes;
-    if ((width > 0 && n > reader.remaining() / width) ||
-        !reader.ReadBytes(n * width, &index_bytes) ||
-        !reader.ReadBytes(EncodedValueBytes(payload.encoding, static_cast<int64_t>(n)),
-                          &value_bytes)) {
-      return Truncated(kPayloadKind, absl::StrCat("tensor '", named.name, "' needs ", n,
-                                                  " entries, ", reader.remaining(), " bytes left"));
-    }
-    SparseTensor& tensor = payload.tensors[t];
-    DEMOD_RETURN_IF_ERROR(ReadEntries(named, n, full, width, index_bytes, value_bytes,
-                                      payload.encoding, &tensor.indices, &tensor.values));
-  }
-  DEMOD_RETURN_IF_ERROR(CheckNothingTrails(reader, "payload"));
-  DEMOD_RETURN_IF_ERROR(ValidateStepPayload(payload, table));
+    return CheckNothingTrails(reader, "payload");
+  }();
+  std::vector<absl::Status> read_status, check_status;
+  ReadTensors(reads, table, payload.encoding, /*means=*/nullptr, runner, payload.tensors,
+              read_status, check_status, CheckPayloadTensor);
+  DEMOD_RETURN_IF_ERROR(FirstError(read_status));
+  DEMOD_RETURN_IF_ERROR(located);
+  DEMOD_RETURN_IF_ERROR(FirstError(check_status));
   return payload;
 }
 
@@ -651,25 +724,18 @@ absl::Status CheckAggregateTensor(const NamedLayout& named, const AggregateTenso
   return absl::OkStatus();
 }
 
-// ValidateStepAggregate; without `check_values` the caller knows every value to be
-// representable in the aggregate's encoding.
-absl::Status CheckStepAggregate(const StepAggregate& aggregate, const LayoutTable& table,
-                                bool check_values) {
+}  // namespace
+
+absl::Status ValidateStepAggregate(const StepAggregate& aggregate, const LayoutTable& table) {
   DEMOD_RETURN_IF_ERROR(CheckAggregateHeader(aggregate.encoding, aggregate.contributors));
   DEMOD_RETURN_IF_ERROR(CheckTensorCount(kAggregateKind, aggregate.tensors.size(), table));
   DEMOD_ASSIGN_OR_RETURN(const SignMeanTable* means,
                          SignMeansOf(aggregate.encoding, aggregate.contributors.size()));
   for (size_t t = 0; t < table.size(); ++t) {
     DEMOD_RETURN_IF_ERROR(CheckAggregateTensor(table[t], aggregate.tensors[t], aggregate.encoding,
-                                               means, check_values));
+                                               means, /*check_values=*/true));
   }
   return absl::OkStatus();
-}
-
-}  // namespace
-
-absl::Status ValidateStepAggregate(const StepAggregate& aggregate, const LayoutTable& table) {
-  return CheckStepAggregate(aggregate, table, /*check_values=*/true);
 }
 
 absl::Status AppendAggregateTensorSection(const NamedLayout& named, const AggregateTensor& tensor,
@@ -744,8 +810,8 @@ absl::StatusOr<std::string> EncodeStepAggregate(const StepAggregate& aggregate,
                              sections);
 }
 
-absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,
-                                                  const LayoutTable& table) {
+absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes, const LayoutTable& table,
+                                                  const TaskRunner& runner) {
   DEMOD_ASSIGN_OR_RETURN(const absl::string_view body, CheckFrame(bytes, kAggregateKind));
   ByteReader reader(body);
   StepAggregate aggregate;
@@ -774,61 +840,75 @@ absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,
   DEMOD_RETURN_IF_ERROR(CheckTensorCount(kAggregateKind, tensor_count, table));
 
   aggregate.tensors.resize(table.size());
-  std::vector<uint32_t> counts;
-  for (size_t t = 0; t < table.size(); ++t) {
-    const NamedLayout& named = table[t];
-    DEMOD_RETURN_IF_ERROR(CheckLayoutFitsWire(named));
-    const ChunkLayout& layout = named.layout;
-    uint32_t num_chunks;
-    if (!reader.ReadU32(&num_chunks)) {
-      return Truncated(kAggregateKind, absl::StrCat("tensor '", named.name, "' header"));
-    }
-    if (num_chunks != layout.num_chunks()) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", named.name, "': aggregate has ",
-                                                     num_chunks, " chunks, table expects ",
-                                                     layout.num_chunks()));
-    }
-    const int count_width = CountWidth(layout.chunk_size());
-    absl::string_view count_bytes;
-    if (!reader.ReadBytes(static_cast<size_t>(num_chunks) * count_width, &count_bytes)) {
-      return Truncated(kAggregateKind, absl::StrCat("tensor '", named.name, "' chunk counts"));
-    }
-    counts.resize(num_chunks);
-    ReadIndices(count_bytes, count_width, &counts);
-    AggregateTensor& tensor = aggregate.tensors[t];
-    tensor.chunk_offsets.resize(static_cast<size_t>(num_chunks) + 1);
-    tensor.chunk_offsets[0] = 0;
-    for (size_t c = 0; c < num_chunks; ++c) {
-      // Bounding each count by the chunk size keeps the sum far from overflow.
-      if (counts[c] > layout.chunk_size()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("tensor '", named.name, "' chunk ", c, ": ", counts[c],
-                         " entries, more than the chunk's ", layout.chunk_size(), " coefficients"));
+  // As in DecodeStepPayload: entries located tensor by tensor, then read in parallel.
+  std::vector<EntriesToRead> reads;
+  const absl::Status located = [&]() -> absl::Status {
+    std::vector<uint32_t> counts;
+    for (size_t t = 0; t < table.size(); ++t) {
+      const NamedLayout& named = table[t];
+      DEMOD_RETURN_IF_ERROR(CheckLayoutFitsWire(named));
+      const ChunkLayout& layout = named.layout;
+      uint32_t num_chunks;
+      if (!reader.ReadU32(&num_chunks)) {
+        return Truncated(kAggregateKind, absl::StrCat("tensor '", named.name, "' header"));
       }
-      tensor.chunk_offsets[c + 1] = tensor.chunk_offsets[c] + counts[c];
+      if (num_chunks != layout.num_chunks()) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor '", named.name, "': aggregate has ",
+                                                       num_chunks, " chunks, table expects ",
+                                                       layout.num_chunks()));
+      }
+      const int count_width = CountWidth(layout.chunk_size());
+      absl::string_view count_bytes;
+      if (!reader.ReadBytes(static_cast<size_t>(num_chunks) * count_width, &count_bytes)) {
+        return Truncated(kAggregateKind, absl::StrCat("tensor '", named.name, "' chunk counts"));
+      }
+      counts.resize(num_chunks);
+      ReadIndices(count_bytes, count_width, &counts);
+      AggregateTensor& tensor = aggregate.tensors[t];
+      tensor.chunk_offsets.resize(static_cast<size_t>(num_chunks) + 1);
+      tensor.chunk_offsets[0] = 0;
+      for (size_t c = 0; c < num_chunks; ++c) {
+        // Bounding each count by the chunk size keeps the sum far from overflow.
+        if (counts[c] > layout.chunk_size()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "tensor '", named.name, "' chunk ", c, ": ", counts[c],
+              " entries, more than the chunk's ", layout.chunk_size(), " coefficients"));
+        }
+        tensor.chunk_offsets[c + 1] = tensor.chunk_offsets[c] + counts[c];
+      }
+      const uint64_t n = tensor.chunk_offsets.back();
+      const bool full = AllChunksFull(counts, layout.chunk_size());
+      const int width = full ? 0 : IndexWidth(layout.chunk_size());
+      // Sign means take a few bits each; the other encodings whole bytes.
+      const uint64_t value_bits = means != nullptr
+                                      ? static_cast<uint64_t>(means->bits())
+                                      : (aggregate.encoding == ValueEncoding::kFloat32 ? 32 : 16);
+      const uint64_t entry_bits = 8 * static_cast<uint64_t>(width) + value_bits;
+      absl::string_view index_bytes, value_bytes;
+      if (n > reader.remaining() * 8 / entry_bits || !reader.ReadBytes(n * width, &index_bytes) ||
+          !reader.ReadBytes((n * value_bits + 7) / 8, &value_bytes)) {
+        return Truncated(kAggregateKind,
+                         absl::StrCat("tensor '", named.name, "' needs ", n, " entries, ",
+                                      reader.remaining(), " bytes left"));
+      }
+      reads.push_back({t, n, full, width, index_bytes, value_bytes});
     }
-    const uint64_t n = tensor.chunk_offsets.back();
-    const bool full = AllChunksFull(counts, layout.chunk_size());
-    const int width = full ? 0 : IndexWidth(layout.chunk_size());
-    // Sign means take a few bits each; the other encodings whole bytes.
-    const uint64_t value_bits = means != nullptr
-                                    ? static_cast<uint64_t>(means->bits())
-                                    : (aggregate.encoding == ValueEncoding::kFloat32 ? 32 : 16);
-    const uint64_t entry_bits = 8 * static_cast<uint64_t>(width) + value_bits;
-    absl::string_view index_bytes, value_bytes;
-    if (n > reader.remaining() * 8 / entry_bits || !reader.ReadBytes(n * width, &index_bytes) ||
-        !reader.ReadBytes((n * value_bits + 7) / 8, &value_bytes)) {
-      return Truncated(kAggregateKind,
-                       absl::StrCat("tensor '", named.name, "' needs ", n, " entries, ",
-                                    reader.remaining(), " bytes left"));
-    }
-    DEMOD_RETURN_IF_ERROR(ReadEntries(named, n, full, width, index_bytes, value_bytes,
-                                      aggregate.encoding, &tensor.indices, &tensor.values, means));
-  }
-  DEMOD_RETURN_IF_ERROR(CheckNothingTrails(reader, "aggregate"));
-  // Decoded values are the encoding's by construction (a sign-mean code beyond the table failed
-  // ReadEntries): looking each one up again would only cost time.
-  DEMOD_RETURN_IF_ERROR(CheckStepAggregate(aggregate, table, /*check_values=*/false));
+    return CheckNothingTrails(reader, "aggregate");
+  }();
+  std::vector<absl::Status> read_status, check_status;
+  // What ValidateStepAggregate checks, each tensor on the thread that read it, but not the
+  // values: they are the encoding's by construction (a sign-mean code beyond the table failed
+  // ReadEntries), and looking each one up again would only cost time.
+  const ValueEncoding encoding = aggregate.encoding;
+  ReadTensors(reads, table, encoding, means, runner, aggregate.tensors, read_status, check_status,
+              [encoding, means](const NamedLayout& named, const AggregateTensor& tensor) {
+                return CheckAggregateTensor(named, tensor, encoding, means,
+                                            /*check_values=*/false);
+              });
+  DEMOD_RETURN_IF_ERROR(FirstError(read_status));
+  DEMOD_RETURN_IF_ERROR(located);
+  DEMOD_RETURN_IF_ERROR(CheckAggregateHeader(aggregate.encoding, aggregate.contributors));
+  DEMOD_RETURN_IF_ERROR(FirstError(check_status));
   return aggregate;
 }
 

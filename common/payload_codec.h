@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/run_in_parallel.h"
 #include "common/sparse_payload.h"
 
 namespace demod {
@@ -37,14 +38,16 @@ int CountWidth(int64_t chunk_size);
 // payload does not match `table` (same checks as the decoder), so a bad payload is caught
 // where it is made.
 absl::StatusOr<std::string> EncodeStepPayload(const StepPayload& payload, const LayoutTable& table);
-absl::StatusOr<StepPayload> DecodeStepPayload(absl::string_view bytes, const LayoutTable& table);
+// Decoders read their tensors over a few of `runner`'s threads when the message is large.
+absl::StatusOr<StepPayload> DecodeStepPayload(absl::string_view bytes, const LayoutTable& table,
+                                              const TaskRunner& runner = HelperThreads());
 
 // Aggregate values travel in the aggregate's encoding: f32, bf16, f16 or sign-mean (1 to
 // SignMeanTable::kMaxContributors contributors, each value one of their table's).
 absl::StatusOr<std::string> EncodeStepAggregate(const StepAggregate& aggregate,
                                                 const LayoutTable& table);
-absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes,
-                                                  const LayoutTable& table);
+absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes, const LayoutTable& table,
+                                                  const TaskRunner& runner = HelperThreads());
 
 // Checks an in-memory payload against the table (what the decoder checks after parsing).
 absl::Status ValidateStepPayload(const StepPayload& payload, const LayoutTable& table);

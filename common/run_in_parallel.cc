@@ -119,12 +119,38 @@ void RunInParallel(size_t n, absl::FunctionRef<void(size_t)> task) {
   HelperPool::Get().Run(n, task);
 }
 
-size_t ThreadsFor(size_t work, size_t work_per_thread, size_t max_threads) {
+namespace {
+
+size_t Cores() {
   // Asked once: glibc reads sysfs for it on every call, tens of microseconds on the critical
   // path of a step that aggregates in a few hundred.
   static const size_t cores = std::max(1u, std::thread::hardware_concurrency());
-  return std::max<size_t>(
-      1, std::min({max_threads, cores, work / std::max<size_t>(work_per_thread, 1)}));
+  return cores;
+}
+
+class HelperThreadRunner : public TaskRunner {
+ public:
+  size_t threads() const override { return Cores(); }
+  void Run(size_t n, absl::FunctionRef<void(size_t)> task) const override {
+    RunInParallel(n, task);
+  }
+};
+
+}  // namespace
+
+const TaskRunner& HelperThreads() {
+  static const HelperThreadRunner* const runner = new HelperThreadRunner();
+  return *runner;
+}
+
+size_t ThreadsFor(size_t work, size_t work_per_thread, size_t max_threads) {
+  return ThreadsFor(work, work_per_thread, max_threads, HelperThreads());
+}
+
+size_t ThreadsFor(size_t work, size_t work_per_thread, size_t max_threads,
+                  const TaskRunner& runner) {
+  return std::max<size_t>(1, std::min({max_threads, std::max<size_t>(runner.threads(), 1),
+                                       work / std::max<size_t>(work_per_thread, 1)}));
 }
 
 }  // namespace demod

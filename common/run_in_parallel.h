@@ -7,6 +7,11 @@
 // thread. A task that no helper takes in time, because all are busy or none can be started
 // (the process is out of threads), is run by the calling thread after task(0): the work is
 // done either way, and nothing throws. Calls may overlap, from any threads, and nest.
+//
+// A TaskRunner is where a job that splits into such tasks runs them: HelperThreads() is
+// RunInParallel. A process whose cores already belong to a pool of its own passes that pool
+// instead: a worker's OpenMP team spins on its cores between parallel regions, and a helper
+// thread woken there waits for the spinning to end.
 #ifndef DEMOD_COMMON_RUN_IN_PARALLEL_H_
 #define DEMOD_COMMON_RUN_IN_PARALLEL_H_
 
@@ -18,9 +23,23 @@ namespace demod {
 
 void RunInParallel(size_t n, absl::FunctionRef<void(size_t)> task);
 
+class TaskRunner {
+ public:
+  virtual ~TaskRunner() = default;
+  // How many tasks it runs at once, at most (>= 1).
+  virtual size_t threads() const = 0;
+  // Runs task(0) .. task(n - 1), on any of its threads, and returns once all are done.
+  virtual void Run(size_t n, absl::FunctionRef<void(size_t)> task) const = 0;
+};
+
+// RunInParallel, over the machine's cores.
+const TaskRunner& HelperThreads();
+
 // How many threads a job of `work` units should use: one per `work_per_thread` units (at least
-// one), at most `max_threads` and at most the machine's cores.
+// one), at most `max_threads` and at most the machine's cores (or `runner`'s threads).
 size_t ThreadsFor(size_t work, size_t work_per_thread, size_t max_threads);
+size_t ThreadsFor(size_t work, size_t work_per_thread, size_t max_threads,
+                  const TaskRunner& runner);
 
 }  // namespace demod
 

@@ -1014,5 +1014,88 @@ TEST_F(AggregateDecodeTest, DecodedContentIsValidated) {
               HasSubstr("tensor 'h.0.fc.weight': duplicate index 0 in chunk 0"));
 }
 
+// ---- Decoding over several threads ----
+
+// Runs a call's tasks on the calling thread, the last first, as if each had a thread of its
+// own (threads() = 4): what a decoder returns must not depend on how its tensors are shared
+// out or in which order the shares run.
+class LastFirstRunner : public TaskRunner {
+ public:
+  size_t threads() const override { return 4; }
+  void Run(size_t n, absl::FunctionRef<void(size_t)> task) const override {
+    most_tasks_ = std::max(most_tasks_, n);
+    for (size_t i = n; i-- > 0;) task(i);
+  }
+  size_t most_tasks() const { return most_tasks_; }
+
+ private:
+  mutable size_t most_tasks_ = 0;
+};
+
+class OneThreadRunner : public TaskRunner {
+ public:
+  size_t threads() const override { return 1; }
+  void Run(size_t n, absl::FunctionRef<void(size_t)> task) const override {
+    for (size_t i = 0; i < n; ++i) task(i);
+  }
+};
+
+// About 34,000 entries in tensors of several sizes: enough for four shares.
+LayoutTable LargeTable() {
+  return MakeTable({{"w1", {1024, 512}, 64, 128},
+                    {"b", {4096}, 64, 16},
+                    {"w2", {512, 512}, 64, 128},
+                    {"w3", {1024, 256}, 64, 128}});
+}
+
+// Decodes `original` and resealed mutations of it with both runners: the same payload, or the
+// same error.
+template <typename Decode, typename Encode>
+void ExpectSameOverThreads(const std::string& original, size_t first_mutable, Decode decode,
+                           Encode encode) {
+  LastFirstRunner shared;
+  const OneThreadRunner alone;
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<size_t> offset(first_mutable, original.size() - kCrcBytes - 1);
+  for (int trial = 0; trial < 300; ++trial) {
+    std::string bytes = original;
+    for (int flips = trial % 3; flips > 0; --flips) bytes[offset(rng)] = static_cast<char>(rng());
+    Reseal(&bytes);
+    const auto on_one = decode(bytes, alone);
+    const auto on_four = decode(bytes, shared);
+    ASSERT_EQ(on_one.status(), on_four.status()) << "trial " << trial;
+    if (on_one.ok()) {
+      ASSERT_EQ(encode(*on_one), encode(*on_four)) << "trial " << trial;
+    }
+  }
+  EXPECT_GE(shared.most_tasks(), 4u);
+}
+
+TEST(DecodeOverThreadsTest, PayloadsDecodeAsOnOneThread) {
+  const LayoutTable table = LargeTable();
+  for (ValueEncoding encoding : kAllEncodings) {
+    SCOPED_TRACE(ValueEncodingName(encoding));
+    ExpectSameOverThreads(
+        EncodeOrDie(RandomPayload(table, encoding, 9, 3), table), kEncodingOffset,
+        [&table](const std::string& bytes, const TaskRunner& runner) {
+          return DecodeStepPayload(bytes, table, runner);
+        },
+        [&table](const StepPayload& payload) { return EncodeOrDie(payload, table); });
+  }
+}
+
+TEST(DecodeOverThreadsTest, AggregatesDecodeAsOnOneThread) {
+  const LayoutTable table = LargeTable();
+  const StepAggregate aggregate = RandomAggregate(table, 4);
+  absl::StatusOr<std::string> bytes = EncodeStepAggregate(aggregate, table);
+  ASSERT_OK(bytes);
+  ExpectSameOverThreads(
+      *bytes, kEncodingOffset,
+      [&table](const std::string& bytes, const TaskRunner& runner) {
+        return DecodeStepAggregate(bytes, table, runner);
+      },
+      [&table](const StepAggregate& decoded) { return *EncodeStepAggregate(decoded, table); });
+}
+
 }  // namespace
 }  // namespace demod

@@ -63,5 +63,28 @@ TEST(RunInParallelTest, ThreadsForStaysWithinItsBounds) {
   EXPECT_EQ(ThreadsFor(1000, 0, 3), std::min<size_t>(3, cores));
 }
 
+class FixedThreads : public TaskRunner {
+ public:
+  explicit FixedThreads(size_t threads) : threads_(threads) {}
+  size_t threads() const override { return threads_; }
+  void Run(size_t n, absl::FunctionRef<void(size_t)> task) const override {
+    for (size_t i = 0; i < n; ++i) task(i);
+  }
+
+ private:
+  size_t threads_;
+};
+
+TEST(RunInParallelTest, ThreadsForARunnerStaysWithinItsThreads) {
+  EXPECT_EQ(ThreadsFor(1000, 4, 16, FixedThreads(3)), 3u);
+  EXPECT_EQ(ThreadsFor(1000, 4, 2, FixedThreads(3)), 2u);
+  EXPECT_EQ(ThreadsFor(11, 4, 16, FixedThreads(8)), 2u);
+  EXPECT_EQ(ThreadsFor(1000, 4, 16, FixedThreads(0)), 1u);
+  EXPECT_EQ(HelperThreads().threads(), std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::atomic<int>> runs(5);
+  HelperThreads().Run(runs.size(), [&runs](size_t i) { ++runs[i]; });
+  for (const std::atomic<int>& r : runs) EXPECT_EQ(r.load(), 1);
+}
+
 }  // namespace
 }  // namespace demod

@@ -7,6 +7,7 @@
 #include "common/layout_table.h"
 #include "common/payload_codec.h"
 #include "common/status_macros.h"
+#include "worker/optimizer/aten_threads.h"
 
 namespace demod {
 
@@ -33,7 +34,7 @@ absl::StatusOr<std::string> InProcessHub::CloseRound(int64_t step, Round& round,
   decoded.reserve(round.payloads.size());
   for (const auto& [worker, bytes] : round.payloads) {
     if (left_out_ && left_out_(worker, step)) continue;
-    absl::StatusOr<StepPayload> payload = DecodeStepPayload(bytes, *table_);
+    absl::StatusOr<StepPayload> payload = DecodeStepPayload(bytes, *table_, AtenThreads());
     if (!payload.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("worker ", worker, " step ", step, ": ", payload.status().message()));
@@ -54,7 +55,7 @@ absl::StatusOr<std::string> InProcessHub::CloseRound(int64_t step, Round& round,
   }
   // What the coordinator sends: the same bytes as EncodeStepAggregate(AggregateStep(...)),
   // each tensor encoded by the thread that aggregated it.
-  return AggregateStepEncoded(contributions, *table_);
+  return AggregateStepEncoded(contributions, *table_, Weighting::kEqual, AtenThreads());
 }
 
 absl::StatusOr<InProcessHub::Delivery> InProcessHub::Exchange(uint32_t worker, int64_t step,
@@ -102,7 +103,8 @@ absl::StatusOr<ExchangeResult> InProcessExchange::ExchangeStep(int64_t step, std
                          hub_->Exchange(worker_id_, step, std::move(payload)));
   // Every worker decodes the same bytes, as it would the coordinator's.
   ExchangeResult result;
-  DEMOD_ASSIGN_OR_RETURN(result.aggregate, DecodeStepAggregate(delivery.aggregate_bytes, *table_));
+  DEMOD_ASSIGN_OR_RETURN(result.aggregate,
+                         DecodeStepAggregate(delivery.aggregate_bytes, *table_, AtenThreads()));
   result.own_contribution_included = delivery.included;
   result.bytes_received = static_cast<int64_t>(delivery.aggregate_bytes.size());
   return result;

@@ -9,6 +9,7 @@
 #include "common/payload_codec.h"
 #include "common/run_settings.h"
 #include "common/status_macros.h"
+#include "worker/optimizer/aten_threads.h"
 
 namespace demod {
 
@@ -130,7 +131,7 @@ absl::StatusOr<ExchangeResult> CoordinatorExchange::ExchangeStep(int64_t step,
   // After a resync notice the fresh parameters may be of an earlier step than this one:
   // keep what is applied now, to apply again on top of them.
   if (resync_requested_) applied_since_resync_[step] = bytes;
-  DEMOD_ASSIGN_OR_RETURN(result.aggregate, DecodeStepAggregate(bytes, table_));
+  DEMOD_ASSIGN_OR_RETURN(result.aggregate, DecodeStepAggregate(bytes, table_, AtenThreads()));
   const std::vector<uint32_t>& contributors = result.aggregate.contributors;
   result.own_contribution_included =
       std::binary_search(contributors.begin(), contributors.end(), client_->worker_id());
@@ -152,7 +153,7 @@ absl::StatusOr<bool> CoordinatorExchange::CatchUpIfClosed(int64_t step, StepOpti
   }
   if (resync_requested_) return false;
   DEMOD_ASSIGN_OR_RETURN(StepAggregate aggregate,
-                         DecodeStepAggregate(TakePendingAggregate(step), table_));
+                         DecodeStepAggregate(TakePendingAggregate(step), table_, AtenThreads()));
   DEMOD_RETURN_IF_ERROR(optimizer.CatchUp(aggregate));
   applied_step_ = step;
   last_contributors_ = aggregate.contributors;
@@ -168,7 +169,8 @@ absl::StatusOr<int64_t> CoordinatorExchange::ReceiveParameters(
   // soon as its parameters have arrived, before it is active.
   const auto catch_up = [&](int64_t step, const std::string& bytes) -> absl::Status {
     if (step <= applied_step_) return absl::OkStatus();
-    DEMOD_ASSIGN_OR_RETURN(StepAggregate aggregate, DecodeStepAggregate(bytes, table_));
+    DEMOD_ASSIGN_OR_RETURN(StepAggregate aggregate,
+                           DecodeStepAggregate(bytes, table_, AtenThreads()));
     optimizer.set_lr(lr_at(step));
     DEMOD_RETURN_IF_ERROR(optimizer.CatchUp(aggregate));
     applied_step_ = step;
