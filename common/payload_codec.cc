@@ -451,6 +451,21 @@ struct EntriesToRead {
   absl::string_view index_bytes, value_bytes;
 };
 
+// Takes the bytes of tensor t's n entries off `reader`: n indices of `width` bytes, then n
+// values of `value_bits` each, packed to whole bytes. A truncation error if fewer are left.
+absl::StatusOr<EntriesToRead> TakeEntries(ByteReader& reader, const MessageKind& kind, size_t t,
+                                          const std::string& name, uint64_t n, bool full, int width,
+                                          uint64_t value_bits) {
+  const uint64_t entry_bits = 8 * static_cast<uint64_t>(width) + value_bits;
+  EntriesToRead read{t, n, full, width, {}, {}};
+  if (n > reader.remaining() * 8 / entry_bits || !reader.ReadBytes(n * width, &read.index_bytes) ||
+      !reader.ReadBytes((n * value_bits + 7) / 8, &read.value_bytes)) {
+    return Truncated(kind, absl::StrCat("tensor '", name, "' needs ", n, " entries, ",
+                                        reader.remaining(), " bytes left"));
+  }
+  return read;
+}
+
 // Reads `reads` (each into tensors[read.t], through ReadEntries) over `runner`'s threads, the
 // tensors being independent, then checks each with `check` on the same thread. Per tensor, the
 // status of the read, and that of the check after a good read, in read_status / check_status
@@ -580,16 +595,13 @@ absl::StatusOr<StepPayload> DecodeStepPayload(absl::string_view bytes, const Lay
       const uint64_t n = static_cast<uint64_t>(num_chunks) * topk;
       const bool full = layout.topk == layout.chunk_size();
       const int width = full ? 0 : IndexWidth(layout.chunk_size());
-      absl::string_view index_bytes, value_bytes;
-      if ((width > 0 && n > reader.remaining() / width) ||
-          !reader.ReadBytes(n * width, &index_bytes) ||
-          !reader.ReadBytes(EncodedValueBytes(payload.encoding, static_cast<int64_t>(n)),
-                            &value_bytes)) {
-        return Truncated(kPayloadKind,
-                         absl::StrCat("tensor '", named.name, "' needs ", n, " entries, ",
-                                      reader.remaining(), " bytes left"));
-      }
-      reads.push_back({t, n, full, width, index_bytes, value_bytes});
+      const uint64_t value_bits =
+          payload.encoding == ValueEncoding::kSign
+              ? 1
+              : 8 * static_cast<uint64_t>(EncodedValueBytes(payload.encoding, 1));
+      DEMOD_ASSIGN_OR_RETURN(EntriesToRead read, TakeEntries(reader, kPayloadKind, t, named.name, n,
+                                                             full, width, value_bits));
+      reads.push_back(read);
     }
     return CheckNothingTrails(reader, "payload");
   }();
@@ -883,15 +895,9 @@ absl::StatusOr<StepAggregate> DecodeStepAggregate(absl::string_view bytes, const
       const uint64_t value_bits = means != nullptr
                                       ? static_cast<uint64_t>(means->bits())
                                       : (aggregate.encoding == ValueEncoding::kFloat32 ? 32 : 16);
-      const uint64_t entry_bits = 8 * static_cast<uint64_t>(width) + value_bits;
-      absl::string_view index_bytes, value_bytes;
-      if (n > reader.remaining() * 8 / entry_bits || !reader.ReadBytes(n * width, &index_bytes) ||
-          !reader.ReadBytes((n * value_bits + 7) / 8, &value_bytes)) {
-        return Truncated(kAggregateKind,
-                         absl::StrCat("tensor '", named.name, "' needs ", n, " entries, ",
-                                      reader.remaining(), " bytes left"));
-      }
-      reads.push_back({t, n, full, width, index_bytes, value_bytes});
+      DEMOD_ASSIGN_OR_RETURN(EntriesToRead read, TakeEntries(reader, kAggregateKind, t, named.name,
+                                                             n, full, width, value_bits));
+      reads.push_back(read);
     }
     return CheckNothingTrails(reader, "aggregate");
   }();
