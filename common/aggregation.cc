@@ -279,6 +279,7 @@ template <typename Slot>
 absl::StatusOr<bool> AggregateChunkAlone(const Contribution& only, size_t t, size_t c,
                                          const NamedLayout& named, AggregateTensor* out) {
   const auto k = static_cast<size_t>(named.layout.topk);
+  if (k == 0) return true;  // no entries (the wire's layouts have k >= 1)
   const SparseTensor& tensor = only.payload->tensors[t];
   const uint32_t* indices = tensor.indices.data() + c * k;
   const float* values = tensor.values.data() + c * k;

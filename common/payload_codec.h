@@ -7,7 +7,9 @@
 // indices in range and strictly increasing within a chunk, finite values). Any violation is
 // an INVALID_ARGUMENT (DATA_LOSS for a checksum mismatch) whose message names the tensor and
 // the reason, e.g. "tensor 'h.0.fc.weight' chunk 7: index 4101 out of range for chunk of
-// 4096". Nothing is decoded past a bad byte. A table whose tensors exceed the format's limits
+// 4096". The error reported is the first in message order (a decoder locates every tensor
+// before reading their entries, over several threads, but reports what one pass would), and
+// nothing of a bad message is returned. A table whose tensors exceed the format's limits
 // (more than 2^32 - 1 chunks, or chunks of more than 2^32 - 1 coefficients) is rejected the
 // same way.
 //
@@ -38,7 +40,7 @@ int CountWidth(int64_t chunk_size);
 // payload does not match `table` (same checks as the decoder), so a bad payload is caught
 // where it is made.
 absl::StatusOr<std::string> EncodeStepPayload(const StepPayload& payload, const LayoutTable& table);
-// Decoders read their tensors over a few of `runner`'s threads when the message is large.
+// Decoders read and check their tensors over `runner`'s threads when the message is large.
 absl::StatusOr<StepPayload> DecodeStepPayload(absl::string_view bytes, const LayoutTable& table,
                                               const TaskRunner& runner = HelperThreads());
 

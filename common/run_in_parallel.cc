@@ -136,7 +136,20 @@ class HelperThreadRunner : public TaskRunner {
   }
 };
 
+class CallingThreadRunner : public TaskRunner {
+ public:
+  size_t threads() const override { return 1; }
+  void Run(size_t n, absl::FunctionRef<void(size_t)> task) const override {
+    for (size_t i = 0; i < n; ++i) task(i);
+  }
+};
+
 }  // namespace
+
+const TaskRunner& CallingThread() {
+  static const CallingThreadRunner* const runner = new CallingThreadRunner();
+  return *runner;
+}
 
 const TaskRunner& HelperThreads() {
   static const HelperThreadRunner* const runner = new HelperThreadRunner();

@@ -26,7 +26,7 @@ void RunInParallel(size_t n, absl::FunctionRef<void(size_t)> task);
 class TaskRunner {
  public:
   virtual ~TaskRunner() = default;
-  // How many tasks it runs at once, at most (>= 1).
+  // How many threads it spreads tasks over (>= 1): what a job should split itself into.
   virtual size_t threads() const = 0;
   // Runs task(0) .. task(n - 1), on any of its threads, and returns once all are done.
   virtual void Run(size_t n, absl::FunctionRef<void(size_t)> task) const = 0;
@@ -34,6 +34,9 @@ class TaskRunner {
 
 // RunInParallel, over the machine's cores.
 const TaskRunner& HelperThreads();
+// Every task on the calling thread, in order: for callers already running many such jobs at
+// once on threads of their own.
+const TaskRunner& CallingThread();
 
 // How many threads a job of `work` units should use: one per `work_per_thread` units (at least
 // one), at most `max_threads` and at most the machine's cores (or `runner`'s threads).

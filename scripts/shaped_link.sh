@@ -31,7 +31,9 @@
 # 1e-3 DeMo, 3e-3 AdamW), DEADLINE_S (the coordinator's fixed step deadline, 600: every worker
 # in every step), BURST (tbf bytes; default 5 ms of RATE, at least 4096), LIMIT_MS (tbf queue
 # as delay, 50), BRIDGE_RATE_MBIT (the bridge's own rate limit each way, 0: none; with
-# RATE=none it shapes instead of tbf), TIMEOUT_S (per run, 3600), OUT (default
+# RATE=none it shapes instead of tbf), SLOW_START_AFTER_IDLE (net.ipv4.tcp_slow_start_after_idle
+# in both namespaces: 1, the kernel's default, shrinks a connection's congestion window after
+# it has been idle; 0 keeps it), TIMEOUT_S (per run, 3600), OUT (default
 # runs/shaped-<UTC time>); SWEEP: RATES ("none 1000mbit 100mbit 20mbit"), MODES ("demo-bf16
 # demo-sign adamw").
 # Exits 0 when every run trained to its last step with one fingerprint, 1 otherwise, 2 on bad
@@ -54,10 +56,12 @@ deadline_s="${DEADLINE_S:-600}"
 limit_ms="${LIMIT_MS:-50}"
 bridge_rate="${BRIDGE_RATE_MBIT:-0}"
 timeout_s="${TIMEOUT_S:-3600}"
+slow_start_after_idle="${SLOW_START_AFTER_IDLE:-1}"
 out="${OUT:-$root/runs/shaped-$(date -u +%Y%m%d-%H%M%S)}"
 bad() { echo "shaped_link: $*" >&2; exit 2; }
 [[ "$steps" =~ ^[1-9][0-9]*$ ]] || bad "STEPS must be a positive integer"
 [[ "$workers" =~ ^[1-9][0-9]*$ ]] || bad "WORKERS must be a positive integer"
+[[ "$slow_start_after_idle" =~ ^[01]$ ]] || bad "SLOW_START_AFTER_IDLE must be 0 or 1"
 [[ "$delay_ms" =~ ^[0-9]+([.][0-9]+)?$ ]] || bad "DELAY_MS must be a number of milliseconds"
 [ -z "$target" ] || [[ "$target" =~ ^[0-9]+([.][0-9]+)?$ ]] || bad "TARGET_LOSS must be a number"
 for tool in ip tc python3; do
@@ -104,7 +108,8 @@ link_up() {
     ip -n "$ns" link set lo up
     # No IPv6: no router solicitations or address detection in the bytes counted.
     ip netns exec "$ns" sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 \
-      net.ipv6.conf.default.disable_ipv6=1 >/dev/null
+      net.ipv6.conf.default.disable_ipv6=1 \
+      net.ipv4.tcp_slow_start_after_idle="$slow_start_after_idle" >/dev/null
   done
   # The bridge creates both devices here and they are moved (its descriptors stay attached);
   # they vanish when it exits. Not niced: it is the link, and costs little CPU.

@@ -325,9 +325,12 @@ void RunCoordinator::Handle(WorkerId worker, v1::WorkerMessage message, absl::Ti
   }
   if (!complete.bytes.empty()) {
     // Checksum and validation, the bulk of a payload's cost, run outside the lock: payloads of
-    // different workers decode in parallel. A stream's messages are handled one at a time, and
-    // the layout table never changes once set, so nothing here can go stale.
-    absl::StatusOr<StepPayload> payload = DecodeStepPayload(complete.bytes, *complete.layouts);
+    // different workers decode in parallel, each on its stream's thread (not spread further:
+    // the aggregation's helpers are the ones on the step's critical path). A stream's messages
+    // are handled one at a time, and the layout table never changes once set, so nothing here
+    // can go stale.
+    absl::StatusOr<StepPayload> payload =
+        DecodeStepPayload(complete.bytes, *complete.layouts, CallingThread());
     absl::MutexLock lock(&mu_);
     if (!shut_down_ && members_.count(worker) > 0) {
       const int64_t completed_before = machine_.completed_steps();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -1040,10 +1041,12 @@ class OneThreadRunner : public TaskRunner {
   }
 };
 
-// About 34,000 entries in tensors of several sizes: enough for four shares.
+// About 34,000 entries in tensors of several sizes: enough for four shares. "odd" has 70
+// entries, so its signs end in padding bits.
 LayoutTable LargeTable() {
   return MakeTable({{"w1", {1024, 512}, 64, 128},
                     {"b", {4096}, 64, 16},
+                    {"odd", {1000}, 100, 7},
                     {"w2", {512, 512}, 64, 128},
                     {"w3", {1024, 256}, 64, 128}});
 }
@@ -1081,6 +1084,77 @@ TEST(DecodeOverThreadsTest, PayloadsDecodeAsOnOneThread) {
           return DecodeStepPayload(bytes, table, runner);
         },
         [&table](const StepPayload& payload) { return EncodeOrDie(payload, table); });
+  }
+}
+
+// Sign means: mutated codes fall outside the table and padding bits turn up, read errors that
+// must win over a later tensor's bad header as on one thread.
+TEST(DecodeOverThreadsTest, SignMeanAggregatesDecodeAsOnOneThread) {
+  const LayoutTable table = LargeTable();
+  std::vector<StepPayload> payloads;  // as the coordinator holds them: signs of +-1
+  for (uint32_t w = 0; w < 3; ++w) {
+    absl::StatusOr<StepPayload> decoded = DecodeStepPayload(
+        EncodeOrDie(RandomPayload(table, ValueEncoding::kSign, 9, w), table), table);
+    ASSERT_OK(decoded);
+    payloads.push_back(*std::move(decoded));
+  }
+  absl::StatusOr<StepAggregate> aggregate =
+      AggregateStep({{0, &payloads[0]}, {1, &payloads[1]}, {2, &payloads[2]}}, table);
+  ASSERT_OK(aggregate);
+  ASSERT_EQ(aggregate->encoding, ValueEncoding::kSignMean);
+  absl::StatusOr<std::string> bytes = EncodeStepAggregate(*aggregate, table);
+  ASSERT_OK(bytes);
+  ExpectSameOverThreads(
+      *bytes, kEncodingOffset,
+      [&table](const std::string& bytes, const TaskRunner& runner) {
+        return DecodeStepAggregate(bytes, table, runner);
+      },
+      [&table](const StepAggregate& decoded) { return *EncodeStepAggregate(decoded, table); });
+}
+
+// Two faults in one message: the error is the one a single pass in message order meets first.
+// Tensor "g" then tensor "h", each 2 chunks of k = 5 (10 one-byte indices, then 2 bytes of 10
+// signs and 6 padding bits).
+TEST(DecodeOverThreadsTest, TheFirstFaultInMessageOrderIsReported) {
+  const LayoutTable table = MakeTable({{"g", {96}, 48, 5}, {"h", {96}, 48, 5}});
+  const std::string good = EncodeOrDie(RandomPayload(table, ValueEncoding::kSign, 1, 2), table);
+  constexpr size_t kTensorBytes = 4 + 4 + 10 + 2;
+  const size_t g = kEncodingOffset + 1 + 8 + 4;  // g's chunk count
+  const size_t h = g + kTensorBytes;
+  const auto g_padding = [&](std::string& b) { b[g + 8 + 10 + 1] |= static_cast<char>(0x80); };
+  const auto h_padding = [&](std::string& b) { b[h + 8 + 10 + 1] |= static_cast<char>(0x80); };
+  const auto h_header = [&](std::string& b) { b[h] = 0x7f; };
+  const auto g_unordered = [&](std::string& b) { std::swap(b[g + 8], b[g + 9]); };
+  const auto trailing = [](std::string& b) { b.insert(b.size() - kCrcBytes, 1, '\0'); };
+  struct Case {
+    std::vector<std::function<void(std::string&)>> faults;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {{g_padding, h_header}, "tensor 'g': nonzero padding bits after the last sign"},
+      {{h_padding, g_unordered}, "tensor 'h': nonzero padding bits after the last sign"},
+      {{g_unordered, trailing}, "trailing bytes after payload"},
+      {{g_unordered, h_header}, "tensor 'h': payload has 127 chunks"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.expected);
+    std::string bytes = good;
+    for (const auto& fault : c.faults) fault(bytes);
+    Reseal(&bytes);
+    for (const TaskRunner* runner : {&CallingThread(), &HelperThreads()}) {
+      const absl::Status status = DecodeStepPayload(bytes, table, *runner).status();
+      EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_THAT(status.message(), HasSubstr(c.expected));
+    }
+  }
+  // Each fault alone is reported, so none of the cases above passes by accident.
+  const std::vector<std::function<void(std::string&)>> each = {g_padding, h_padding, h_header,
+                                                               g_unordered};
+  for (const auto& fault : each) {
+    std::string bytes = good;
+    fault(bytes);
+    Reseal(&bytes);
+    EXPECT_FALSE(DecodeStepPayload(bytes, table).ok());
   }
 }
 

@@ -64,7 +64,7 @@ TEST(SignMeanTableTest, OtherValuesHaveNoCode) {
   EXPECT_FALSE(table.code(0.2f).has_value());   // needs 5 contributors
   EXPECT_FALSE(table.code(2.0f).has_value());
   EXPECT_TRUE(SignMeanTable::For(5).code(0.2f).has_value());
-  // Beyond both ends, between neighbours, and not numbers, for tables of one and of many codes.
+  // Beyond both ends, between neighbours, and not numbers, for tables of two codes and of many.
   for (uint32_t p : {1u, 4u, 64u}) {
     SCOPED_TRACE(p);
     const SignMeanTable& means = SignMeanTable::For(p);
