@@ -388,18 +388,10 @@ absl::Status AggregateTensors(
   total *= sorted.size();
   const size_t threads = ThreadsFor(static_cast<size_t>(total), kEntriesPerThread,
                                     std::min(kMaxAggregationThreads, table.size()), runner);
-  std::vector<size_t> bounds = {0};  // tensors [bounds[i], bounds[i + 1]) go to thread i
-  uint64_t done = 0;
-  for (size_t part = 1; part < threads; ++part) {
-    const uint64_t target = total * part / threads;
-    size_t end = bounds.back();
-    while (end < table.size() && done < target) {
-      done += static_cast<uint64_t>(table[end].layout.num_selected()) * sorted.size();
-      ++end;
-    }
-    bounds.push_back(end);
-  }
-  bounds.push_back(table.size());
+  // Tensors [bounds[i], bounds[i + 1]) go to thread i.
+  const std::vector<size_t> bounds = ContiguousShares(table.size(), threads, [&](size_t t) {
+    return static_cast<uint64_t>(table[t].layout.num_selected()) * sorted.size();
+  });
   *parts = threads;
   std::vector<absl::Status> status(table.size());
   const auto aggregate_part = [&](size_t part, auto* scratch) {  // reused across tensors

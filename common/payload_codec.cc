@@ -481,15 +481,8 @@ void ReadTensors(const std::vector<EntriesToRead>& reads, const LayoutTable& tab
   for (const EntriesToRead& read : reads) total += read.n;
   const size_t threads =
       ThreadsFor(static_cast<size_t>(total), kDecodedEntriesPerThread, reads.size(), runner);
-  // Contiguous shares of about equal entries, as the aggregation splits its tensors.
-  std::vector<size_t> bounds = {0};
-  uint64_t done = 0;
-  for (size_t part = 1; part < threads; ++part) {
-    size_t end = bounds.back();
-    while (end < reads.size() && done < total * part / threads) done += reads[end++].n;
-    bounds.push_back(end);
-  }
-  bounds.push_back(reads.size());
+  const std::vector<size_t> bounds =
+      ContiguousShares(reads.size(), threads, [&reads](size_t r) { return reads[r].n; });
   runner.Run(threads, [&](size_t part) {
     for (size_t r = bounds[part]; r < bounds[part + 1]; ++r) {
       const EntriesToRead& read = reads[r];

@@ -166,4 +166,19 @@ size_t ThreadsFor(size_t work, size_t work_per_thread, size_t max_threads,
                                        work / std::max<size_t>(work_per_thread, 1)}));
 }
 
+std::vector<size_t> ContiguousShares(size_t n, size_t parts,
+                                     absl::FunctionRef<uint64_t(size_t)> weight) {
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; ++i) total += weight(i);
+  std::vector<size_t> bounds = {0};
+  uint64_t done = 0;
+  for (size_t part = 1; part < parts; ++part) {
+    size_t end = bounds.back();
+    while (end < n && done < total * part / parts) done += weight(end++);
+    bounds.push_back(end);
+  }
+  bounds.push_back(n);
+  return bounds;
+}
+
 }  // namespace demod

@@ -16,6 +16,8 @@
 #define DEMOD_COMMON_RUN_IN_PARALLEL_H_
 
 #include <cstddef>
+#include <cstdint>
+#include <vector>
 
 #include "absl/functional/function_ref.h"
 
@@ -43,6 +45,11 @@ const TaskRunner& CallingThread();
 size_t ThreadsFor(size_t work, size_t work_per_thread, size_t max_threads);
 size_t ThreadsFor(size_t work, size_t work_per_thread, size_t max_threads,
                   const TaskRunner& runner);
+
+// Items [0, n) cut into `parts` (>= 1) contiguous shares of about equal total weight(i): share i
+// is [bounds[i], bounds[i + 1]) of the parts + 1 bounds returned.
+std::vector<size_t> ContiguousShares(size_t n, size_t parts,
+                                     absl::FunctionRef<uint64_t(size_t)> weight);
 
 }  // namespace demod
 

@@ -1033,14 +1033,6 @@ class LastFirstRunner : public TaskRunner {
   mutable size_t most_tasks_ = 0;
 };
 
-class OneThreadRunner : public TaskRunner {
- public:
-  size_t threads() const override { return 1; }
-  void Run(size_t n, absl::FunctionRef<void(size_t)> task) const override {
-    for (size_t i = 0; i < n; ++i) task(i);
-  }
-};
-
 // About 34,000 entries in tensors of several sizes: enough for four shares. "odd" has 70
 // entries, so its signs end in padding bits.
 LayoutTable LargeTable() {
@@ -1057,7 +1049,7 @@ template <typename Decode, typename Encode>
 void ExpectSameOverThreads(const std::string& original, size_t first_mutable, Decode decode,
                            Encode encode) {
   LastFirstRunner shared;
-  const OneThreadRunner alone;
+  const TaskRunner& alone = CallingThread();
   std::mt19937 rng(5);
   std::uniform_int_distribution<size_t> offset(first_mutable, original.size() - kCrcBytes - 1);
   for (int trial = 0; trial < 300; ++trial) {
